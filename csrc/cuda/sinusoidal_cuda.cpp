@@ -1,0 +1,29 @@
+// CUDA registration of sinusoidal_add / sinusoidal_add_: device guard,
+// current stream, launch check. The kernel itself is in cuda/sinusoidal.cu.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "cuda/dtype.h"
+#include "launch.h"
+#include "sinusoidal_kernels.h"
+
+namespace posemb::detail {
+namespace {
+
+void run_sinusoidal_cuda(const SinusoidalParams& params, const at::Tensor& x) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  C10_CUDA_CHECK(launch_sinusoidal_add(params, dtype_tag(x.scalar_type()), num_sms,
+                                       at::cuda::getCurrentCUDAStream()));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(posemb, CUDA, m) {
+  m.impl("sinusoidal_add", &sinusoidal_add_kernel<run_sinusoidal_cuda>);
+  m.impl("sinusoidal_add_", &sinusoidal_add_inplace_kernel<run_sinusoidal_cuda>);
+}
+
+}  // namespace posemb::detail

@@ -1,0 +1,21 @@
+// The schema of every posemb op, declared once. Kernels register themselves
+// per dispatch key in their own files (cpu/, cuda/, autograd/, sinusoidal.cpp).
+#include <torch/library.h>
+
+TORCH_LIBRARY(posemb, m) {
+  // y = x * scale + PE(position); see csrc/include/posemb/sinusoidal.h.
+  m.def(
+      "sinusoidal_add(Tensor x, Tensor? positions=None, Tensor? offsets=None, SymInt offset=0, "
+      "int seq_dim=-2, str layout='interleaved', str freqs='vaswani', float base=10000.0, "
+      "float scale=1.0, int? padding_idx=None) -> Tensor");
+  m.def(
+      "sinusoidal_add_(Tensor(a!) x, Tensor? positions=None, Tensor? offsets=None, "
+      "SymInt offset=0, int seq_dim=-2, str layout='interleaved', str freqs='vaswani', "
+      "float base=10000.0, float scale=1.0, int? padding_idx=None) -> ()");
+  m.def("sinusoidal_add_backward(Tensor grad, float scale) -> Tensor");
+  m.def(
+      "sinusoidal_table(SymInt num_positions, SymInt dim, SymInt offset=0, "
+      "str layout='interleaved', str freqs='vaswani', float base=10000.0, "
+      "int? padding_idx=None, *, ScalarType? dtype=None, Device? device=None) -> Tensor");
+  m.def("make_positions(Tensor input_ids, int padding_idx) -> Tensor");
+}

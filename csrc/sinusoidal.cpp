@@ -1,0 +1,313 @@
+// sinusoidal_add, sinusoidal_add_, sinusoidal_add_backward, sinusoidal_table
+// and make_positions: argument checks, Meta (fake) kernels, the composite
+// ops, and the public C++ functions that call the dispatcher.
+#include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+#include <c10/core/SymBool.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "posemb/sinusoidal.h"
+#include "sinusoidal_kernels.h"
+
+namespace posemb {
+namespace detail {
+namespace {
+
+bool is_index_dtype(at::ScalarType t) {
+  return at::isIntegralType(t, /*includeBool=*/false);
+}
+
+SinusoidalLayout parse_layout(const char* op, std::string_view layout) {
+  if (layout == "interleaved") return SinusoidalLayout::Interleaved;
+  TORCH_CHECK(layout == "half", "posemb.", op, ": layout must be 'interleaved' or 'half', got '",
+              layout, "'");
+  return SinusoidalLayout::Half;
+}
+
+SinusoidalFreqs parse_freqs(const char* op, std::string_view freqs) {
+  if (freqs == "vaswani") return SinusoidalFreqs::Vaswani;
+  TORCH_CHECK(freqs == "fairseq", "posemb.", op, ": freqs must be 'vaswani' or 'fairseq', got '",
+              freqs, "'");
+  return SinusoidalFreqs::Fairseq;
+}
+
+// The logical (batch, seq, dim) view of x: which dimension is which.
+struct XDims {
+  int64_t seq;    // dimension of x holding the sequence
+  int64_t batch;  // dimension of x holding the batch, or -1 for (seq, dim)
+};
+
+XDims x_dims(const char* op, const at::Tensor& x, int64_t seq_dim) {
+  const int64_t rank = x.dim();
+  TORCH_CHECK(rank == 2 || rank == 3, "posemb.", op,
+              ": x must be (batch, seq, dim), (seq, batch, dim) or (seq, dim), got shape ",
+              x.sym_sizes());
+  const int64_t s = seq_dim < 0 ? seq_dim + rank : seq_dim;
+  TORCH_CHECK(s >= 0 && s < rank - 1, "posemb.", op, ": seq_dim must name a dimension of x ",
+              "other than the last (embedding) one, got seq_dim=", seq_dim, " for x of shape ",
+              x.sym_sizes());
+  return {s, rank == 3 ? 1 - s : -1};
+}
+
+}  // namespace
+
+SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
+                                    const std::optional<at::Tensor>& positions,
+                                    const std::optional<at::Tensor>& offsets,
+                                    const c10::SymInt& offset, int64_t seq_dim,
+                                    std::string_view layout, std::string_view freqs, double base,
+                                    std::optional<int64_t> padding_idx) {
+  const auto st = x.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "posemb.", op, ": x must be float32, float64, float16 or bfloat16, got ", st);
+  const XDims dims = x_dims(op, x, seq_dim);
+  const c10::SymInt seq = x.sym_size(dims.seq);
+  const c10::SymInt batch = dims.batch >= 0 ? x.sym_size(dims.batch) : c10::SymInt(1);
+  const c10::SymInt dim = x.sym_size(-1);
+
+  SinusoidalSpec spec;
+  spec.layout = parse_layout(op, layout);
+  const SinusoidalFreqs f = parse_freqs(op, freqs);
+  TORCH_CHECK(std::isfinite(base) && base > 0.0, "posemb.", op,
+              ": base must be a positive finite number, got ", base);
+  // Frequencies are defined by their formula and kept in fp64 (DESIGN.md §2).
+  // The embedding dim is a model constant, so specialising on it costs nothing.
+  const int64_t d = dim.guard_int(__FILE__, __LINE__);
+  const int64_t half = d / 2;
+  if (f == SinusoidalFreqs::Vaswani) {
+    spec.log_freq_step = d > 0 ? 2.0 * std::log(base) / static_cast<double>(d) : 0.0;
+  } else {
+    TORCH_CHECK(half >= 2, "posemb.", op, ": freqs='fairseq' divides by dim/2 - 1 and needs an ",
+                "embedding dim of at least 4, got ", dim);
+    spec.log_freq_step = std::log(base) / static_cast<double>(half - 1);
+  }
+
+  TORCH_CHECK(!padding_idx.has_value() || *padding_idx >= 0, "posemb.", op,
+              ": padding_idx must be non-negative, got ", padding_idx.value_or(0));
+  TORCH_CHECK(!(positions.has_value() && offsets.has_value()), "posemb.", op,
+              ": pass positions or offsets, not both");
+  if (positions.has_value() || offsets.has_value()) {
+    TORCH_SYM_CHECK(offset.sym_eq(0), "posemb.", op, ": offset must be 0 when ",
+                    positions.has_value() ? "positions" : "offsets", " are given, got ", offset);
+  }
+  if (positions.has_value()) {
+    const at::Tensor& p = *positions;
+    TORCH_CHECK(is_index_dtype(p.scalar_type()), "posemb.", op,
+                ": positions must be an integer tensor, got ", p.scalar_type());
+    TORCH_CHECK(p.device() == x.device(), "posemb.", op, ": positions must be on x's device (",
+                x.device(), "), got ", p.device());
+    const bool shape_ok =
+        (p.dim() == 1 && p.sym_size(0) == seq) ||
+        (p.dim() == 2 && (p.sym_size(0) == batch || p.sym_size(0) == 1) &&
+         (p.sym_size(1) == seq || p.sym_size(1) == 1));
+    TORCH_CHECK(shape_ok, "posemb.", op, ": positions must be (seq,) or broadcastable to ",
+                "(batch, seq) = (", batch, ", ", seq, "), got shape ", p.sym_sizes());
+  }
+  if (offsets.has_value()) {
+    const at::Tensor& o = *offsets;
+    TORCH_CHECK(is_index_dtype(o.scalar_type()), "posemb.", op,
+                ": offsets must be an integer tensor, got ", o.scalar_type());
+    TORCH_CHECK(o.device() == x.device(), "posemb.", op, ": offsets must be on x's device (",
+                x.device(), "), got ", o.device());
+    const bool shape_ok = o.dim() == 0 || (o.dim() == 1 && (o.sym_size(0) == batch || o.sym_size(0) == 1));
+    TORCH_CHECK(shape_ok, "posemb.", op, ": offsets must be a scalar or (batch,) = (", batch,
+                ",), got shape ", o.sym_sizes());
+  }
+  return spec;
+}
+
+SinusoidalParams make_sinusoidal_params(const SinusoidalSpec& spec, const at::Tensor& x,
+                                        const at::Tensor& y,
+                                        const std::optional<at::Tensor>& positions,
+                                        const std::optional<at::Tensor>& offsets,
+                                        int64_t offset, int64_t seq_dim, double scale,
+                                        std::optional<int64_t> padding_idx,
+                                        std::vector<at::Tensor>& keep) {
+  const XDims dims = x_dims("sinusoidal_add", x, seq_dim);
+  SinusoidalParams p;
+  p.x = x.data_ptr();
+  p.y = y.data_ptr();
+  p.seq = x.size(dims.seq);
+  p.batch = dims.batch >= 0 ? x.size(dims.batch) : 1;
+  p.dim = x.size(-1);
+  p.x_stride_t = x.stride(dims.seq);
+  p.y_stride_t = y.stride(dims.seq);
+  p.x_stride_b = dims.batch >= 0 ? x.stride(dims.batch) : 0;
+  p.y_stride_b = dims.batch >= 0 ? y.stride(dims.batch) : 0;
+  p.x_stride_d = x.stride(-1);
+  p.y_stride_d = y.stride(-1);
+
+  // Index tensors are read as int32 or int64; other integer types are widened.
+  auto as_index = [&keep](const at::Tensor& t) {
+    if (t.scalar_type() == at::kInt || t.scalar_type() == at::kLong) return t;
+    keep.push_back(t.to(at::kLong));
+    return keep.back();
+  };
+  if (positions.has_value()) {
+    at::Tensor pos = as_index(*positions);
+    if (pos.dim() == 1) pos = pos.unsqueeze(0);
+    pos = pos.expand({p.batch, p.seq});
+    p.positions = pos.data_ptr();
+    p.positions_int64 = pos.scalar_type() == at::kLong;
+    p.pos_stride_b = pos.stride(0);
+    p.pos_stride_t = pos.stride(1);
+  }
+  if (offsets.has_value()) {
+    const at::Tensor off = as_index(*offsets);
+    p.offsets = off.data_ptr();
+    p.offsets_int64 = off.scalar_type() == at::kLong;
+    p.offsets_stride = (off.dim() == 0 || off.size(0) == 1) ? 0 : off.stride(0);
+  }
+  p.offset = offset;
+  p.has_padding_idx = padding_idx.has_value();
+  p.padding_idx = padding_idx.value_or(0);
+  p.layout = spec.layout;
+  p.log_freq_step = spec.log_freq_step;
+  p.scale = scale;
+  return p;
+}
+
+namespace {
+
+at::Tensor sinusoidal_add_meta(const at::Tensor& x, const std::optional<at::Tensor>& positions,
+                               const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                               int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                               double base, double scale, std::optional<int64_t> padding_idx) {
+  check_sinusoidal_add("sinusoidal_add", x, positions, offsets, offset, seq_dim, layout, freqs,
+                       base, padding_idx);
+  return at::empty_symint(x.sym_sizes(), x.options());
+}
+
+void sinusoidal_add_inplace_meta(const at::Tensor& x, const std::optional<at::Tensor>& positions,
+                                        const std::optional<at::Tensor>& offsets,
+                                        c10::SymInt offset, int64_t seq_dim,
+                                        std::string_view layout, std::string_view freqs,
+                                        double base, double scale,
+                                        std::optional<int64_t> padding_idx) {
+  check_sinusoidal_add("sinusoidal_add_", x, positions, offsets, offset, seq_dim, layout, freqs,
+                       base, padding_idx);
+}
+
+// d(x * scale + PE)/dx = scale; positions carry no gradient.
+at::Tensor sinusoidal_add_backward_composite(const at::Tensor& grad, double scale) {
+  return grad * scale;
+}
+
+at::Tensor sinusoidal_table_composite(c10::SymInt num_positions, c10::SymInt dim,
+                                      c10::SymInt offset, std::string_view layout,
+                                      std::string_view freqs, double base,
+                                      std::optional<int64_t> padding_idx,
+                                      std::optional<at::ScalarType> dtype,
+                                      std::optional<at::Device> device) {
+  TORCH_SYM_CHECK(num_positions.sym_ge(0), "posemb.sinusoidal_table: num_positions must be ",
+                  "non-negative, got ", num_positions);
+  TORCH_SYM_CHECK(dim.sym_ge(0), "posemb.sinusoidal_table: dim must be non-negative, got ", dim);
+  const auto options = at::TensorOptions()
+                           .dtype(dtype.value_or(at::kFloat))
+                           .device(device.value_or(at::kCPU));
+  at::Tensor table = at::zeros_symint({num_positions, dim}, options);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("posemb::sinusoidal_add_", "")
+                       .typed<void(const at::Tensor&, const std::optional<at::Tensor>&,
+                                          const std::optional<at::Tensor>&, c10::SymInt, int64_t,
+                                          std::string_view, std::string_view, double, double,
+                                          std::optional<int64_t>)>();
+  // 0 * 1 + PE is PE exactly.
+  op.call(table, std::nullopt, std::nullopt, std::move(offset), 0, layout, freqs, base,
+          1.0, padding_idx);
+  return table;
+}
+
+// fairseq's make_positions: pads keep padding_idx, the rest count from padding_idx + 1.
+at::Tensor make_positions_composite(const at::Tensor& input_ids, int64_t padding_idx) {
+  TORCH_CHECK(is_index_dtype(input_ids.scalar_type()), "posemb.make_positions: input_ids must be ",
+              "an integer tensor, got ", input_ids.scalar_type());
+  TORCH_CHECK(input_ids.dim() >= 1, "posemb.make_positions: input_ids must have a sequence ",
+              "dimension, got a scalar");
+  TORCH_CHECK(padding_idx >= 0, "posemb.make_positions: padding_idx must be non-negative, got ",
+              padding_idx);
+  const at::Tensor mask = input_ids.ne(padding_idx).to(at::kLong);
+  return at::cumsum(mask, -1).mul_(mask).add_(padding_idx);
+}
+
+}  // namespace
+}  // namespace detail
+
+namespace {
+
+using SinusoidalAddSig = at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&,
+                                    const std::optional<at::Tensor>&, c10::SymInt, int64_t,
+                                    std::string_view, std::string_view, double, double,
+                                    std::optional<int64_t>);
+using SinusoidalAddInplaceSig = void(const at::Tensor&, const std::optional<at::Tensor>&,
+                                            const std::optional<at::Tensor>&, c10::SymInt,
+                                            int64_t, std::string_view, std::string_view, double,
+                                            double, std::optional<int64_t>);
+
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+}  // namespace
+
+at::Tensor sinusoidal_add(const at::Tensor& x, const std::optional<at::Tensor>& positions,
+                          const std::optional<at::Tensor>& offsets, int64_t offset,
+                          int64_t seq_dim, const std::string& layout, const std::string& freqs,
+                          double base, double scale, std::optional<int64_t> padding_idx) {
+  static auto op = find_op<SinusoidalAddSig>("posemb::sinusoidal_add");
+  return op.call(x, positions, offsets, c10::SymInt(offset), seq_dim, layout, freqs, base, scale,
+                 padding_idx);
+}
+
+at::Tensor& sinusoidal_add_(at::Tensor& x, const std::optional<at::Tensor>& positions,
+                            const std::optional<at::Tensor>& offsets, int64_t offset,
+                            int64_t seq_dim, const std::string& layout, const std::string& freqs,
+                            double base, double scale, std::optional<int64_t> padding_idx) {
+  static auto op = find_op<SinusoidalAddInplaceSig>("posemb::sinusoidal_add_");
+  op.call(x, positions, offsets, c10::SymInt(offset), seq_dim, layout, freqs, base, scale,
+          padding_idx);
+  return x;
+}
+
+at::Tensor sinusoidal_add_backward(const at::Tensor& grad, double scale) {
+  static auto op =
+      find_op<at::Tensor(const at::Tensor&, double)>("posemb::sinusoidal_add_backward");
+  return op.call(grad, scale);
+}
+
+at::Tensor sinusoidal_table(int64_t num_positions, int64_t dim, int64_t offset,
+                            const std::string& layout, const std::string& freqs, double base,
+                            std::optional<int64_t> padding_idx, at::TensorOptions options) {
+  static auto op =
+      find_op<at::Tensor(c10::SymInt, c10::SymInt, c10::SymInt, std::string_view,
+                         std::string_view, double, std::optional<int64_t>,
+                         std::optional<at::ScalarType>, std::optional<at::Device>)>(
+          "posemb::sinusoidal_table");
+  return op.call(c10::SymInt(num_positions), c10::SymInt(dim), c10::SymInt(offset), layout, freqs,
+                 base, padding_idx, c10::typeMetaToScalarType(options.dtype()), options.device());
+}
+
+at::Tensor make_positions(const at::Tensor& input_ids, int64_t padding_idx) {
+  static auto op =
+      find_op<at::Tensor(const at::Tensor&, int64_t)>("posemb::make_positions");
+  return op.call(input_ids, padding_idx);
+}
+
+TORCH_LIBRARY_IMPL(posemb, Meta, m) {
+  m.impl("sinusoidal_add", &detail::sinusoidal_add_meta);
+  m.impl("sinusoidal_add_", &detail::sinusoidal_add_inplace_meta);
+}
+
+TORCH_LIBRARY_IMPL(posemb, CompositeExplicitAutograd, m) {
+  m.impl("sinusoidal_add_backward", &detail::sinusoidal_add_backward_composite);
+  m.impl("sinusoidal_table", &detail::sinusoidal_table_composite);
+}
+
+TORCH_LIBRARY_IMPL(posemb, CompositeImplicitAutograd, m) {
+  m.impl("make_positions", &detail::make_positions_composite);
+}
+
+}  // namespace posemb

@@ -1,0 +1,221 @@
+// sinusoidal_add: y = x * scale + PE(position), PE computed on the fly.
+//
+// Torch-free. The kernel body is __host__ __device__ and takes its grid
+// coordinates explicitly, so tests/cpp/test_sinusoidal_grid.cpp can walk the
+// whole launch grid on the CPU and check indexing, masking and vector paths
+// without a GPU. cuda/sinusoidal.cu wraps it in a __global__ shell.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "math.cuh"
+#include "posemb/types.h"
+#include "vector.cuh"
+
+namespace posemb {
+
+/// Arguments of one sinusoidal_add launch. Logical shape (batch, seq, dim),
+/// any strides; y may alias x exactly (the in-place op).
+struct SinusoidalParams {
+  const void* x = nullptr;  // [batch, seq, dim]
+  void* y = nullptr;        // [batch, seq, dim]
+  int64_t batch = 0, seq = 0, dim = 0;
+  int64_t x_stride_b = 0, x_stride_t = 0, x_stride_d = 1;
+  int64_t y_stride_b = 0, y_stride_t = 0, y_stride_d = 1;
+
+  // Position of token (b, t): positions[b, t] when given, else
+  // offsets[b] + t when given, else offset + t.
+  const void* positions = nullptr;  // [batch, seq] int32/int64, stride 0 allowed
+  bool positions_int64 = true;
+  int64_t pos_stride_b = 0, pos_stride_t = 0;
+  const void* offsets = nullptr;  // [batch] int32/int64, stride 0 allowed
+  bool offsets_int64 = true;
+  int64_t offsets_stride = 0;
+  int64_t offset = 0;
+
+  bool has_padding_idx = false;  // the encoding is zero at position padding_idx
+  int64_t padding_idx = 0;
+
+  SinusoidalLayout layout = SinusoidalLayout::Interleaved;
+  double log_freq_step = 0.0;  // frequency i is exp(-i * log_freq_step)
+  double scale = 1.0;
+};
+
+/// How a launch covers the work: grid x walks position rows, grid y splits the
+/// batch when rows are few (decoding), threads walk groups of frequencies.
+struct SinusoidalLaunch {
+  bool vector = false;     // 128-bit loads and stores (K pairs per group)
+  bool shared = true;      // one position per token for the whole batch
+  int64_t rows = 0;        // seq if shared, else batch * seq
+  int64_t groups = 0;      // frequency groups, plus one for an odd last channel
+  int64_t batch_chunk = 1; // batch entries per grid-y block when shared
+  int64_t grid_x = 1, grid_y = 1;
+  int64_t block_dim = 32;
+};
+
+/// Frequencies per thread group: one 128-bit vector of x per group.
+template <typename T, SinusoidalLayout L, bool kVector>
+POSEMB_HD constexpr int sinusoidal_pairs_per_group() {
+  if (!kVector) return 1;
+  return L == SinusoidalLayout::Interleaved ? int(8 / sizeof(T)) : int(16 / sizeof(T));
+}
+
+inline bool sinusoidal_positions_shared(const SinusoidalParams& p) {
+  if (p.batch <= 1) return true;
+  if (p.positions != nullptr) return p.pos_stride_b == 0;
+  if (p.offsets != nullptr) return p.offsets_stride == 0;
+  return true;
+}
+
+/// Chooses the launch for params whose elements are `elem_size` bytes, on a
+/// device with `num_sms` multiprocessors. Host code, shared by the CUDA
+/// launcher and by the CPU walk of the grid, so both run the same plan.
+inline SinusoidalLaunch plan_sinusoidal_launch(const SinusoidalParams& p, int64_t elem_size,
+                                               int64_t num_sms) {
+  SinusoidalLaunch plan;
+  const int64_t half = p.dim / 2;
+  const int64_t vec_elems = 16 / elem_size;
+  const int64_t pairs = p.layout == SinusoidalLayout::Interleaved ? vec_elems / 2 : vec_elems;
+  const bool strides_ok = p.x_stride_b % vec_elems == 0 && p.x_stride_t % vec_elems == 0 &&
+                          p.y_stride_b % vec_elems == 0 && p.y_stride_t % vec_elems == 0;
+  plan.vector = pairs >= 1 && half % pairs == 0 && half > 0 && p.x_stride_d == 1 &&
+                p.y_stride_d == 1 && strides_ok && detail::is_aligned(p.x, 16) &&
+                detail::is_aligned(p.y, 16);
+  const int64_t per_group = plan.vector ? pairs : 1;
+  plan.groups = half / per_group + (p.dim % 2);
+
+  plan.shared = sinusoidal_positions_shared(p);
+  plan.rows = plan.shared ? p.seq : p.batch * p.seq;
+
+  plan.block_dim = std::min<int64_t>(256, std::max<int64_t>(32, (plan.groups + 31) / 32 * 32));
+  const int64_t target_blocks = std::max<int64_t>(1, num_sms) * 8;
+  plan.grid_x = std::max<int64_t>(1, std::min(plan.rows, target_blocks));
+  if (plan.shared && plan.rows < target_blocks && p.batch > 1) {
+    const int64_t want_y = std::min<int64_t>(p.batch, (target_blocks + plan.rows - 1) / plan.rows);
+    plan.batch_chunk = (p.batch + want_y - 1) / want_y;
+  } else {
+    plan.batch_chunk = std::max<int64_t>(1, p.batch);
+  }
+  plan.grid_y = plan.shared ? (std::max<int64_t>(1, p.batch) + plan.batch_chunk - 1) / plan.batch_chunk : 1;
+  plan.grid_y = std::min<int64_t>(plan.grid_y, 65535);
+  if (plan.shared) {
+    plan.batch_chunk = (std::max<int64_t>(1, p.batch) + plan.grid_y - 1) / plan.grid_y;
+  }
+  return plan;
+}
+
+/// One thread's coordinates in the launch grid.
+struct GridCoord {
+  int64_t block_x, block_y, thread_x;
+};
+
+namespace detail {
+
+POSEMB_HD int64_t token_position(const SinusoidalParams& p, int64_t b, int64_t t) {
+  if (p.positions != nullptr) {
+    return load_index(p.positions, p.positions_int64, b * p.pos_stride_b + t * p.pos_stride_t);
+  }
+  const int64_t base =
+      p.offsets != nullptr ? load_index(p.offsets, p.offsets_int64, b * p.offsets_stride) : p.offset;
+  return base + t;
+}
+
+/// y[b, t, channels of pairs i0..i0+K) = x * scale + (sin, cos).
+template <typename T, SinusoidalLayout L, bool kVector, int K, typename A>
+POSEMB_HD void sinusoidal_apply(const SinusoidalParams& p, int64_t b, int64_t t, int64_t i0,
+                                const A* s, const A* c, A scale) {
+  using Ops = ScalarOps<T>;
+  const T* x = static_cast<const T*>(p.x) + b * p.x_stride_b + t * p.x_stride_t;
+  T* y = static_cast<T*>(p.y) + b * p.y_stride_b + t * p.y_stride_t;
+  const int64_t half = p.dim / 2;
+  if constexpr (kVector && L == SinusoidalLayout::Interleaved) {
+    auto v = load_vec<T, 2 * K>(x + 2 * i0);
+POSEMB_UNROLL
+    for (int k = 0; k < K; ++k) {
+      v.v[2 * k] = Ops::from_acc(Ops::to_acc(v.v[2 * k]) * scale + s[k]);
+      v.v[2 * k + 1] = Ops::from_acc(Ops::to_acc(v.v[2 * k + 1]) * scale + c[k]);
+    }
+    store_vec<T, 2 * K>(y + 2 * i0, v);
+  } else if constexpr (kVector) {
+    auto vs = load_vec<T, K>(x + i0);
+    auto vc = load_vec<T, K>(x + half + i0);
+POSEMB_UNROLL
+    for (int k = 0; k < K; ++k) {
+      vs.v[k] = Ops::from_acc(Ops::to_acc(vs.v[k]) * scale + s[k]);
+      vc.v[k] = Ops::from_acc(Ops::to_acc(vc.v[k]) * scale + c[k]);
+    }
+    store_vec<T, K>(y + i0, vs);
+    store_vec<T, K>(y + half + i0, vc);
+  } else {
+POSEMB_UNROLL
+    for (int k = 0; k < K; ++k) {
+      const int64_t i = i0 + k;
+      const int64_t cs = L == SinusoidalLayout::Interleaved ? 2 * i : i;
+      const int64_t cc = L == SinusoidalLayout::Interleaved ? 2 * i + 1 : half + i;
+      const T xs = x[cs * p.x_stride_d];
+      const T xc = x[cc * p.x_stride_d];
+      y[cs * p.y_stride_d] = Ops::from_acc(Ops::to_acc(xs) * scale + s[k]);
+      y[cc * p.y_stride_d] = Ops::from_acc(Ops::to_acc(xc) * scale + c[k]);
+    }
+  }
+}
+
+}  // namespace detail
+
+/// The work of one thread of the launch `plan`, at grid coordinate `at`.
+/// Each thread owns frequency groups g (computing their frequencies once) and
+/// walks the rows of its block; the sin/cos of a (position, frequency) is
+/// computed once and reused across the batch entries that share it.
+template <typename T, SinusoidalLayout L, bool kVector>
+POSEMB_HD void sinusoidal_add_body(const SinusoidalParams& p, const SinusoidalLaunch& plan,
+                                   GridCoord at) {
+  using A = detail::acc_t<T>;
+  using Ops = detail::ScalarOps<T>;
+  constexpr int K = sinusoidal_pairs_per_group<T, L, kVector>();
+  const int64_t pair_groups = (p.dim / 2) / K;
+  const A scale = static_cast<A>(p.scale);
+
+  for (int64_t g = at.thread_x; g < plan.groups; g += plan.block_dim) {
+    const bool odd_tail = g == pair_groups;  // the last channel of an odd dim
+    double freq[K];
+POSEMB_UNROLL
+    for (int k = 0; k < K; ++k) freq[k] = exp(-static_cast<double>(g * K + k) * p.log_freq_step);
+
+    for (int64_t row = at.block_x; row < plan.rows; row += plan.grid_x) {
+      const int64_t t = plan.shared ? row : row % p.seq;
+      const int64_t b_begin = plan.shared ? at.block_y * plan.batch_chunk : row / p.seq;
+      int64_t b_end = plan.shared ? b_begin + plan.batch_chunk : b_begin + 1;
+      if (b_end > p.batch) b_end = p.batch;
+      if (b_begin >= b_end) continue;
+
+      if (odd_tail) {
+        for (int64_t b = b_begin; b < b_end; ++b) {
+          const T* x = static_cast<const T*>(p.x) + b * p.x_stride_b + t * p.x_stride_t;
+          T* y = static_cast<T*>(p.y) + b * p.y_stride_b + t * p.y_stride_t;
+          const int64_t d = p.dim - 1;
+          y[d * p.y_stride_d] = Ops::from_acc(Ops::to_acc(x[d * p.x_stride_d]) * scale);
+        }
+        continue;
+      }
+
+      const int64_t pos = detail::token_position(p, b_begin, t);
+      const bool is_pad = p.has_padding_idx && pos == p.padding_idx;
+      A s[K], c[K];
+POSEMB_UNROLL
+      for (int k = 0; k < K; ++k) {
+        if (is_pad) {
+          s[k] = A(0);
+          c[k] = A(0);
+        } else {
+          detail::sincos_acc(detail::reduced_angle(static_cast<double>(pos), freq[k]), &s[k], &c[k]);
+        }
+      }
+      for (int64_t b = b_begin; b < b_end; ++b) {
+        detail::sinusoidal_apply<T, L, kVector, K>(p, b, t, g * K, s, c, scale);
+      }
+    }
+  }
+}
+
+}  // namespace posemb

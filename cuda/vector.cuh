@@ -1,0 +1,33 @@
+// 128-bit vector loads and stores that compile for the device and the host,
+// so the vector paths of the CUDA kernels can be walked on the CPU too.
+#pragma once
+
+#include <cstdint>
+
+#include "math.cuh"
+
+namespace posemb {
+namespace detail {
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  T v[N];
+};
+
+template <typename T, int N>
+POSEMB_HD Vec<T, N> load_vec(const T* ptr) {
+  return *reinterpret_cast<const Vec<T, N>*>(ptr);
+}
+
+template <typename T, int N>
+POSEMB_HD void store_vec(T* ptr, const Vec<T, N>& value) {
+  *reinterpret_cast<Vec<T, N>*>(ptr) = value;
+}
+
+/// True when ptr can be read with loads of `bytes` bytes.
+inline bool is_aligned(const void* ptr, int64_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(ptr) % bytes == 0;
+}
+
+}  // namespace detail
+}  // namespace posemb

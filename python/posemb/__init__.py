@@ -1,0 +1,34 @@
+"""posemb: fused positional embeddings for PyTorch and LibTorch.
+
+Importing posemb loads libposemb.so, which registers the ops under
+``torch.ops.posemb`` (CPU and CUDA kernels, C++ autograd, fake kernels).
+"""
+from pathlib import Path
+
+import torch
+
+_HERE = Path(__file__).resolve().parent
+_LIBRARY = _HERE / "lib" / "libposemb.so"
+if not _LIBRARY.exists():
+    raise ImportError(
+        f"posemb: {_LIBRARY} is missing; build the package with "
+        "`pip install --no-build-isolation .` (or `-e .`)"
+    )
+torch.ops.load_library(str(_LIBRARY))
+
+#: Folder for CMAKE_PREFIX_PATH so that find_package(posemb) finds this
+#: installation (as torch.utils.cmake_prefix_path does for Torch).
+cmake_prefix_path = str(_HERE / "share" / "cmake")
+
+from . import nn  # noqa: E402
+from .ops import make_positions, sinusoidal_add, sinusoidal_add_, sinusoidal_table  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "cmake_prefix_path",
+    "make_positions",
+    "nn",
+    "sinusoidal_add",
+    "sinusoidal_add_",
+    "sinusoidal_table",
+]

@@ -1,0 +1,118 @@
+"""Functional API: documented wrappers around ``torch.ops.posemb``."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["make_positions", "sinusoidal_add", "sinusoidal_add_", "sinusoidal_table"]
+
+
+def make_positions(input_ids: Tensor, padding_idx: int) -> Tensor:
+    """Padding-aware positions, fairseq's rule.
+
+    Pad tokens (``input_ids == padding_idx``) keep position ``padding_idx``;
+    the other tokens of each sequence count up from ``padding_idx + 1`` along
+    the last dimension. Returns int64 positions shaped like ``input_ids``.
+    """
+    return torch.ops.posemb.make_positions(input_ids, padding_idx)
+
+
+def _position_args(positions, offset, input_ids, padding_idx):
+    """Maps the Python position arguments onto the op's (positions, offsets, offset)."""
+    if input_ids is not None:
+        if positions is not None:
+            raise ValueError("posemb.sinusoidal_add: pass positions or input_ids, not both")
+        if padding_idx is None:
+            raise ValueError("posemb.sinusoidal_add: input_ids needs padding_idx")
+        positions = make_positions(input_ids, padding_idx)
+    if isinstance(offset, Tensor):
+        return positions, offset, 0
+    return positions, None, offset
+
+
+def sinusoidal_add(
+    x: Tensor,
+    positions: Optional[Tensor] = None,
+    *,
+    offset: Union[int, Tensor] = 0,
+    input_ids: Optional[Tensor] = None,
+    padding_idx: Optional[int] = None,
+    seq_dim: int = -2,
+    layout: str = "interleaved",
+    freqs: str = "vaswani",
+    base: float = 10000.0,
+    scale: float = 1.0,
+) -> Tensor:
+    """Returns ``x * scale + PE(position)`` in one kernel, without a table.
+
+    Args:
+        x: embeddings, ``(batch, seq, dim)``, ``(seq, batch, dim)`` (with
+            ``seq_dim=0``) or ``(seq, dim)``; float32, float64, float16 or
+            bfloat16; any strides.
+        positions: integer positions broadcastable to ``(batch, seq)``
+            (``(seq,)`` works; stride 0 is fine).
+        offset: without ``positions``, token ``t`` is at ``offset + t``;
+            ``offset`` is an int or an integer tensor ``(batch,)`` of
+            per-sequence offsets (decoding with a KV cache).
+        input_ids: token ids ``(batch, seq)``; positions are then made from
+            them with :func:`make_positions` (needs ``padding_idx``).
+        padding_idx: the encoding of this position is zero (fairseq).
+        seq_dim: dimension of ``x`` holding the sequence.
+        layout: ``"interleaved"`` (sin at 2i, cos at 2i+1) or ``"half"`` (all
+            sines, then all cosines).
+        freqs: ``"vaswani"`` (``w_i = base^(-2i/dim)``) or ``"fairseq"``
+            (``w_i = exp(-i ln(base) / (dim/2 - 1))``).
+        base: base of the frequencies.
+        scale: ``x`` is multiplied by it first (``sqrt(dim)`` in many models).
+
+    Angles are formed and reduced in fp64 and rounded once, so the result stays
+    accurate at positions up to 2^20 and beyond (see the README). Differentiable
+    in ``x``.
+    """
+    positions, offsets, offset = _position_args(positions, offset, input_ids, padding_idx)
+    return torch.ops.posemb.sinusoidal_add(
+        x, positions, offsets, offset, seq_dim, layout, freqs, float(base), float(scale), padding_idx
+    )
+
+
+def sinusoidal_add_(
+    x: Tensor,
+    positions: Optional[Tensor] = None,
+    *,
+    offset: Union[int, Tensor] = 0,
+    input_ids: Optional[Tensor] = None,
+    padding_idx: Optional[int] = None,
+    seq_dim: int = -2,
+    layout: str = "interleaved",
+    freqs: str = "vaswani",
+    base: float = 10000.0,
+    scale: float = 1.0,
+) -> Tensor:
+    """In-place :func:`sinusoidal_add`: ``x = x * scale + PE``; returns ``x``."""
+    positions, offsets, offset = _position_args(positions, offset, input_ids, padding_idx)
+    torch.ops.posemb.sinusoidal_add_(
+        x, positions, offsets, offset, seq_dim, layout, freqs, float(base), float(scale), padding_idx
+    )
+    return x
+
+
+def sinusoidal_table(
+    num_positions: int,
+    dim: int,
+    *,
+    offset: int = 0,
+    layout: str = "interleaved",
+    freqs: str = "vaswani",
+    base: float = 10000.0,
+    padding_idx: Optional[int] = None,
+    dtype: Optional[torch.dtype] = None,
+    device: Optional[Union[torch.device, str]] = None,
+) -> Tensor:
+    """The encoding of positions ``offset .. offset + num_positions - 1`` as a
+    ``(num_positions, dim)`` table (float32 unless ``dtype`` says otherwise)."""
+    return torch.ops.posemb.sinusoidal_table(
+        num_positions, dim, offset, layout, freqs, float(base), padding_idx,
+        dtype=dtype, device=torch.device(device) if device is not None else None,
+    )

@@ -1,0 +1,92 @@
+"""Pure-PyTorch fp64 references for the tests (DESIGN.md §5).
+
+Everything is float64: positions, frequencies from their formula, products,
+sin and cos. Nothing here is fast; everything here is obvious.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+
+def make_positions(input_ids: Tensor, padding_idx: int) -> Tensor:
+    """fairseq's rule: pads keep padding_idx, the rest count from padding_idx + 1."""
+    mask = input_ids.ne(padding_idx).long()
+    return torch.cumsum(mask, dim=-1) * mask + padding_idx
+
+
+def sinusoidal_frequencies(dim: int, freqs: str = "vaswani", base: float = 10000.0) -> Tensor:
+    """The dim // 2 frequencies, float64, straight from their formula."""
+    half = dim // 2
+    i = torch.arange(half, dtype=torch.float64)
+    if freqs == "vaswani":
+        return torch.tensor(float(base), dtype=torch.float64) ** (-2.0 * i / dim)
+    if freqs == "fairseq":
+        return torch.exp(-i * (math.log(base) / (half - 1)))
+    raise ValueError(freqs)
+
+
+def sinusoidal_encoding(
+    positions: Tensor,
+    dim: int,
+    layout: str = "interleaved",
+    freqs: str = "vaswani",
+    base: float = 10000.0,
+    padding_idx: Optional[int] = None,
+) -> Tensor:
+    """PE(positions) as float64 of shape positions.shape + (dim,)."""
+    w = sinusoidal_frequencies(dim, freqs, base)
+    theta = positions.to(torch.float64).unsqueeze(-1) * w
+    s, c = torch.sin(theta), torch.cos(theta)
+    half = dim // 2
+    pe = torch.zeros(*positions.shape, dim, dtype=torch.float64)
+    if layout == "interleaved":
+        pe[..., 0 : 2 * half : 2] = s
+        pe[..., 1 : 2 * half : 2] = c
+    elif layout == "half":
+        pe[..., :half] = s
+        pe[..., half : 2 * half] = c
+    else:
+        raise ValueError(layout)
+    if padding_idx is not None:
+        pe[positions == padding_idx] = 0.0
+    return pe
+
+
+def sinusoidal_add(
+    x: Tensor,
+    positions: Optional[Tensor] = None,
+    *,
+    offset: Union[int, Tensor] = 0,
+    input_ids: Optional[Tensor] = None,
+    padding_idx: Optional[int] = None,
+    seq_dim: int = -2,
+    layout: str = "interleaved",
+    freqs: str = "vaswani",
+    base: float = 10000.0,
+    scale: float = 1.0,
+) -> Tensor:
+    """float64 ``x * scale + PE`` with the same arguments as posemb.sinusoidal_add."""
+    xd = x.detach().cpu().to(torch.float64)
+    seq_dim = seq_dim % x.dim()
+    if x.dim() == 2:
+        xb = xd.unsqueeze(0)  # (1, seq, dim)
+    elif seq_dim == 1:
+        xb = xd
+    else:
+        xb = xd.transpose(0, 1)  # (seq, batch, dim) -> (batch, seq, dim)
+    batch, seq = xb.shape[0], xb.shape[1]
+    if input_ids is not None:
+        positions = make_positions(input_ids, padding_idx)
+    if positions is None:
+        off = offset.cpu().long().reshape(-1, 1) if isinstance(offset, Tensor) else torch.tensor([[offset]])
+        positions = off + torch.arange(seq).reshape(1, seq)
+    positions = positions.cpu().long().reshape(-1, seq) if positions.dim() == 1 else positions.cpu().long()
+    positions = positions.expand(batch, seq)
+    yb = xb * scale + sinusoidal_encoding(positions, x.shape[-1], layout, freqs, base, padding_idx)
+    if x.dim() == 2:
+        return yb.squeeze(0)
+    return yb if seq_dim == 1 else yb.transpose(0, 1)
