@@ -47,46 +47,53 @@ struct ScalarOps<double> {
 template <typename T>
 using acc_t = typename ScalarOps<T>::acc_t;
 
-// 2π as an unevaluated sum hi + lo of two doubles (Cody–Waite reduction).
-constexpr double kTwoPiHi = 6.283185307179586;
-constexpr double kTwoPiLo = 2.4492935982947064e-16;
-constexpr double kInvTwoPi = 0.15915494309189535;
+// π/2 as an unevaluated sum hi + lo of two doubles (Cody–Waite reduction).
+constexpr double kHalfPiHi = 1.5707963267948966;
+constexpr double kHalfPiLo = 6.123233995736766e-17;
+constexpr double kTwoOverPi = 0.6366197723675814;
 
-/// Reduces theta = position * frequency to [-π, π].
-///
-/// The product is formed in fp64: exact when the frequency is an fp32 value
-/// (24-bit mantissa) and |position| < 2^29, and within 1 ulp of fp64 for an
-/// fp64 frequency. The reduction subtracts k·2π in two FMA steps, so the
-/// reduced angle carries ~1e-16·|theta| absolute error, far below fp32's
-/// resolution. Naive fp32 (`float(p) * w`) is off by up to ulp(theta)/2, which
-/// is 3e-2 at p = 2^20.
-POSEMB_HD double reduced_angle(double position, double frequency) {
-  const double theta = position * frequency;
-  const double k = rint(theta * kInvTwoPi);
-  double r = fma(-k, kTwoPiHi, theta);
-  r = fma(-k, kTwoPiLo, r);
-  return r;
-}
-
-/// sin and cos of a reduced angle in the accumulation type (one rounding of
-/// the fp64 angle to fp32, then fp32 sincos; fp64 throughout for fp64).
-POSEMB_HD void sincos_acc(double r, float* s, float* c) {
+POSEMB_HD void sincos_small(float r, float* s, float* c) {
 #if defined(__CUDA_ARCH__)
-  sincosf(static_cast<float>(r), s, c);
+  sincosf(r, s, c);
 #else
-  const float rf = static_cast<float>(r);
-  *s = std::sin(rf);
-  *c = std::cos(rf);
+  *s = std::sin(r);
+  *c = std::cos(r);
 #endif
 }
 
-POSEMB_HD void sincos_acc(double r, double* s, double* c) {
+POSEMB_HD void sincos_small(double r, double* s, double* c) {
 #if defined(__CUDA_ARCH__)
   sincos(r, s, c);
 #else
   *s = std::sin(r);
   *c = std::cos(r);
 #endif
+}
+
+/// sin and cos of theta = position * frequency, in the accumulation type A.
+///
+/// The product is formed in fp64: exact when the frequency is an fp32 value
+/// (24-bit mantissa) and |position| < 2^29, within 1 ulp of fp64 otherwise.
+/// theta is reduced in fp64 to r in [-π/4, π/4] plus a quadrant, subtracting
+/// k·π/2 in two FMA steps, so r carries ~1e-16·|theta| absolute error. Only
+/// then is r rounded to A (fp32 for fp32/fp16/bf16): the rounding is relative
+/// to r, so results near zero keep their relative accuracy. Naive fp32
+/// (`float(p) * w`) is off by up to ulp(theta)/2: 3e-2 at p = 2^20.
+template <typename A>
+POSEMB_HD void position_sincos(double position, double frequency, A* s, A* c) {
+  const double theta = position * frequency;
+  const double k = rint(theta * kTwoOverPi);
+  double r = fma(-k, kHalfPiHi, theta);
+  r = fma(-k, kHalfPiLo, r);
+  A sr, cr;
+  sincos_small(static_cast<A>(r), &sr, &cr);
+  // sin and cos of r + quadrant * π/2.
+  switch (static_cast<int>(static_cast<int64_t>(k) & 3)) {
+    case 0: *s = sr; *c = cr; break;
+    case 1: *s = cr; *c = -sr; break;
+    case 2: *s = -sr; *c = -cr; break;
+    default: *s = -cr; *c = sr; break;
+  }
 }
 
 /// Loads element i of an integer index tensor stored as int32 or int64.

@@ -208,7 +208,7 @@ POSEMB_UNROLL
           s[k] = A(0);
           c[k] = A(0);
         } else {
-          detail::sincos_acc(detail::reduced_angle(static_cast<double>(pos), freq[k]), &s[k], &c[k]);
+          detail::position_sincos(static_cast<double>(pos), freq[k], &s[k], &c[k]);
         }
       }
       for (int64_t b = b_begin; b < b_end; ++b) {

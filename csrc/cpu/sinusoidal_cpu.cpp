@@ -24,7 +24,7 @@ void encode_row(const SinusoidalParams& p, const std::vector<double>& freq, int6
   const bool is_pad = p.has_padding_idx && pos == p.padding_idx;
   for (int64_t i = 0; i < half; ++i) {
     A s = A(0), c = A(0);
-    if (!is_pad) sincos_acc(reduced_angle(static_cast<double>(pos), freq[i]), &s, &c);
+    if (!is_pad) position_sincos(static_cast<double>(pos), freq[i], &s, &c);
     if (p.layout == SinusoidalLayout::Interleaved) {
       enc[2 * i] = s;
       enc[2 * i + 1] = c;

@@ -1,8 +1,10 @@
 // CUDA registration of sinusoidal_add / sinusoidal_add_: device guard,
 // current stream, launch check. The kernel itself is in cuda/sinusoidal.cu.
-#include <ATen/cuda/CUDAContext.h>
+// Only c10/cuda headers: ATen/cuda/CUDAContext.h would pull in cuBLAS and
+// cuSPARSE headers that a kernel build does not need.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda/dtype.h"
@@ -14,9 +16,11 @@ namespace {
 
 void run_sinusoidal_cuda(const SinusoidalParams& params, const at::Tensor& x) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const int num_sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  int num_sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, x.get_device()));
+  // The launcher returns cudaGetLastError() after the launch: the launch check.
   C10_CUDA_CHECK(launch_sinusoidal_add(params, dtype_tag(x.scalar_type()), num_sms,
-                                       at::cuda::getCurrentCUDAStream()));
+                                       c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace

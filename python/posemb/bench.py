@@ -1,0 +1,303 @@
+"""Benchmarks: ``python -m posemb.bench [--device cpu|cuda] [--quick] [--json P] [--png P]``.
+
+Each op is timed, in the same run, against the code a user would otherwise
+write (eager PyTorch, ``torch.compile`` of it) and against a roofline measured
+in that run: a ``clone()`` of the input for out-of-place ops, an in-place
+``mul_(1.0)`` for in-place ones (DESIGN.md §6). Ratios are what to read; the
+machines are shared and noisy. Every case is checked for correctness once
+before it is timed.
+
+Adding an op: write a function that yields :class:`Case` objects and decorate
+it with ``@register("op_name")``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional
+
+import torch
+
+import posemb
+
+
+@dataclass
+class Variant:
+    """One way of computing a case. ``kind`` is "roofline", "posemb" or "peer";
+    ``baseline`` names the roofline variant its "x roofline" ratio uses;
+    ``before`` runs (untimed) before each call, e.g. to restore an in-place buffer."""
+    name: str
+    kind: str
+    fn: Callable[[], object]
+    baseline: str
+    before: Optional[Callable[[], object]] = None
+
+
+@dataclass
+class Case:
+    op: str
+    label: str
+    shape: tuple
+    dtype: torch.dtype
+    bytes_moved: int  # what the op must read and write, at the least
+    variants: List[Variant]
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    quick: bool  # fewer shapes
+    compile: bool  # also time torch.compile peers
+
+
+CaseFactory = Callable[[Settings], Iterator[Case]]
+OPS: Dict[str, CaseFactory] = {}
+
+
+def register(op: str) -> Callable[[CaseFactory], CaseFactory]:
+    def wrap(factory: CaseFactory) -> CaseFactory:
+        OPS[op] = factory
+        return factory
+    return wrap
+
+
+def tolerance(dtype: torch.dtype) -> dict:
+    """Loose on purpose: the peer rounds twice in low precision (x*s, then +pe)
+    and forms fp32 angles that drift ~1e-7 per position; this only catches a wrong kernel."""
+    return dict(atol=5e-2, rtol=2e-2) if dtype in (torch.bfloat16, torch.float16) else dict(atol=2e-3, rtol=1e-5)
+
+
+def assert_matches(what: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, **tolerance(expected.dtype), msg=lambda m: f"{what}: {m}")
+
+
+def compile_or_note(fn: Callable, args: tuple, notes: List[str]) -> Optional[Callable]:
+    """torch.compile(fn), compiled now on ``args``; None (and a note) if that fails."""
+    torch._dynamo.reset()  # a fresh, shape-specialised compile per case, no recompile limit
+    try:
+        compiled = torch.compile(fn)
+        compiled(*args)
+        return compiled
+    except Exception as e:  # no compiler, unsupported backend, ...
+        notes.append(f"torch.compile skipped: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
+        return None
+
+
+# --------------------------------------------------------------------------- sinusoidal_add
+
+def tutorial_encoding(positions: torch.Tensor, d: int) -> torch.Tensor:
+    """The PyTorch tutorial's fp32 sinusoidal encoding, for any integer positions."""
+    div_term = torch.exp(torch.arange(0, d, 2, device=positions.device) * (-math.log(10000.0) / d))
+    angle = positions.unsqueeze(-1) * div_term
+    pe = torch.zeros(*positions.shape, d, device=positions.device)
+    pe[..., 0::2] = torch.sin(angle)
+    pe[..., 1::2] = torch.cos(angle)
+    return pe
+
+
+def eager_sinusoidal_add(x, scale: float, seq_dim: int, offsets=None, table=None):
+    """``x * scale + PE`` as users write it: rows of a cached fp32 table, or
+    (``table=None``) the encoding of these positions computed on every call."""
+    T = x.shape[seq_dim]
+    positions = torch.arange(T, device=x.device)
+    if offsets is not None:
+        positions = offsets[:, None] + positions
+    if table is None:
+        pe = tutorial_encoding(positions, x.shape[-1])
+    elif offsets is None:
+        pe = table[:T]
+    else:
+        pe = table[positions]
+    if seq_dim == 0:
+        pe = pe.unsqueeze(1)
+    return x * scale + pe.to(x.dtype)
+
+
+SINUSOIDAL_SHAPES = [  # label, shape, seq_dim, per-sequence offsets, in --quick
+    ("batch-first", (8, 512, 768), 1, False, True),
+    ("batch-first long", (4, 2048, 1024), 1, False, False),
+    ("decode, offsets", (64, 1, 1024), 1, True, True),
+    ("seq-first", (512, 8, 768), 0, False, True),
+]
+TABLE_LEN = 8192  # cached table rows; covers every position used below
+
+
+@register("sinusoidal_add")
+def sinusoidal_add_cases(settings: Settings) -> Iterator[Case]:
+    for label, shape, seq_dim, with_offsets, in_quick in SINUSOIDAL_SHAPES:
+        if in_quick or not settings.quick:
+            for dtype in (torch.float32, torch.bfloat16):
+                yield sinusoidal_add_case(settings, label, shape, seq_dim, with_offsets, dtype)
+
+
+def sinusoidal_add_case(settings: Settings, label, shape, seq_dim, with_offsets, dtype) -> Case:
+    device = settings.device
+    d = shape[-1]
+    s = math.sqrt(d)
+    x = (torch.randn(shape, device=device) / s).to(dtype)  # x * s ~ N(0, 1)
+    offsets = torch.randint(0, TABLE_LEN // 2, (shape[0],), device=device) if with_offsets else None
+    table = tutorial_encoding(torch.arange(TABLE_LEN, device=device), d)
+    kw = dict(offset=offsets if with_offsets else 0, seq_dim=seq_dim, scale=s)
+
+    expected = eager_sinusoidal_add(x, s, seq_dim, offsets, table)
+    what = f"sinusoidal_add {label} {tuple(shape)} {dtype}"
+    assert_matches(f"{what}: posemb vs eager", posemb.sinusoidal_add(x, **kw), expected)
+    assert_matches(f"{what}: posemb in place vs eager", posemb.sinusoidal_add_(x.clone(), **kw), expected)
+
+    buf = x.clone()  # in-place target, restored (untimed) before each call so values stay finite
+    restore = lambda: buf.copy_(x)  # noqa: E731
+    clone, mul_ = "clone (roofline)", "mul_ (roofline, in place)"
+    notes: List[str] = []
+    compiled = compile_or_note(eager_sinusoidal_add, (x, s, seq_dim, offsets), notes) if settings.compile else None
+    variants = [
+        Variant(clone, "roofline", lambda: x.clone(), clone),
+        Variant(mul_, "roofline", lambda: buf.mul_(1.0), mul_, restore),
+        Variant("posemb", "posemb", lambda: posemb.sinusoidal_add(x, **kw), clone),
+        Variant("posemb in place", "posemb", lambda: posemb.sinusoidal_add_(buf, **kw), mul_, restore),
+        Variant("eager cached table", "peer", lambda: eager_sinusoidal_add(x, s, seq_dim, offsets, table), clone),
+        Variant("eager rebuilt table", "peer", lambda: eager_sinusoidal_add(x, s, seq_dim, offsets), clone),
+    ]
+    if compiled is not None:
+        variants.append(Variant("compile(rebuilt)", "peer", lambda: compiled(x, s, seq_dim, offsets), clone))
+    return Case("sinusoidal_add", label, shape, dtype, 2 * x.numel() * x.element_size(), variants, notes)
+
+
+# --------------------------------------------------------------------------- timing and report
+
+def median_time_us(fn, device: torch.device, warmup: int, repeats: int, before=None) -> float:
+    """Median time of one call, in µs, after ``warmup`` calls (CUDA events on GPU)."""
+    before = before or (lambda: None)
+    for _ in range(warmup):
+        before()
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+        for start, end in events:
+            before()
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(device)
+        return statistics.median(start.elapsed_time(end) * 1e3 for start, end in events)
+    times = []
+    for _ in range(repeats):
+        before()
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+def run_case(case: Case, device: torch.device, warmup: int, repeats: int) -> List[dict]:
+    times = {v.name: median_time_us(v.fn, device, warmup, repeats, v.before) for v in case.variants}
+    posemb_times = {v.name: times[v.name] for v in case.variants if v.kind == "posemb"}
+    rows = []
+    for v in case.variants:
+        t = times[v.name]
+        rows.append(dict(
+            op=case.op, case=case.label, shape=list(case.shape), dtype=str(case.dtype).replace("torch.", ""),
+            variant=v.name, kind=v.kind, time_us=t, x_roofline=t / times[v.baseline],
+            gb_per_s=case.bytes_moved / t / 1e3,
+            speedup={p: t / tp for p, tp in posemb_times.items()} if v.kind == "peer" else {},
+            notes=case.notes,
+        ))
+    return rows
+
+
+def print_rows(rows: List[dict], posemb_names: List[str]) -> None:
+    first = rows[0]
+    print(f"\n{first['op']}  {first['case']} {tuple(first['shape'])} {first['dtype']}")
+    print(f"  {'variant':<26}{'median µs':>11}{'x roof':>9}{'GB/s':>9}  " + "  ".join(f"{'vs ' + p:>8}" for p in posemb_names))
+    for r in rows:
+        speedups = "  ".join(f"{r['speedup'][p]:7.2f}x".rjust(len(p) + 3) for p in posemb_names if p in r["speedup"])
+        print(f"  {r['variant']:<26}{r['time_us']:11.1f}{r['x_roofline']:9.2f}{r['gb_per_s']:9.1f}  {speedups}".rstrip())
+    for note in first["notes"]:
+        print(f"  note: {note}")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
+def draw_png(results: List[dict], path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"note: matplotlib is not installed; {path} not drawn")
+        return
+    cases = list(dict.fromkeys(f"{r['case']}\n{r['dtype']}" for r in results))
+    variants = list(dict.fromkeys(r["variant"] for r in results if r["kind"] != "roofline"))
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(cases)), 5))
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        ratio = {f"{r['case']}\n{r['dtype']}": r["x_roofline"] for r in results if r["variant"] == v}
+        ax.bar([c + i * width for c in range(len(cases))], [ratio.get(c, 0) for c in cases], width, label=v)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("time / roofline time (lower is better)")
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m posemb.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="few shapes and repeats (< 1 min on CPU)")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--png", metavar="PATH", help="draw time/roofline ratios (needs matplotlib)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peers")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own)")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma list of {', '.join(OPS)}")
+    args = parser.parse_args(argv)
+    ops = [op.strip() for op in args.ops.split(",") if op.strip()]
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        parser.error(f"unknown op(s) {unknown}; known: {', '.join(OPS)}")
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warmup, repeats = (2, 10) if args.quick else (10, 200 if device.type == "cuda" else 40)
+
+    meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
+                device=device_name(device), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                posemb=posemb.__version__, quick=args.quick, warmup=warmup, repeats=repeats)
+    print("posemb bench  " + "  ".join(f"{k}={v}" for k, v in meta.items()))
+    print("x roof = time / roofline time (clone, or mul_ in place); GB/s = bytes the op must move / time; "
+          "vs posemb = peer time / posemb time")
+    torch.manual_seed(0)
+    results: List[dict] = []
+    for op in ops:
+        for case in OPS[op](Settings(device, args.quick, not args.no_compile)):
+            rows = run_case(case, device, warmup, repeats)
+            print_rows(rows, [v.name for v in case.variants if v.kind == "posemb"])
+            results += rows
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+        print(f"\nwrote {args.json}")
+    if args.png:
+        draw_png(results, args.png)
+
+
+if __name__ == "__main__":
+    main()
