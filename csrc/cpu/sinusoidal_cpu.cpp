@@ -1,70 +1,110 @@
 // CPU kernel of sinusoidal_add / sinusoidal_add_.
 //
-// Rows (tokens) are split across threads; each row's encoding is computed
-// once, with the same per-element math as the CUDA kernel (cuda/math.cuh),
-// and reused for every batch entry that shares the position.
+// Rows (tokens) are split across threads. Each row's encoding is computed
+// once, with the same fp64 angle reduction as the CUDA kernel
+// (cuda/math.cuh), and reused for every batch entry sharing the position.
+// On CPUs with AVX2 the sincos and the fused multiply-add run 8 wide
+// (sinusoidal_cpu_avx2.cpp); elsewhere, and for fp64, a portable loop does.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "cpu/scalar_ops.h"
 #include "sinusoidal_kernels.h"
+#if defined(POSEMB_CPU_AVX2)
+#include "cpu/sinusoidal_cpu_avx2.h"
+#endif
 
 namespace posemb::detail {
 namespace {
 
-// enc[channel] for one position: sin/cos of every frequency, zero on the
-// padding position and on the last channel of an odd dim.
+bool use_avx2() {
+#if defined(POSEMB_CPU_AVX2)
+  return avx2::available();
+#else
+  return false;
+#endif
+}
+
+// s[i], c[i] = sin, cos of position * freq[i].
 template <typename A>
-void encode_row(const SinusoidalParams& p, const std::vector<double>& freq, int64_t pos, A* enc) {
-  const int64_t half = p.dim / 2;
-  if (p.dim % 2) enc[p.dim - 1] = A(0);
-  const bool is_pad = p.has_padding_idx && pos == p.padding_idx;
-  for (int64_t i = 0; i < half; ++i) {
-    A s = A(0), c = A(0);
-    if (!is_pad) position_sincos(static_cast<double>(pos), freq[i], &s, &c);
-    if (p.layout == SinusoidalLayout::Interleaved) {
-      enc[2 * i] = s;
-      enc[2 * i + 1] = c;
-    } else {
-      enc[i] = s;
-      enc[half + i] = c;
+void sincos_row(double position, const std::vector<double>& freq, A* s, A* c, bool vectorised) {
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (std::is_same_v<A, float>) {
+    if (vectorised) return avx2::position_sincos_row(position, freq.data(), freq.size(), s, c);
+  }
+#endif
+  for (size_t i = 0; i < freq.size(); ++i) position_sincos(position, freq[i], &s[i], &c[i]);
+}
+
+// y[0..dim) = x * scale + enc.
+template <typename T, typename A>
+void fused_row(const SinusoidalParams& p, const T* x, T* y, const A* enc, A scale, bool vectorised) {
+  using Ops = ScalarOps<T>;
+  const bool unit_stride = p.x_stride_d == 1 && p.y_stride_d == 1;
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (std::is_same_v<A, float>) {
+    if (vectorised && unit_stride) return avx2::fused_row(x, y, enc, scale, p.dim);
+  }
+#endif
+  if (unit_stride) {
+    for (int64_t d = 0; d < p.dim; ++d) y[d] = Ops::from_acc(Ops::to_acc(x[d]) * scale + enc[d]);
+  } else {
+    for (int64_t d = 0; d < p.dim; ++d) {
+      y[d * p.y_stride_d] = Ops::from_acc(Ops::to_acc(x[d * p.x_stride_d]) * scale + enc[d]);
     }
   }
 }
 
 template <typename T>
 void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
-  using Ops = ScalarOps<T>;
   using A = acc_t<T>;
-  std::vector<double> freq(p.dim / 2);
-  for (size_t i = 0; i < freq.size(); ++i) freq[i] = exp(-static_cast<double>(i) * p.log_freq_step);
+  const int64_t half = p.dim / 2;
+  std::vector<double> freq(half);
+  for (int64_t i = 0; i < half; ++i) freq[i] = exp(-static_cast<double>(i) * p.log_freq_step);
 
   const bool shared = sinusoidal_positions_shared(p);
   const int64_t rows = shared ? p.seq : p.batch * p.seq;
   const int64_t per_row = p.dim * (shared ? p.batch : 1);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row));
   const A scale = static_cast<A>(p.scale);
-  const bool unit_stride = p.x_stride_d == 1 && p.y_stride_d == 1;
+  const bool vectorised = use_avx2();
 
+  // Rows go in blocks: their encodings first, then each batch entry's block
+  // of rows, so writes to y stay sequential within a block.
+  constexpr int64_t kRowBlock = 16;
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<A> enc(p.dim);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t t = shared ? row : row % p.seq;
-      const int64_t b_begin = shared ? 0 : row / p.seq;
-      const int64_t b_end = shared ? p.batch : b_begin + 1;
-      encode_row(p, freq, token_position(p, b_begin, t), enc.data());
-      for (int64_t b = b_begin; b < b_end; ++b) {
-        const T* x = static_cast<const T*>(p.x) + b * p.x_stride_b + t * p.x_stride_t;
-        T* y = static_cast<T*>(p.y) + b * p.y_stride_b + t * p.y_stride_t;
-        if (unit_stride) {  // the common case, kept simple for the vectoriser
-          for (int64_t d = 0; d < p.dim; ++d) y[d] = Ops::from_acc(Ops::to_acc(x[d]) * scale + enc[d]);
-        } else {
-          for (int64_t d = 0; d < p.dim; ++d) {
-            y[d * p.y_stride_d] = Ops::from_acc(Ops::to_acc(x[d * p.x_stride_d]) * scale + enc[d]);
-          }
+    std::vector<A> enc(kRowBlock * p.dim), s(half), c(half);
+    for (int64_t block = begin; block < end; block += kRowBlock) {
+      const int64_t block_end = std::min(end, block + kRowBlock);
+      for (int64_t row = block; row < block_end; ++row) {
+        A* e = enc.data() + (row - block) * p.dim;
+        const int64_t t = shared ? row : row % p.seq;
+        const int64_t pos = token_position(p, shared ? 0 : row / p.seq, t);
+        if (p.has_padding_idx && pos == p.padding_idx) {
+          std::fill(e, e + p.dim, A(0));
+          continue;
+        }
+        sincos_row(static_cast<double>(pos), freq, s.data(), c.data(), vectorised);
+        const bool interleaved = p.layout == SinusoidalLayout::Interleaved;
+        for (int64_t i = 0; i < half; ++i) {
+          e[interleaved ? 2 * i : i] = s[i];
+          e[interleaved ? 2 * i + 1 : half + i] = c[i];
+        }
+        if (p.dim % 2) e[p.dim - 1] = A(0);
+      }
+      // A shared row serves every batch entry; otherwise row = b * seq + t.
+      const int64_t batches = shared ? p.batch : 1;
+      for (int64_t b = 0; b < batches; ++b) {
+        for (int64_t row = block; row < block_end; ++row) {
+          const int64_t t = shared ? row : row % p.seq;
+          const int64_t bb = shared ? b : row / p.seq;
+          const T* x = static_cast<const T*>(p.x) + bb * p.x_stride_b + t * p.x_stride_t;
+          T* y = static_cast<T*>(p.y) + bb * p.y_stride_b + t * p.y_stride_t;
+          fused_row(p, x, y, enc.data() + (row - block) * p.dim, scale, vectorised);
         }
       }
     }

@@ -1,0 +1,27 @@
+// AVX2 + FMA + F16C versions of the two hot loops of the sinusoidal CPU
+// kernel, compiled in their own translation unit with those instructions
+// enabled and chosen at run time (see avx2_available()).
+#pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+
+namespace posemb::detail::avx2 {
+
+/// True when this build has the AVX2 kernels, the CPU runs them, and ATen's
+/// CPU capability (ATEN_CPU_CAPABILITY=default turns it off) allows them.
+bool available();
+
+/// s[i], c[i] = sin, cos of position * freq[i] for i < n: the same fp64
+/// quadrant reduction as position_sincos (cuda/math.cuh), then 8-wide fp32
+/// sincos (SLEEF, 1-ulp).
+void position_sincos_row(double position, const double* freq, int64_t n, float* s, float* c);
+
+/// y[d] = x[d] * scale + enc[d] for d < n, rounded once to the storage type.
+void fused_row(const float* x, float* y, const float* enc, float scale, int64_t n);
+void fused_row(const c10::BFloat16* x, c10::BFloat16* y, const float* enc, float scale, int64_t n);
+void fused_row(const c10::Half* x, c10::Half* y, const float* enc, float scale, int64_t n);
+
+}  // namespace posemb::detail::avx2
