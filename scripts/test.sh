@@ -19,5 +19,9 @@ cmake -S . -B build/ctest -G Ninja -DCMAKE_PREFIX_PATH="$torch_prefix" -DPOSEMB_
 cmake --build build/ctest -j "$jobs"
 (cd build/ctest && ctest --output-on-failure -j "$jobs")
 
+echo "== pytest: the portable CPU loop (ATen's CPU capability forced to default)"
+ATEN_CPU_CAPABILITY=default python -m pytest tests/python/test_sinusoidal.py -q \
+  -k "reference or contract or ulp or inplace or table or grad"
+
 echo "== pytest"
 python -m pytest tests/python -q
