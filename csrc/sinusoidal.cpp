@@ -9,15 +9,12 @@
 #include <cmath>
 
 #include "posemb/sinusoidal.h"
+#include "positions.h"
 #include "sinusoidal_kernels.h"
 
 namespace posemb {
 namespace detail {
 namespace {
-
-bool is_index_dtype(at::ScalarType t) {
-  return at::isIntegralType(t, /*includeBool=*/false);
-}
 
 SinusoidalLayout parse_layout(const char* op, std::string_view layout) {
   if (layout == "interleaved") return SinusoidalLayout::Interleaved;
@@ -33,24 +30,6 @@ SinusoidalFreqs parse_freqs(const char* op, std::string_view freqs) {
   return SinusoidalFreqs::Fairseq;
 }
 
-// The logical (batch, seq, dim) view of x: which dimension is which.
-struct XDims {
-  int64_t seq;    // dimension of x holding the sequence
-  int64_t batch;  // dimension of x holding the batch, or -1 for (seq, dim)
-};
-
-XDims x_dims(const char* op, const at::Tensor& x, int64_t seq_dim) {
-  const int64_t rank = x.dim();
-  TORCH_CHECK(rank == 2 || rank == 3, "posemb.", op,
-              ": x must be (batch, seq, dim), (seq, batch, dim) or (seq, dim), got shape ",
-              x.sym_sizes());
-  const int64_t s = seq_dim < 0 ? seq_dim + rank : seq_dim;
-  TORCH_CHECK(s >= 0 && s < rank - 1, "posemb.", op, ": seq_dim must name a dimension of x ",
-              "other than the last (embedding) one, got seq_dim=", seq_dim, " for x of shape ",
-              x.sym_sizes());
-  return {s, rank == 3 ? 1 - s : -1};
-}
-
 }  // namespace
 
 SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
@@ -63,8 +42,6 @@ SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
   TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
               "posemb.", op, ": x must be float32, float64, float16 or bfloat16, got ", st);
   const XDims dims = x_dims(op, x, seq_dim);
-  const c10::SymInt seq = x.sym_size(dims.seq);
-  const c10::SymInt batch = dims.batch >= 0 ? x.sym_size(dims.batch) : c10::SymInt(1);
   const c10::SymInt dim = x.sym_size(-1);
 
   SinusoidalSpec spec;
@@ -86,35 +63,7 @@ SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
 
   TORCH_CHECK(!padding_idx.has_value() || *padding_idx >= 0, "posemb.", op,
               ": padding_idx must be non-negative, got ", padding_idx.value_or(0));
-  TORCH_CHECK(!(positions.has_value() && offsets.has_value()), "posemb.", op,
-              ": pass positions or offsets, not both");
-  if (positions.has_value() || offsets.has_value()) {
-    TORCH_SYM_CHECK(offset.sym_eq(0), "posemb.", op, ": offset must be 0 when ",
-                    positions.has_value() ? "positions" : "offsets", " are given, got ", offset);
-  }
-  if (positions.has_value()) {
-    const at::Tensor& p = *positions;
-    TORCH_CHECK(is_index_dtype(p.scalar_type()), "posemb.", op,
-                ": positions must be an integer tensor, got ", p.scalar_type());
-    TORCH_CHECK(p.device() == x.device(), "posemb.", op, ": positions must be on x's device (",
-                x.device(), "), got ", p.device());
-    const bool shape_ok =
-        (p.dim() == 1 && p.sym_size(0) == seq) ||
-        (p.dim() == 2 && (p.sym_size(0) == batch || p.sym_size(0) == 1) &&
-         (p.sym_size(1) == seq || p.sym_size(1) == 1));
-    TORCH_CHECK(shape_ok, "posemb.", op, ": positions must be (seq,) or broadcastable to ",
-                "(batch, seq) = (", batch, ", ", seq, "), got shape ", p.sym_sizes());
-  }
-  if (offsets.has_value()) {
-    const at::Tensor& o = *offsets;
-    TORCH_CHECK(is_index_dtype(o.scalar_type()), "posemb.", op,
-                ": offsets must be an integer tensor, got ", o.scalar_type());
-    TORCH_CHECK(o.device() == x.device(), "posemb.", op, ": offsets must be on x's device (",
-                x.device(), "), got ", o.device());
-    const bool shape_ok = o.dim() == 0 || (o.dim() == 1 && (o.sym_size(0) == batch || o.sym_size(0) == 1));
-    TORCH_CHECK(shape_ok, "posemb.", op, ": offsets must be a scalar or (batch,) = (", batch,
-                ",), got shape ", o.sym_sizes());
-  }
+  check_positions(op, x, dims, positions, offsets, offset);
   return spec;
 }
 
@@ -126,41 +75,21 @@ SinusoidalParams make_sinusoidal_params(const SinusoidalSpec& spec, const at::Te
                                         std::optional<int64_t> padding_idx,
                                         std::vector<at::Tensor>& keep) {
   const XDims dims = x_dims("sinusoidal_add", x, seq_dim);
+  const BSDView xv = bsd_view(x, dims), yv = bsd_view(y, dims);
   SinusoidalParams p;
   p.x = x.data_ptr();
   p.y = y.data_ptr();
-  p.seq = x.size(dims.seq);
-  p.batch = dims.batch >= 0 ? x.size(dims.batch) : 1;
-  p.dim = x.size(-1);
-  p.x_stride_t = x.stride(dims.seq);
-  p.y_stride_t = y.stride(dims.seq);
-  p.x_stride_b = dims.batch >= 0 ? x.stride(dims.batch) : 0;
-  p.y_stride_b = dims.batch >= 0 ? y.stride(dims.batch) : 0;
-  p.x_stride_d = x.stride(-1);
-  p.y_stride_d = y.stride(-1);
+  p.batch = xv.batch;
+  p.seq = xv.seq;
+  p.dim = xv.dim;
+  p.x_stride_b = xv.stride_b;
+  p.x_stride_t = xv.stride_t;
+  p.x_stride_d = xv.stride_d;
+  p.y_stride_b = yv.stride_b;
+  p.y_stride_t = yv.stride_t;
+  p.y_stride_d = yv.stride_d;
 
-  // Index tensors are read as int32 or int64; other integer types are widened.
-  auto as_index = [&keep](const at::Tensor& t) {
-    if (t.scalar_type() == at::kInt || t.scalar_type() == at::kLong) return t;
-    keep.push_back(t.to(at::kLong));
-    return keep.back();
-  };
-  if (positions.has_value()) {
-    at::Tensor pos = as_index(*positions);
-    if (pos.dim() == 1) pos = pos.unsqueeze(0);
-    pos = pos.expand({p.batch, p.seq});
-    p.positions = pos.data_ptr();
-    p.positions_int64 = pos.scalar_type() == at::kLong;
-    p.pos_stride_b = pos.stride(0);
-    p.pos_stride_t = pos.stride(1);
-  }
-  if (offsets.has_value()) {
-    const at::Tensor off = as_index(*offsets);
-    p.offsets = off.data_ptr();
-    p.offsets_int64 = off.scalar_type() == at::kLong;
-    p.offsets_stride = (off.dim() == 0 || off.size(0) == 1) ? 0 : off.stride(0);
-  }
-  p.offset = offset;
+  p.pos = make_position_params(x, dims, positions, offsets, offset, keep);
   p.has_padding_idx = padding_idx.has_value();
   p.padding_idx = padding_idx.value_or(0);
   p.layout = spec.layout;
@@ -181,11 +110,9 @@ at::Tensor sinusoidal_add_meta(const at::Tensor& x, const std::optional<at::Tens
 }
 
 void sinusoidal_add_inplace_meta(const at::Tensor& x, const std::optional<at::Tensor>& positions,
-                                        const std::optional<at::Tensor>& offsets,
-                                        c10::SymInt offset, int64_t seq_dim,
-                                        std::string_view layout, std::string_view freqs,
-                                        double base, double scale,
-                                        std::optional<int64_t> padding_idx) {
+                                 const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                                 int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                                 double base, double scale, std::optional<int64_t> padding_idx) {
   check_sinusoidal_add("sinusoidal_add_", x, positions, offsets, offset, seq_dim, layout, freqs,
                        base, padding_idx);
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "math.cuh"
+#include "positions.cuh"
 #include "posemb/types.h"
 #include "vector.cuh"
 
@@ -24,15 +25,7 @@ struct SinusoidalParams {
   int64_t x_stride_b = 0, x_stride_t = 0, x_stride_d = 1;
   int64_t y_stride_b = 0, y_stride_t = 0, y_stride_d = 1;
 
-  // Position of token (b, t): positions[b, t] when given, else
-  // offsets[b] + t when given, else offset + t.
-  const void* positions = nullptr;  // [batch, seq] int32/int64, stride 0 allowed
-  bool positions_int64 = true;
-  int64_t pos_stride_b = 0, pos_stride_t = 0;
-  const void* offsets = nullptr;  // [batch] int32/int64, stride 0 allowed
-  bool offsets_int64 = true;
-  int64_t offsets_stride = 0;
-  int64_t offset = 0;
+  PositionParams pos;
 
   bool has_padding_idx = false;  // the encoding is zero at position padding_idx
   int64_t padding_idx = 0;
@@ -61,13 +54,6 @@ POSEMB_HD constexpr int sinusoidal_pairs_per_group() {
   return L == SinusoidalLayout::Interleaved ? int(8 / sizeof(T)) : int(16 / sizeof(T));
 }
 
-inline bool sinusoidal_positions_shared(const SinusoidalParams& p) {
-  if (p.batch <= 1) return true;
-  if (p.positions != nullptr) return p.pos_stride_b == 0;
-  if (p.offsets != nullptr) return p.offsets_stride == 0;
-  return true;
-}
-
 /// Chooses the launch for params whose elements are `elem_size` bytes, on a
 /// device with `num_sms` multiprocessors. Host code, shared by the CUDA
 /// launcher and by the CPU walk of the grid, so both run the same plan.
@@ -85,7 +71,7 @@ inline SinusoidalLaunch plan_sinusoidal_launch(const SinusoidalParams& p, int64_
   const int64_t per_group = plan.vector ? pairs : 1;
   plan.groups = half / per_group + (p.dim % 2);
 
-  plan.shared = sinusoidal_positions_shared(p);
+  plan.shared = positions_shared(p.pos, p.batch);
   plan.rows = plan.shared ? p.seq : p.batch * p.seq;
 
   plan.block_dim = std::min<int64_t>(256, std::max<int64_t>(32, (plan.groups + 31) / 32 * 32));
@@ -111,15 +97,6 @@ struct GridCoord {
 };
 
 namespace detail {
-
-POSEMB_HD int64_t token_position(const SinusoidalParams& p, int64_t b, int64_t t) {
-  if (p.positions != nullptr) {
-    return load_index(p.positions, p.positions_int64, b * p.pos_stride_b + t * p.pos_stride_t);
-  }
-  const int64_t base =
-      p.offsets != nullptr ? load_index(p.offsets, p.offsets_int64, b * p.offsets_stride) : p.offset;
-  return base + t;
-}
 
 /// y[b, t, channels of pairs i0..i0+K) = x * scale + (sin, cos).
 template <typename T, SinusoidalLayout L, bool kVector, int K, typename A>
@@ -199,7 +176,7 @@ POSEMB_UNROLL
         continue;
       }
 
-      const int64_t pos = detail::token_position(p, b_begin, t);
+      const int64_t pos = token_position(p.pos, b_begin, t);
       const bool is_pad = p.has_padding_idx && pos == p.padding_idx;
       A s[K], c[K];
 POSEMB_UNROLL

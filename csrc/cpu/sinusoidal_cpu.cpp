@@ -66,7 +66,7 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   std::vector<double> freq(half);
   for (int64_t i = 0; i < half; ++i) freq[i] = exp(-static_cast<double>(i) * p.log_freq_step);
 
-  const bool shared = sinusoidal_positions_shared(p);
+  const bool shared = positions_shared(p.pos, p.batch);
   const int64_t rows = shared ? p.seq : p.batch * p.seq;
   const int64_t per_row = p.dim * (shared ? p.batch : 1);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row));
@@ -83,7 +83,7 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
       for (int64_t row = block; row < block_end; ++row) {
         A* e = enc.data() + (row - block) * p.dim;
         const int64_t t = shared ? row : row % p.seq;
-        const int64_t pos = token_position(p, shared ? 0 : row / p.seq, t);
+        const int64_t pos = token_position(p.pos, shared ? 0 : row / p.seq, t);
         if (p.has_padding_idx && pos == p.padding_idx) {
           std::fill(e, e + p.dim, A(0));
           continue;

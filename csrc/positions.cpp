@@ -1,0 +1,113 @@
+#include "positions.h"
+
+#include <ATen/ATen.h>
+
+namespace posemb::detail {
+
+bool is_index_dtype(at::ScalarType t) { return at::isIntegralType(t, /*includeBool=*/false); }
+
+XDims x_dims(const char* op, const at::Tensor& x, int64_t seq_dim) {
+  const int64_t rank = x.dim();
+  TORCH_CHECK(rank == 2 || rank == 3, "posemb.", op,
+              ": x must be (batch, seq, dim), (seq, batch, dim) or (seq, dim), got shape ",
+              x.sym_sizes());
+  const int64_t s = seq_dim < 0 ? seq_dim + rank : seq_dim;
+  TORCH_CHECK(s >= 0 && s < rank - 1, "posemb.", op, ": seq_dim must name a dimension of x ",
+              "other than the last (embedding) one, got seq_dim=", seq_dim, " for x of shape ",
+              x.sym_sizes());
+  return {s, rank == 3 ? 1 - s : -1};
+}
+
+BSDView bsd_view(const at::Tensor& t, const XDims& dims) {
+  const bool batched = dims.batch >= 0;
+  return {batched ? t.size(dims.batch) : 1, t.size(dims.seq), t.size(-1),
+          batched ? t.stride(dims.batch) : 0, t.stride(dims.seq), t.stride(-1)};
+}
+
+void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
+                     const std::optional<at::Tensor>& positions,
+                     const std::optional<at::Tensor>& offsets, const c10::SymInt& offset) {
+  const c10::SymInt seq = x.sym_size(dims.seq);
+  const c10::SymInt batch = dims.batch >= 0 ? x.sym_size(dims.batch) : c10::SymInt(1);
+  TORCH_CHECK(!(positions.has_value() && offsets.has_value()), "posemb.", op,
+              ": pass positions or offsets, not both");
+  if (positions.has_value() || offsets.has_value()) {
+    TORCH_SYM_CHECK(offset.sym_eq(0), "posemb.", op, ": offset must be 0 when ",
+                    positions.has_value() ? "positions" : "offsets", " are given, got ", offset);
+  }
+  if (positions.has_value()) {
+    const at::Tensor& p = *positions;
+    TORCH_CHECK(is_index_dtype(p.scalar_type()), "posemb.", op,
+                ": positions must be an integer tensor, got ", p.scalar_type());
+    TORCH_CHECK(p.device() == x.device(), "posemb.", op, ": positions must be on x's device (",
+                x.device(), "), got ", p.device());
+    const bool shape_ok =
+        (p.dim() == 1 && p.sym_size(0) == seq) ||
+        (p.dim() == 2 && (p.sym_size(0) == batch || p.sym_size(0) == 1) &&
+         (p.sym_size(1) == seq || p.sym_size(1) == 1));
+    TORCH_CHECK(shape_ok, "posemb.", op, ": positions must be (seq,) or broadcastable to ",
+                "(batch, seq) = (", batch, ", ", seq, "), got shape ", p.sym_sizes());
+  }
+  if (offsets.has_value()) {
+    const at::Tensor& o = *offsets;
+    TORCH_CHECK(is_index_dtype(o.scalar_type()), "posemb.", op,
+                ": offsets must be an integer tensor, got ", o.scalar_type());
+    TORCH_CHECK(o.device() == x.device(), "posemb.", op, ": offsets must be on x's device (",
+                x.device(), "), got ", o.device());
+    const bool shape_ok =
+        o.dim() == 0 || (o.dim() == 1 && (o.sym_size(0) == batch || o.sym_size(0) == 1));
+    TORCH_CHECK(shape_ok, "posemb.", op, ": offsets must be a scalar or (batch,) = (", batch,
+                ",), got shape ", o.sym_sizes());
+  }
+}
+
+PositionParams make_position_params(const at::Tensor& x, const XDims& dims,
+                                    const std::optional<at::Tensor>& positions,
+                                    const std::optional<at::Tensor>& offsets, int64_t offset,
+                                    std::vector<at::Tensor>& keep) {
+  const int64_t seq = x.size(dims.seq);
+  const int64_t batch = dims.batch >= 0 ? x.size(dims.batch) : 1;
+  // Index tensors are read as int32 or int64; other integer types are widened.
+  auto as_index = [&keep](const at::Tensor& t) {
+    if (t.scalar_type() == at::kInt || t.scalar_type() == at::kLong) return t;
+    keep.push_back(t.to(at::kLong));
+    return keep.back();
+  };
+  PositionParams p;
+  if (positions.has_value()) {
+    at::Tensor pos = as_index(*positions);
+    if (pos.dim() == 1) pos = pos.unsqueeze(0);
+    pos = pos.expand({batch, seq});
+    p.positions = pos.data_ptr();
+    p.positions_int64 = pos.scalar_type() == at::kLong;
+    p.pos_stride_b = pos.stride(0);
+    p.pos_stride_t = pos.stride(1);
+  }
+  if (offsets.has_value()) {
+    const at::Tensor off = as_index(*offsets);
+    p.offsets = off.data_ptr();
+    p.offsets_int64 = off.scalar_type() == at::kLong;
+    p.offsets_stride = (off.dim() == 0 || off.size(0) == 1) ? 0 : off.stride(0);
+  }
+  p.offset = offset;
+  return p;
+}
+
+at::Tensor resolve_positions(const at::Tensor& x, const XDims& dims,
+                             const std::optional<at::Tensor>& positions,
+                             const std::optional<at::Tensor>& offsets, int64_t offset) {
+  const int64_t seq = x.size(dims.seq);
+  const int64_t batch = dims.batch >= 0 ? x.size(dims.batch) : 1;
+  const auto index = at::TensorOptions().dtype(at::kLong).device(x.device());
+  if (positions.has_value()) {
+    const at::Tensor p = positions->to(at::kLong);
+    return (p.dim() == 1 ? p.unsqueeze(0) : p).expand({batch, seq});
+  }
+  const at::Tensor t = at::arange(seq, index).unsqueeze(0);
+  if (offsets.has_value()) {
+    return (offsets->to(at::kLong).reshape({-1, 1}) + t).expand({batch, seq});
+  }
+  return (t + offset).expand({batch, seq});
+}
+
+}  // namespace posemb::detail

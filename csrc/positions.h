@@ -1,0 +1,55 @@
+// Internal: the (batch, seq, dim) view of an input and the position schemes
+// (explicit positions, per-sequence offsets, an offset) that every family
+// accepts, checked the same way on real and fake tensors.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/SymInt.h>
+
+#include <optional>
+#include <vector>
+
+#include "positions.cuh"
+
+namespace posemb::detail {
+
+/// Which dimension of x is which in its logical (batch, seq, dim) view.
+struct XDims {
+  int64_t seq;    // dimension of x holding the sequence
+  int64_t batch;  // dimension of x holding the batch, or -1 for (seq, dim)
+};
+
+/// x must be (batch, seq, dim), (seq, batch, dim) or (seq, dim); seq_dim says
+/// where the sequence is.
+XDims x_dims(const char* op, const at::Tensor& x, int64_t seq_dim);
+
+/// Sizes and strides of t in its logical (batch, seq, dim) view; a tensor
+/// without a batch dimension has batch 1 and batch stride 0.
+struct BSDView {
+  int64_t batch, seq, dim;
+  int64_t stride_b, stride_t, stride_d;
+};
+BSDView bsd_view(const at::Tensor& t, const XDims& dims);
+
+/// Checks positions (integer, broadcastable to (batch, seq)), offsets
+/// (integer, scalar or (batch,)) and offset (0 unless neither is given).
+void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
+                     const std::optional<at::Tensor>& positions,
+                     const std::optional<at::Tensor>& offsets, const c10::SymInt& offset);
+
+/// Kernel view of the positions of x's tokens. Index tensors of integer
+/// dtypes other than int32/int64 are widened to int64 and kept in `keep`.
+PositionParams make_position_params(const at::Tensor& x, const XDims& dims,
+                                    const std::optional<at::Tensor>& positions,
+                                    const std::optional<at::Tensor>& offsets, int64_t offset,
+                                    std::vector<at::Tensor>& keep);
+
+/// The positions of x's tokens as an int64 (batch, seq) tensor, for ops that
+/// need them whole (bounds checks, sorting for deterministic backward).
+at::Tensor resolve_positions(const at::Tensor& x, const XDims& dims,
+                             const std::optional<at::Tensor>& positions,
+                             const std::optional<at::Tensor>& offsets, int64_t offset);
+
+bool is_index_dtype(at::ScalarType t);
+
+}  // namespace posemb::detail

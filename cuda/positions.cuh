@@ -1,0 +1,42 @@
+// Where each token sits: the position schemes every family shares.
+#pragma once
+
+#include <cstdint>
+
+#include "math.cuh"
+
+namespace posemb {
+
+/// Position of token (b, t): positions[b, t] when given, else offsets[b] + t
+/// when given, else offset + t.
+struct PositionParams {
+  const void* positions = nullptr;  // [batch, seq] int32/int64, stride 0 allowed
+  bool positions_int64 = true;
+  int64_t pos_stride_b = 0, pos_stride_t = 0;
+  const void* offsets = nullptr;  // [batch] int32/int64, stride 0 allowed
+  bool offsets_int64 = true;
+  int64_t offsets_stride = 0;
+  int64_t offset = 0;
+};
+
+POSEMB_HD int64_t token_position(const PositionParams& p, int64_t b, int64_t t) {
+  if (p.positions != nullptr) {
+    return detail::load_index(p.positions, p.positions_int64,
+                              b * p.pos_stride_b + t * p.pos_stride_t);
+  }
+  const int64_t base = p.offsets != nullptr
+                           ? detail::load_index(p.offsets, p.offsets_int64, b * p.offsets_stride)
+                           : p.offset;
+  return base + t;
+}
+
+/// True when every batch entry has the same positions, so work per position
+/// (an encoding, a table row) can be shared across the batch.
+inline bool positions_shared(const PositionParams& p, int64_t batch) {
+  if (batch <= 1) return true;
+  if (p.positions != nullptr) return p.pos_stride_b == 0;
+  if (p.offsets != nullptr) return p.offsets_stride == 0;
+  return true;
+}
+
+}  // namespace posemb
