@@ -18,4 +18,13 @@ TORCH_LIBRARY(posemb, m) {
       "str layout='interleaved', str freqs='vaswani', float base=10000.0, "
       "int? padding_idx=None, *, ScalarType? dtype=None, Device? device=None) -> Tensor");
   m.def("make_positions(Tensor input_ids, int padding_idx) -> Tensor");
+
+  // y = x + weight[position]; see csrc/include/posemb/learned.h.
+  m.def(
+      "learned_add(Tensor x, Tensor weight, Tensor? positions=None, Tensor? offsets=None, "
+      "SymInt offset=0, int seq_dim=-2, int? padding_idx=None) -> Tensor");
+  // The gradient of weight (the gradient of x is the incoming gradient).
+  m.def(
+      "learned_add_backward(Tensor grad, Tensor? positions, Tensor? offsets, SymInt offset, "
+      "int seq_dim, SymInt num_embeddings, int? padding_idx) -> Tensor");
 }

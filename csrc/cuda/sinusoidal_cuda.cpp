@@ -7,7 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "cuda/dtype.h"
+#include "cuda/device.h"
 #include "launch.h"
 #include "sinusoidal_kernels.h"
 
@@ -16,10 +16,8 @@ namespace {
 
 void run_sinusoidal_cuda(const SinusoidalParams& params, const at::Tensor& x) {
   const c10::cuda::CUDAGuard guard(x.device());
-  int num_sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, x.get_device()));
   // The launcher returns cudaGetLastError() after the launch: the launch check.
-  C10_CUDA_CHECK(launch_sinusoidal_add(params, dtype_tag(x.scalar_type()), num_sms,
+  C10_CUDA_CHECK(launch_sinusoidal_add(params, dtype_tag(x.scalar_type()), num_sms(x),
                                        c10::cuda::getCurrentCUDAStream()));
 }
 

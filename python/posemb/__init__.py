@@ -21,11 +21,12 @@ torch.ops.load_library(str(_LIBRARY))
 cmake_prefix_path = str(_HERE / "share" / "cmake")
 
 from . import nn  # noqa: E402
-from .ops import make_positions, sinusoidal_add, sinusoidal_add_, sinusoidal_table  # noqa: E402
+from .ops import learned_add, make_positions, sinusoidal_add, sinusoidal_add_, sinusoidal_table  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "cmake_prefix_path",
+    "learned_add",
     "make_positions",
     "nn",
     "sinusoidal_add",

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import torch
 from torch import Tensor, nn
 
 from . import ops
 
-__all__ = ["SinusoidalPositionalEmbedding"]
+__all__ = ["LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding"]
 
 
 class SinusoidalPositionalEmbedding(nn.Module):
@@ -83,4 +84,69 @@ class SinusoidalPositionalEmbedding(nn.Module):
             s += f", padding_idx={self.padding_idx}"
         if self.scale != 1.0:
             s += f", scale={self.scale:g}"
+        return s
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """Adds a learned embedding of each token's position: ``x + weight[position]``.
+
+    The parameter is ``weight`` ``(num_embeddings, embedding_dim)``, initialised
+    as ``nn.Embedding`` does (``N(0, 1)``, the ``padding_idx`` row zero), so a
+    ``state_dict`` of an ``nn.Embedding`` position table loads unchanged.
+
+    Args:
+        num_embeddings: number of positions in the table.
+        embedding_dim: size of each position's embedding.
+        padding_idx: that row gets no gradient; ``input_ids`` give positions
+            counting from ``padding_idx + 1`` (fairseq, RoBERTa).
+        seq_dim: dimension of the input holding the sequence.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        padding_idx: Optional[int] = None,
+        seq_dim: int = -2,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if padding_idx is not None and not 0 <= padding_idx < num_embeddings:
+            raise ValueError(
+                f"LearnedPositionalEmbedding: padding_idx must be in [0, {num_embeddings}), got {padding_idx}"
+            )
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.padding_idx = padding_idx
+        self.seq_dim = seq_dim
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+        if self.padding_idx is not None:
+            with torch.no_grad():
+                self.weight[self.padding_idx].zero_()
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Optional[Tensor] = None,
+        *,
+        offset: Union[int, Tensor] = 0,
+        input_ids: Optional[Tensor] = None,
+    ) -> Tensor:
+        """``x + weight[position]``: positions given, or ``offset + t``, or made
+        from ``input_ids`` (padding-aware)."""
+        return ops.learned_add(
+            x, self.weight, positions, offset=offset, input_ids=input_ids,
+            padding_idx=self.padding_idx, seq_dim=self.seq_dim,
+        )
+
+    def extra_repr(self) -> str:
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
         return s

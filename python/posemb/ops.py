@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["make_positions", "sinusoidal_add", "sinusoidal_add_", "sinusoidal_table"]
+__all__ = ["learned_add", "make_positions", "sinusoidal_add", "sinusoidal_add_", "sinusoidal_table"]
 
 
 def make_positions(input_ids: Tensor, padding_idx: int) -> Tensor:
@@ -23,9 +23,9 @@ def _position_args(positions, offset, input_ids, padding_idx):
     """Maps the Python position arguments onto the op's (positions, offsets, offset)."""
     if input_ids is not None:
         if positions is not None:
-            raise ValueError("posemb.sinusoidal_add: pass positions or input_ids, not both")
+            raise ValueError("posemb: pass positions or input_ids, not both")
         if padding_idx is None:
-            raise ValueError("posemb.sinusoidal_add: input_ids needs padding_idx")
+            raise ValueError("posemb: input_ids needs padding_idx")
         positions = make_positions(input_ids, padding_idx)
     if isinstance(offset, Tensor):
         return positions, offset, 0
@@ -116,3 +116,32 @@ def sinusoidal_table(
         num_positions, dim, offset, layout, freqs, float(base), padding_idx,
         dtype=dtype, device=torch.device(device) if device is not None else None,
     )
+
+
+def learned_add(
+    x: Tensor,
+    weight: Tensor,
+    positions: Optional[Tensor] = None,
+    *,
+    offset: Union[int, Tensor] = 0,
+    input_ids: Optional[Tensor] = None,
+    padding_idx: Optional[int] = None,
+    seq_dim: int = -2,
+) -> Tensor:
+    """Returns ``x + weight[position]``, gather and add in one kernel.
+
+    Args:
+        x: embeddings ``(batch, seq, dim)``, ``(seq, batch, dim)`` (with
+            ``seq_dim=0``) or ``(seq, dim)``.
+        weight: the position table ``(num_embeddings, dim)``, x's dtype and device.
+        positions, offset, input_ids, seq_dim: as in :func:`sinusoidal_add`.
+        padding_idx: that row of ``weight`` gets no gradient (``nn.Embedding``'s
+            rule); with ``input_ids``, positions count from ``padding_idx + 1``.
+
+    Every position must lie in ``[0, num_embeddings)``; otherwise a clear error
+    (checking position tensors costs one min/max, a host sync on CUDA). The
+    gradient of ``weight`` is deterministic: each row sums its tokens in one
+    fixed order, with no atomics.
+    """
+    positions, offsets, offset = _position_args(positions, offset, input_ids, padding_idx)
+    return torch.ops.posemb.learned_add(x, weight, positions, offsets, offset, seq_dim, padding_idx)

@@ -56,6 +56,39 @@ def sinusoidal_encoding(
     return pe
 
 
+def _batch_first(x: Tensor, seq_dim: int) -> Tensor:
+    """x as float64 (batch, seq, dim), whatever its layout."""
+    xd = x.detach().cpu().to(torch.float64)
+    if x.dim() == 2:
+        return xd.unsqueeze(0)
+    return xd if seq_dim % x.dim() == 1 else xd.transpose(0, 1)
+
+
+def _restore_layout(yb: Tensor, x: Tensor, seq_dim: int) -> Tensor:
+    if x.dim() == 2:
+        return yb.squeeze(0)
+    return yb if seq_dim % x.dim() == 1 else yb.transpose(0, 1)
+
+
+def token_positions(
+    batch: int,
+    seq: int,
+    positions: Optional[Tensor] = None,
+    offset: Union[int, Tensor] = 0,
+    input_ids: Optional[Tensor] = None,
+    padding_idx: Optional[int] = None,
+) -> Tensor:
+    """The int64 (batch, seq) positions that posemb's position arguments mean."""
+    if input_ids is not None:
+        positions = make_positions(input_ids.cpu(), padding_idx)
+    if positions is None:
+        off = offset.cpu().long().reshape(-1, 1) if isinstance(offset, Tensor) else torch.tensor([[offset]])
+        positions = off + torch.arange(seq).reshape(1, seq)
+    positions = positions.cpu().long()
+    positions = positions.reshape(-1, seq) if positions.dim() == 1 else positions
+    return positions.expand(batch, seq)
+
+
 def sinusoidal_add(
     x: Tensor,
     positions: Optional[Tensor] = None,
@@ -70,23 +103,35 @@ def sinusoidal_add(
     scale: float = 1.0,
 ) -> Tensor:
     """float64 ``x * scale + PE`` with the same arguments as posemb.sinusoidal_add."""
-    xd = x.detach().cpu().to(torch.float64)
-    seq_dim = seq_dim % x.dim()
-    if x.dim() == 2:
-        xb = xd.unsqueeze(0)  # (1, seq, dim)
-    elif seq_dim == 1:
-        xb = xd
-    else:
-        xb = xd.transpose(0, 1)  # (seq, batch, dim) -> (batch, seq, dim)
-    batch, seq = xb.shape[0], xb.shape[1]
-    if input_ids is not None:
-        positions = make_positions(input_ids, padding_idx)
-    if positions is None:
-        off = offset.cpu().long().reshape(-1, 1) if isinstance(offset, Tensor) else torch.tensor([[offset]])
-        positions = off + torch.arange(seq).reshape(1, seq)
-    positions = positions.cpu().long().reshape(-1, seq) if positions.dim() == 1 else positions.cpu().long()
-    positions = positions.expand(batch, seq)
-    yb = xb * scale + sinusoidal_encoding(positions, x.shape[-1], layout, freqs, base, padding_idx)
-    if x.dim() == 2:
-        return yb.squeeze(0)
-    return yb if seq_dim == 1 else yb.transpose(0, 1)
+    xb = _batch_first(x, seq_dim)
+    pos = token_positions(xb.shape[0], xb.shape[1], positions, offset, input_ids, padding_idx)
+    yb = xb * scale + sinusoidal_encoding(pos, x.shape[-1], layout, freqs, base, padding_idx)
+    return _restore_layout(yb, x, seq_dim)
+
+
+def learned_add(
+    x: Tensor,
+    weight: Tensor,
+    positions: Optional[Tensor] = None,
+    *,
+    offset: Union[int, Tensor] = 0,
+    input_ids: Optional[Tensor] = None,
+    padding_idx: Optional[int] = None,
+    seq_dim: int = -2,
+) -> Tensor:
+    """float64 ``x + weight[position]`` with the same arguments as posemb.learned_add."""
+    xb = _batch_first(x, seq_dim)
+    pos = token_positions(xb.shape[0], xb.shape[1], positions, offset, input_ids, padding_idx)
+    yb = xb + weight.detach().cpu().to(torch.float64)[pos]
+    return _restore_layout(yb, x, seq_dim)
+
+
+def learned_add_weight_grad(
+    grad: Tensor, num_embeddings: int, positions: Tensor, padding_idx: Optional[int] = None
+) -> Tensor:
+    """float64 gradient of weight: grad rows summed per position (batch-first grad)."""
+    out = torch.zeros(num_embeddings, grad.shape[-1], dtype=torch.float64)
+    out.index_add_(0, positions.reshape(-1), grad.detach().cpu().to(torch.float64).reshape(-1, grad.shape[-1]))
+    if padding_idx is not None:
+        out[padding_idx] = 0
+    return out

@@ -99,6 +99,16 @@ def op_args(x: torch.Tensor, kwargs: Dict[str, Any]):
     return (x, positions, offsets, offset), kw
 
 
+def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance in units in the last place between two half/bf16 tensors."""
+
+    def monotonic(t):
+        bits = t.view(torch.int16).to(torch.int32)
+        return torch.where(bits < 0, -(bits & 0x7FFF), bits)
+
+    return (monotonic(a) - monotonic(b)).abs()
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param

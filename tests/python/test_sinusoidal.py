@@ -11,19 +11,10 @@ from torch.library import opcheck
 import posemb
 from posemb import reference
 
-from conftest import DEVICES, FLOAT_DTYPES, SAMPLES, op_args
+from conftest import FLOAT_DTYPES, SAMPLES, op_args, ulp_distance
 
 OP = torch.ops.posemb.sinusoidal_add.default
 OP_ = torch.ops.posemb.sinusoidal_add_.default
-
-
-def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Distance in units in the last place between two half/bf16 tensors."""
-    def monotonic(t):
-        bits = t.view(torch.int16).to(torch.int32)
-        return torch.where(bits < 0, -(bits & 0x7FFF), bits)
-
-    return (monotonic(a) - monotonic(b)).abs()
 
 
 # ---------------------------------------------------------------- correctness
@@ -284,7 +275,7 @@ def test_table_rejects_negative_sizes():
 
 
 def test_python_argument_errors():
-    with pytest.raises(ValueError, match="input_ids needs padding_idx"):
+    with pytest.raises(ValueError, match="posemb: input_ids needs padding_idx"):
         posemb.sinusoidal_add(torch.randn(1, 2, 4), input_ids=torch.tensor([[3, 4]]))
     with pytest.raises(ValueError, match="not both"):
         posemb.sinusoidal_add(torch.randn(1, 2, 4), torch.arange(2), input_ids=torch.tensor([[3, 4]]), padding_idx=1)

@@ -2,6 +2,8 @@
 // Include this header for the whole C++ API.
 #pragma once
 
+#include "posemb/learned.h"
+#include "posemb/nn/learned.h"
 #include "posemb/nn/sinusoidal.h"
 #include "posemb/sinusoidal.h"
 #include "posemb/types.h"

@@ -1,0 +1,183 @@
+// learned_add and learned_add_backward: argument checks, the backend-neutral
+// part of the kernels, Meta (fake) kernels and the public C++ functions.
+#include <ATen/ATen.h>
+#include <c10/core/SymBool.h>
+#include <torch/library.h>
+
+#include "learned_kernels.h"
+#include "posemb/learned.h"
+#include "positions.h"
+
+namespace posemb {
+namespace detail {
+
+void check_learned_add(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& positions,
+                       const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
+                       int64_t seq_dim, std::optional<int64_t> padding_idx) {
+  const auto st = x.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "posemb.", op, ": x must be float32, float64, float16 or bfloat16, got ", st);
+  const XDims dims = x_dims(op, x, seq_dim);
+  TORCH_CHECK(weight.dim() == 2, "posemb.", op, ": weight must be (num_embeddings, dim), got shape ",
+              weight.sym_sizes());
+  TORCH_CHECK(weight.scalar_type() == st, "posemb.", op, ": weight must have x's dtype (", st,
+              "), got ", weight.scalar_type());
+  TORCH_CHECK(weight.device() == x.device(), "posemb.", op, ": weight must be on x's device (",
+              x.device(), "), got ", weight.device());
+  TORCH_SYM_CHECK(weight.sym_size(1).sym_eq(x.sym_size(-1)), "posemb.", op,
+                  ": weight must have x's embedding dim ", x.sym_size(-1), ", got shape ",
+                  weight.sym_sizes());
+  const c10::SymInt n = weight.sym_size(0);
+  if (padding_idx.has_value()) {
+    TORCH_SYM_CHECK(n.sym_gt(*padding_idx).sym_and(c10::SymBool(*padding_idx >= 0)), "posemb.",
+                    op, ": padding_idx must be in [0, num_embeddings=", n, "), got ", *padding_idx);
+  }
+  check_positions(op, x, dims, positions, offsets, offset);
+  if (!positions.has_value() && !offsets.has_value()) {
+    const c10::SymInt last = offset + x.sym_size(dims.seq);
+    TORCH_SYM_CHECK(offset.sym_ge(0).sym_and(last.sym_le(n)), "posemb.", op,
+                    ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
+                    " must be in [0, num_embeddings=", n, ")");
+  }
+}
+
+void check_learned_add_backward(const at::Tensor& grad, const std::optional<at::Tensor>& positions,
+                                const std::optional<at::Tensor>& offsets,
+                                const c10::SymInt& offset, int64_t seq_dim,
+                                const c10::SymInt& num_embeddings,
+                                std::optional<int64_t> padding_idx) {
+  const char* op = "learned_add_backward";
+  const auto st = grad.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "posemb.", op, ": grad must be float32, float64, float16 or bfloat16, got ", st);
+  check_positions(op, grad, x_dims(op, grad, seq_dim), positions, offsets, offset);
+  TORCH_SYM_CHECK(num_embeddings.sym_ge(0), "posemb.", op,
+                  ": num_embeddings must be non-negative, got ", num_embeddings);
+}
+
+namespace {
+
+// The values of tensor positions can only be checked on real data: one
+// min/max reduction (a host sync on CUDA) before any kernel reads the weight.
+void check_position_values(const char* op, const at::Tensor& resolved, int64_t num_embeddings) {
+  if (resolved.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(resolved);
+  const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+  TORCH_CHECK(min >= 0 && max < num_embeddings, "posemb.", op,
+              ": positions must be in [0, num_embeddings=", num_embeddings, "), got values in [",
+              min, ", ", max, "]");
+}
+
+}  // namespace
+
+at::Tensor learned_add_impl(LearnedAddRunner run, const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& positions,
+                            const std::optional<at::Tensor>& offsets, int64_t offset,
+                            int64_t seq_dim, std::optional<int64_t> padding_idx) {
+  check_learned_add("learned_add", x, weight, positions, offsets, offset, seq_dim, padding_idx);
+  const XDims dims = x_dims("learned_add", x, seq_dim);
+  if (positions.has_value() || offsets.has_value()) {
+    check_position_values("learned_add", resolve_positions(x, dims, positions, offsets, offset),
+                          weight.size(0));
+  }
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  if (x.numel() == 0) return y;
+  const BSDView xv = bsd_view(x, dims), yv = bsd_view(y, dims);
+  std::vector<at::Tensor> keep;
+  LearnedParams p;
+  p.x = x.data_ptr();
+  p.y = y.data_ptr();
+  p.weight = weight.data_ptr();
+  p.batch = xv.batch;
+  p.seq = xv.seq;
+  p.dim = xv.dim;
+  p.num_embeddings = weight.size(0);
+  p.x_stride_b = xv.stride_b;
+  p.x_stride_t = xv.stride_t;
+  p.x_stride_d = xv.stride_d;
+  p.y_stride_b = yv.stride_b;
+  p.y_stride_t = yv.stride_t;
+  p.y_stride_d = yv.stride_d;
+  p.w_stride_n = weight.stride(0);
+  p.w_stride_d = weight.stride(1);
+  p.pos = make_position_params(x, dims, positions, offsets, offset, keep);
+  run(p, x);
+  return y;
+}
+
+at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& grad,
+                                     const std::optional<at::Tensor>& positions,
+                                     const std::optional<at::Tensor>& offsets, int64_t offset,
+                                     int64_t seq_dim, int64_t num_embeddings,
+                                     std::optional<int64_t> padding_idx) {
+  check_learned_add_backward(grad, positions, offsets, offset, seq_dim, num_embeddings,
+                             padding_idx);
+  const XDims dims = x_dims("learned_add_backward", grad, seq_dim);
+  at::Tensor grad_weight = at::empty({num_embeddings, grad.size(-1)}, grad.options());
+  if (grad_weight.numel() == 0) return grad_weight;
+  const at::Tensor tokens =
+      resolve_positions(grad, dims, positions, offsets, offset).reshape({-1}).contiguous();
+  const auto [sorted, order] = at::sort(tokens, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const BSDView gv = bsd_view(grad, dims);
+  LearnedGradParams p;
+  p.grad = grad.data_ptr();
+  p.batch = gv.batch;
+  p.seq = gv.seq;
+  p.dim = gv.dim;
+  p.g_stride_b = gv.stride_b;
+  p.g_stride_t = gv.stride_t;
+  p.g_stride_d = gv.stride_d;
+  p.sorted_positions = sorted.data_ptr<int64_t>();
+  p.order = order.data_ptr<int64_t>();
+  p.num_tokens = tokens.numel();
+  p.grad_weight = grad_weight.data_ptr();
+  p.num_embeddings = num_embeddings;
+  p.has_padding_idx = padding_idx.has_value();
+  p.padding_idx = padding_idx.value_or(0);
+  run(p, grad);
+  return grad_weight;
+}
+
+namespace {
+
+at::Tensor learned_add_meta(const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& positions,
+                            const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                            int64_t seq_dim, std::optional<int64_t> padding_idx) {
+  check_learned_add("learned_add", x, weight, positions, offsets, offset, seq_dim, padding_idx);
+  return at::empty_symint(x.sym_sizes(), x.options());
+}
+
+at::Tensor learned_add_backward_meta(const at::Tensor& grad,
+                                     const std::optional<at::Tensor>& positions,
+                                     const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                                     int64_t seq_dim, c10::SymInt num_embeddings,
+                                     std::optional<int64_t> padding_idx) {
+  check_learned_add_backward(grad, positions, offsets, offset, seq_dim, num_embeddings,
+                             padding_idx);
+  return at::empty_symint({num_embeddings, grad.sym_size(-1)}, grad.options());
+}
+
+}  // namespace
+}  // namespace detail
+
+at::Tensor learned_add(const at::Tensor& x, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& positions,
+                       const std::optional<at::Tensor>& offsets, int64_t offset, int64_t seq_dim,
+                       std::optional<int64_t> padding_idx) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("posemb::learned_add", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                         const std::optional<at::Tensor>&,
+                                         const std::optional<at::Tensor>&, c10::SymInt, int64_t,
+                                         std::optional<int64_t>)>();
+  return op.call(x, weight, positions, offsets, c10::SymInt(offset), seq_dim, padding_idx);
+}
+
+TORCH_LIBRARY_IMPL(posemb, Meta, m) {
+  m.impl("learned_add", &detail::learned_add_meta);
+  m.impl("learned_add_backward", &detail::learned_add_backward_meta);
+}
+
+}  // namespace posemb

@@ -1,0 +1,68 @@
+// The __global__ shells of learned_add and its weight gradient, and their
+// launchers. The work is in cuda/learned.cuh, shared with the CPU kernels.
+#include "device_types.cuh"
+#include "launch.h"
+#include "learned.cuh"
+
+namespace posemb {
+namespace {
+
+template <typename T, bool kVector>
+__global__ void learned_add_kernel(const LearnedParams p) {
+  for (int64_t row = blockIdx.x; row < p.batch * p.seq; row += gridDim.x) {
+    learned_add_row<T, kVector>(p, row, threadIdx.x, blockDim.x);
+  }
+}
+
+template <typename T>
+__global__ void learned_grad_kernel(const LearnedGradParams p) {
+  for (int64_t n = blockIdx.x; n < p.num_embeddings; n += gridDim.x) {
+    learned_grad_row<T>(p, n, threadIdx.x, blockDim.x);
+  }
+}
+
+template <typename T>
+cudaError_t launch_add(const LearnedParams& p, int num_sms, cudaStream_t stream) {
+  const RowLaunch plan = plan_learned_add(p, sizeof(T), num_sms);
+  const dim3 grid(static_cast<unsigned>(plan.grid)), block(static_cast<unsigned>(plan.block));
+  if (plan.vector) {
+    learned_add_kernel<T, true><<<grid, block, 0, stream>>>(p);
+  } else {
+    learned_add_kernel<T, false><<<grid, block, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_grad(const LearnedGradParams& p, int num_sms, cudaStream_t stream) {
+  const RowLaunch plan = plan_learned_grad(p, num_sms);
+  learned_grad_kernel<T><<<static_cast<unsigned>(plan.grid), static_cast<unsigned>(plan.block), 0,
+                           stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_learned_add(const LearnedParams& params, DType dtype, int num_sms,
+                               cudaStream_t stream) {
+  switch (dtype) {
+    case DType::Float32: return launch_add<float>(params, num_sms, stream);
+    case DType::Float64: return launch_add<double>(params, num_sms, stream);
+    case DType::Float16: return launch_add<__half>(params, num_sms, stream);
+    case DType::BFloat16: return launch_add<__nv_bfloat16>(params, num_sms, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_learned_grad(const LearnedGradParams& params, DType dtype, int num_sms,
+                                cudaStream_t stream) {
+  switch (dtype) {
+    case DType::Float32: return launch_grad<float>(params, num_sms, stream);
+    case DType::Float64: return launch_grad<double>(params, num_sms, stream);
+    case DType::Float16: return launch_grad<__half>(params, num_sms, stream);
+    case DType::BFloat16: return launch_grad<__nv_bfloat16>(params, num_sms, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace posemb

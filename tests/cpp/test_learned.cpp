@@ -1,0 +1,161 @@
+// posemb::nn::LearnedPositionalEmbedding and learned_add from C++, and the
+// CUDA launch grids of learned_add and its weight gradient walked on the CPU.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <sstream>
+#include <tuple>
+
+#include "cpu/scalar_ops.h"
+#include "learned.cuh"
+#include "positions.h"
+#include "posemb/posemb.h"
+
+namespace {
+
+using Param = std::tuple<torch::Dtype, torch::DeviceType>;
+
+class LearnedTest : public ::testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override {
+    if (device() == torch::kCUDA && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  }
+  torch::Dtype dtype() const { return std::get<0>(GetParam()); }
+  torch::DeviceType device() const { return std::get<1>(GetParam()); }
+  torch::TensorOptions options() const { return torch::dtype(dtype()).device(device()); }
+};
+
+TEST_P(LearnedTest, ModuleMatchesGatherAndTrains) {
+  torch::manual_seed(0);
+  posemb::nn::LearnedPositionalEmbedding pe(
+      posemb::nn::LearnedPositionalEmbeddingOptions(16, 8).padding_idx(1));
+  pe->to(torch::Device(device()), dtype());
+  const auto ids = torch::tensor({{1, 1, 5, 6}, {5, 6, 7, 1}}, torch::dtype(torch::kLong).device(device()));
+  const auto x = torch::randn({2, 4, 8}, options().requires_grad(true));
+  const auto y = pe->forward_ids(x, ids);
+  const auto positions = posemb::make_positions(ids, 1);
+  const auto expected = (x.to(torch::kFloat64) + pe->weight.to(torch::kFloat64).index({positions})).to(dtype());
+  EXPECT_TRUE(torch::equal(y, expected)) << dtype();
+
+  y.sum().backward();
+  const auto grad = pe->weight.grad().cpu().to(torch::kFloat64);
+  EXPECT_EQ(grad[1].abs().sum().item<double>(), 0.0);  // the padding row learns nothing
+  EXPECT_EQ(grad[2][0].item<double>(), 2.0);           // position 2: two tokens
+  EXPECT_EQ(grad[5][0].item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(x.grad(), torch::ones_like(x)));
+}
+
+TEST_P(LearnedTest, OffsetsAndSeqFirst) {
+  const auto w = torch::randn({32, 8}, options());
+  const auto x = torch::randn({6, 3, 8}, options());  // (seq, batch, dim)
+  const auto offsets = torch::tensor({0, 10, 20}, torch::dtype(torch::kInt32).device(device()));
+  const auto y = posemb::learned_add(x, w, std::nullopt, offsets, 0, /*seq_dim=*/0);
+  for (int64_t b = 0; b < 3; ++b) {
+    EXPECT_TRUE(torch::equal(y.select(1, b), (x.select(1, b).to(torch::kFloat64) +
+                                              w.narrow(0, 10 * b, 6).to(torch::kFloat64)).to(dtype())));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    DtypesAndDevices, LearnedTest,
+    ::testing::Combine(::testing::Values(torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16),
+                       ::testing::Values(torch::kCPU, torch::kCUDA)),
+    [](const ::testing::TestParamInfo<Param>& info) {
+      std::ostringstream name;
+      name << c10::toString(std::get<0>(info.param)) << "_"
+           << (std::get<1>(info.param) == torch::kCPU ? "CPU" : "CUDA");
+      return name.str();
+    });
+
+TEST(LearnedErrors, OutOfRangePositionsAreAnError) {
+  const auto x = torch::randn({2, 3, 4});
+  const auto w = torch::randn({5, 4});
+  try {
+    posemb::learned_add(x, w, torch::tensor({0, 7, 1}));
+    ADD_FAILURE() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("posemb.learned_add: positions must be in [0, num_embeddings=5)"),
+              std::string::npos)
+        << e.what();
+  }
+  posemb::nn::LearnedPositionalEmbedding pe(5, 4);
+  std::ostringstream s;
+  s << *pe;
+  EXPECT_EQ(s.str(), "posemb::nn::LearnedPositionalEmbedding(5, 4)");
+}
+
+// Walks both CUDA launch grids (every block, thread and grid-stride step) on
+// the CPU and compares with the CPU ops.
+TEST(LearnedGridWalk, MatchesCpuOps) {
+  torch::manual_seed(3);
+  for (const bool aligned : {true, false}) {
+    const auto base = torch::randn({3, 9, 40});
+    const auto x = aligned ? base : base.narrow(2, 1, 33);  // misaligned: scalar path
+    const int64_t dim = x.size(-1);
+    const auto w = torch::randn({50, dim});
+    const auto positions = torch::randint(0, 50, {3, 9});
+    const auto expected = posemb::learned_add(x, w, positions);
+
+    posemb::LearnedParams p;
+    auto y = torch::full(x.sizes(), 1234.0);
+    p.x = x.data_ptr();
+    p.y = y.data_ptr();
+    p.weight = w.data_ptr();
+    p.batch = 3;
+    p.seq = 9;
+    p.dim = dim;
+    p.num_embeddings = 50;
+    p.x_stride_b = x.stride(0);
+    p.x_stride_t = x.stride(1);
+    p.x_stride_d = x.stride(2);
+    p.y_stride_b = y.stride(0);
+    p.y_stride_t = y.stride(1);
+    p.y_stride_d = y.stride(2);
+    p.w_stride_n = w.stride(0);
+    p.w_stride_d = w.stride(1);
+    p.pos.positions = positions.data_ptr();
+    p.pos.pos_stride_b = positions.stride(0);
+    p.pos.pos_stride_t = positions.stride(1);
+    for (int64_t sms : {1, 132}) {
+      const auto plan = posemb::plan_learned_add(p, sizeof(float), sms);
+      EXPECT_EQ(plan.vector, aligned);
+      for (int64_t block = 0; block < plan.grid; ++block)
+        for (int64_t thread = 0; thread < plan.block; ++thread)
+          for (int64_t row = block; row < p.batch * p.seq; row += plan.grid) {
+            if (plan.vector) posemb::learned_add_row<float, true>(p, row, thread, plan.block);
+            else posemb::learned_add_row<float, false>(p, row, thread, plan.block);
+          }
+      EXPECT_TRUE(torch::equal(y, expected)) << "aligned " << aligned << " sms " << sms;
+    }
+
+    // The weight gradient, tokens sorted as the glue sorts them; the CPU op
+    // (reached through autograd) runs the same body, so the sums match bitwise.
+    const auto grad = torch::randn({3, 9, dim});
+    const auto wr = w.clone().requires_grad_(true);
+    posemb::learned_add(x, wr, positions).backward(grad);
+    const auto tokens = positions.reshape({-1}).contiguous();
+    const auto [sorted, order] = torch::sort(tokens, /*stable=*/true, 0, false);
+    auto grad_weight = torch::full({50, dim}, 1234.0);
+    posemb::LearnedGradParams g;
+    g.grad = grad.data_ptr();
+    g.batch = 3;
+    g.seq = 9;
+    g.dim = dim;
+    g.g_stride_b = grad.stride(0);
+    g.g_stride_t = grad.stride(1);
+    g.g_stride_d = grad.stride(2);
+    g.sorted_positions = sorted.data_ptr<int64_t>();
+    g.order = order.data_ptr<int64_t>();
+    g.num_tokens = tokens.numel();
+    g.grad_weight = grad_weight.data_ptr();
+    g.num_embeddings = 50;
+    const auto plan = posemb::plan_learned_grad(g, 3);
+    for (int64_t block = 0; block < plan.grid; ++block)
+      for (int64_t thread = 0; thread < plan.block; ++thread)
+        for (int64_t n = block; n < g.num_embeddings; n += plan.grid)
+          posemb::learned_grad_row<float>(g, n, thread, plan.block);
+    EXPECT_TRUE(torch::equal(grad_weight, wr.grad())) << "aligned " << aligned;
+  }
+}
+
+}  // namespace
