@@ -26,7 +26,8 @@ BSDView bsd_view(const at::Tensor& t, const XDims& dims) {
 
 void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
                      const std::optional<at::Tensor>& positions,
-                     const std::optional<at::Tensor>& offsets, const c10::SymInt& offset) {
+                     const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
+                     const char* x_name) {
   const c10::SymInt seq = x.sym_size(dims.seq);
   const c10::SymInt batch = dims.batch >= 0 ? x.sym_size(dims.batch) : c10::SymInt(1);
   TORCH_CHECK(!(positions.has_value() && offsets.has_value()), "posemb.", op,
@@ -39,8 +40,8 @@ void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
     const at::Tensor& p = *positions;
     TORCH_CHECK(is_index_dtype(p.scalar_type()), "posemb.", op,
                 ": positions must be an integer tensor, got ", p.scalar_type());
-    TORCH_CHECK(p.device() == x.device(), "posemb.", op, ": positions must be on x's device (",
-                x.device(), "), got ", p.device());
+    TORCH_CHECK(p.device() == x.device(), "posemb.", op, ": positions must be on ", x_name,
+                "'s device (", x.device(), "), got ", p.device());
     const bool shape_ok =
         (p.dim() == 1 && p.sym_size(0) == seq) ||
         (p.dim() == 2 && (p.sym_size(0) == batch || p.sym_size(0) == 1) &&
@@ -52,8 +53,8 @@ void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
     const at::Tensor& o = *offsets;
     TORCH_CHECK(is_index_dtype(o.scalar_type()), "posemb.", op,
                 ": offsets must be an integer tensor, got ", o.scalar_type());
-    TORCH_CHECK(o.device() == x.device(), "posemb.", op, ": offsets must be on x's device (",
-                x.device(), "), got ", o.device());
+    TORCH_CHECK(o.device() == x.device(), "posemb.", op, ": offsets must be on ", x_name,
+                "'s device (", x.device(), "), got ", o.device());
     const bool shape_ok =
         o.dim() == 0 || (o.dim() == 1 && (o.sym_size(0) == batch || o.sym_size(0) == 1));
     TORCH_CHECK(shape_ok, "posemb.", op, ": offsets must be a scalar or (batch,) = (", batch,

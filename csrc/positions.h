@@ -35,7 +35,8 @@ BSDView bsd_view(const at::Tensor& t, const XDims& dims);
 /// (integer, scalar or (batch,)) and offset (0 unless neither is given).
 void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
                      const std::optional<at::Tensor>& positions,
-                     const std::optional<at::Tensor>& offsets, const c10::SymInt& offset);
+                     const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
+                     const char* x_name = "x");
 
 /// Kernel view of the positions of x's tokens. Index tensors of integer
 /// dtypes other than int32/int64 are widened to int64 and kept in `keep`.

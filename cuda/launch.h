@@ -5,6 +5,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "bert.cuh"
 #include "learned.cuh"
 #include "math.cuh"
 #include "sinusoidal.cuh"
@@ -19,8 +20,19 @@ cudaError_t launch_sinusoidal_add(const SinusoidalParams& params, DType dtype, i
 cudaError_t launch_learned_add(const LearnedParams& params, DType dtype, int num_sms,
                                cudaStream_t stream);
 
-/// Launches the weight gradient of learned_add on `stream`.
-cudaError_t launch_learned_grad(const LearnedGradParams& params, DType dtype, int num_sms,
+/// Launches the gradient of a table of `dtype` on `stream`; the incoming
+/// gradient has the table's dtype, or its accumulation type (fp32, fp64 for
+/// fp64) when grad_in_acc_type.
+cudaError_t launch_learned_grad(const LearnedGradParams& params, DType dtype,
+                                bool grad_in_acc_type, int num_sms, cudaStream_t stream);
+
+/// Launches bert_embeddings' forward (out, mean, rstd) on `stream`.
+cudaError_t launch_bert_forward(const BertParams& params, DType dtype, int num_sms,
                                 cudaStream_t stream);
+
+/// Launches bert_embeddings' backward up to the tables: grad_x and the
+/// LayerNorm gradients. The tables' gradients follow via launch_learned_grad.
+cudaError_t launch_bert_backward(const BertParams& params, DType dtype, int num_sms,
+                                 cudaStream_t stream);
 
 }  // namespace posemb

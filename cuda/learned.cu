@@ -14,10 +14,10 @@ __global__ void learned_add_kernel(const LearnedParams p) {
   }
 }
 
-template <typename T>
+template <typename G, typename T>
 __global__ void learned_grad_kernel(const LearnedGradParams p) {
   for (int64_t n = blockIdx.x; n < p.num_embeddings; n += gridDim.x) {
-    learned_grad_row<T>(p, n, threadIdx.x, blockDim.x);
+    learned_grad_row<G, T>(p, n, threadIdx.x, blockDim.x);
   }
 }
 
@@ -34,10 +34,16 @@ cudaError_t launch_add(const LearnedParams& p, int num_sms, cudaStream_t stream)
 }
 
 template <typename T>
-cudaError_t launch_grad(const LearnedGradParams& p, int num_sms, cudaStream_t stream) {
+cudaError_t launch_grad(const LearnedGradParams& p, bool grad_in_acc_type, int num_sms,
+                        cudaStream_t stream) {
+  using A = detail::acc_t<T>;
   const RowLaunch plan = plan_learned_grad(p, num_sms);
-  learned_grad_kernel<T><<<static_cast<unsigned>(plan.grid), static_cast<unsigned>(plan.block), 0,
-                           stream>>>(p);
+  const dim3 grid(static_cast<unsigned>(plan.grid)), block(static_cast<unsigned>(plan.block));
+  if (grad_in_acc_type) {
+    learned_grad_kernel<A, T><<<grid, block, 0, stream>>>(p);
+  } else {
+    learned_grad_kernel<T, T><<<grid, block, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 
@@ -54,13 +60,14 @@ cudaError_t launch_learned_add(const LearnedParams& params, DType dtype, int num
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_learned_grad(const LearnedGradParams& params, DType dtype, int num_sms,
-                                cudaStream_t stream) {
+cudaError_t launch_learned_grad(const LearnedGradParams& params, DType dtype,
+                                bool grad_in_acc_type, int num_sms, cudaStream_t stream) {
   switch (dtype) {
-    case DType::Float32: return launch_grad<float>(params, num_sms, stream);
-    case DType::Float64: return launch_grad<double>(params, num_sms, stream);
-    case DType::Float16: return launch_grad<__half>(params, num_sms, stream);
-    case DType::BFloat16: return launch_grad<__nv_bfloat16>(params, num_sms, stream);
+    case DType::Float32: return launch_grad<float>(params, grad_in_acc_type, num_sms, stream);
+    case DType::Float64: return launch_grad<double>(params, grad_in_acc_type, num_sms, stream);
+    case DType::Float16: return launch_grad<__half>(params, grad_in_acc_type, num_sms, stream);
+    case DType::BFloat16:
+      return launch_grad<__nv_bfloat16>(params, grad_in_acc_type, num_sms, stream);
   }
   return cudaErrorInvalidValue;
 }

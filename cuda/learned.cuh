@@ -129,22 +129,24 @@ POSEMB_HD int64_t lower_bound(const int64_t* sorted, int64_t n, int64_t key) {
 }  // namespace detail
 
 /// Row n of the weight gradient, channels first, first + stride, ...: the sum
-/// of the gradient rows of the tokens at position n, in token order.
-template <typename T>
+/// of the gradient rows of the tokens at position n, in token order. The
+/// gradient is read as G (the weight's type, or its accumulation type when
+/// another kernel produced it in full precision) and written as T.
+template <typename G, typename T>
 POSEMB_HD void learned_grad_row(const LearnedGradParams& p, int64_t n, int64_t first, int64_t stride) {
   using Ops = detail::ScalarOps<T>;
   using A = detail::acc_t<T>;
   const bool zero = p.has_padding_idx && n == p.padding_idx;
   const int64_t lo = zero ? 0 : detail::lower_bound(p.sorted_positions, p.num_tokens, n);
   const int64_t hi = zero ? 0 : detail::lower_bound(p.sorted_positions, p.num_tokens, n + 1);
-  const T* g = static_cast<const T*>(p.grad);
+  const G* g = static_cast<const G*>(p.grad);
   T* gw = static_cast<T*>(p.grad_weight) + n * p.dim;
   for (int64_t d = first; d < p.dim; d += stride) {
     A acc = A(0);
     for (int64_t k = lo; k < hi; ++k) {
       const int64_t token = p.order[k];
       const int64_t b = token / p.seq, t = token % p.seq;
-      acc += Ops::to_acc(g[b * p.g_stride_b + t * p.g_stride_t + d * p.g_stride_d]);
+      acc += static_cast<A>(detail::ScalarOps<G>::to_acc(g[b * p.g_stride_b + t * p.g_stride_t + d * p.g_stride_d]));
     }
     gw[d] = Ops::from_acc(acc);
   }

@@ -29,7 +29,7 @@ template <typename T>
 void learned_grad_cpu_typed(const LearnedGradParams& p) {
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.dim));
   at::parallel_for(0, p.num_embeddings, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) learned_grad_row<T>(p, n, 0, 1);
+    for (int64_t n = begin; n < end; ++n) learned_grad_row<T, T>(p, n, 0, 1);
   });
 }
 

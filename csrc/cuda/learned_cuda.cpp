@@ -20,7 +20,8 @@ void run_learned_add_cuda(const LearnedParams& params, const at::Tensor& x) {
 
 void run_learned_grad_cuda(const LearnedGradParams& params, const at::Tensor& grad) {
   const c10::cuda::CUDAGuard guard(grad.device());
-  C10_CUDA_CHECK(launch_learned_grad(params, dtype_tag(grad.scalar_type()), num_sms(grad),
+  C10_CUDA_CHECK(launch_learned_grad(params, dtype_tag(grad.scalar_type()),
+                                     /*grad_in_acc_type=*/false, num_sms(grad),
                                      c10::cuda::getCurrentCUDAStream()));
 }
 

@@ -153,7 +153,7 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     for (int64_t block = 0; block < plan.grid; ++block)
       for (int64_t thread = 0; thread < plan.block; ++thread)
         for (int64_t n = block; n < g.num_embeddings; n += plan.grid)
-          posemb::learned_grad_row<float>(g, n, thread, plan.block);
+          posemb::learned_grad_row<float, float>(g, n, thread, plan.block);
     EXPECT_TRUE(torch::equal(grad_weight, wr.grad())) << "aligned " << aligned;
   }
 }

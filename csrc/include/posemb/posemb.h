@@ -2,6 +2,7 @@
 // Include this header for the whole C++ API.
 #pragma once
 
+#include "posemb/bert.h"
 #include "posemb/learned.h"
 #include "posemb/nn/learned.h"
 #include "posemb/nn/sinusoidal.h"

@@ -1,0 +1,359 @@
+// bert_embeddings and bert_embeddings_backward: argument checks, the
+// backend-neutral part of the kernels, Meta (fake) kernels and the public
+// C++ function.
+#include <ATen/ATen.h>
+#include <c10/core/SymBool.h>
+#include <torch/library.h>
+
+#include "bert_kernels.h"
+#include "posemb/bert.h"
+#include "positions.h"
+
+namespace posemb {
+namespace detail {
+namespace {
+
+// input_ids is (batch, seq): the positions' reference tensor.
+constexpr XDims kIdsDims{/*seq=*/1, /*batch=*/0};
+
+bool is_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_table(const char* op, const char* name, const at::Tensor& table, const at::Tensor& word) {
+  TORCH_CHECK(table.dim() == 2, "posemb.", op, ": ", name, " must be (rows, hidden), got shape ",
+              table.sym_sizes());
+  TORCH_CHECK(table.scalar_type() == word.scalar_type(), "posemb.", op, ": ", name,
+              " must have word_weight's dtype (", word.scalar_type(), "), got ", table.scalar_type());
+  TORCH_CHECK(table.device() == word.device(), "posemb.", op, ": ", name,
+              " must be on word_weight's device (", word.device(), "), got ", table.device());
+  TORCH_SYM_CHECK(table.sym_size(-1).sym_eq(word.sym_size(1)), "posemb.", op, ": ", name,
+                  " must have hidden size ", word.sym_size(1), ", got shape ", table.sym_sizes());
+}
+
+void check_padding(const char* op, const char* name, std::optional<int64_t> idx, const at::Tensor& table) {
+  if (!idx.has_value()) return;
+  TORCH_SYM_CHECK(table.sym_size(0).sym_gt(*idx).sym_and(c10::SymBool(*idx >= 0)), "posemb.", op,
+                  ": ", name, " must be in [0, ", table.sym_size(0), "), got ", *idx);
+}
+
+void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
+                const at::Tensor& position, const at::Tensor& type, const at::Tensor& gamma,
+                const at::Tensor* beta, const std::optional<at::Tensor>& positions,
+                const std::optional<at::Tensor>& types, const c10::SymInt& offset,
+                double dropout_p, const std::optional<at::Tensor>& seed,
+                std::optional<int64_t> word_padding_idx,
+                std::optional<int64_t> position_padding_idx) {
+  TORCH_CHECK(is_index_dtype(ids.scalar_type()), "posemb.", op,
+              ": input_ids must be an integer tensor, got ", ids.scalar_type());
+  TORCH_CHECK(ids.dim() == 2, "posemb.", op, ": input_ids must be (batch, seq), got shape ",
+              ids.sym_sizes());
+  TORCH_CHECK(is_float(word.scalar_type()), "posemb.", op,
+              ": word_weight must be float32, float64, float16 or bfloat16, got ", word.scalar_type());
+  TORCH_CHECK(word.dim() == 2, "posemb.", op, ": word_weight must be (vocab, hidden), got shape ",
+              word.sym_sizes());
+  TORCH_CHECK(word.device() == ids.device(), "posemb.", op, ": word_weight must be on input_ids' ",
+              "device (", ids.device(), "), got ", word.device());
+  check_table(op, "position_weight", position, word);
+  check_table(op, "type_weight", type, word);
+  for (const at::Tensor* t : {&gamma, beta}) {
+    if (t == nullptr) continue;
+    const char* name = t == &gamma ? "ln_weight" : "ln_bias";
+    TORCH_CHECK(t->dim() == 1 && t->scalar_type() == word.scalar_type() &&
+                    t->device() == word.device(),
+                "posemb.", op, ": ", name, " must be (hidden,) with word_weight's dtype and ",
+                "device, got shape ", t->sym_sizes(), ", ", t->scalar_type(), ", ", t->device());
+    TORCH_SYM_CHECK(t->sym_size(0).sym_eq(word.sym_size(1)), "posemb.", op, ": ", name,
+                    " must be (hidden,) = (", word.sym_size(1), ",), got shape ", t->sym_sizes());
+  }
+  check_positions(op, ids, kIdsDims, positions, std::nullopt, offset, "input_ids");
+  if (!positions.has_value()) {
+    const c10::SymInt last = offset + ids.sym_size(1);
+    TORCH_SYM_CHECK(offset.sym_ge(0).sym_and(last.sym_le(position.sym_size(0))), "posemb.", op,
+                    ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
+                    " must be in [0, max_position_embeddings=", position.sym_size(0), ")");
+  }
+  if (types.has_value()) {
+    const at::Tensor& t = *types;
+    TORCH_CHECK(is_index_dtype(t.scalar_type()) && t.device() == ids.device(), "posemb.", op,
+                ": token_type_ids must be an integer tensor on input_ids' device, got ",
+                t.scalar_type(), " on ", t.device());
+    const bool shape_ok =
+        (t.dim() == 1 && t.sym_size(0) == ids.sym_size(1)) ||
+        (t.dim() == 2 && (t.sym_size(0) == ids.sym_size(0) || t.sym_size(0) == 1) &&
+         (t.sym_size(1) == ids.sym_size(1) || t.sym_size(1) == 1));
+    TORCH_CHECK(shape_ok, "posemb.", op, ": token_type_ids must be broadcastable to input_ids' ",
+                "shape ", ids.sym_sizes(), ", got ", t.sym_sizes());
+  }
+  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, "posemb.", op,
+              ": dropout_p must be in [0, 1), got ", dropout_p);
+  if (seed.has_value()) {
+    TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1 && seed->device().is_cpu(),
+                "posemb.", op, ": dropout_seed must be one int64 on the CPU, got ",
+                seed->scalar_type(), " of shape ", seed->sym_sizes(), " on ", seed->device());
+  }
+  check_padding(op, "word_padding_idx", word_padding_idx, word);
+  check_padding(op, "position_padding_idx", position_padding_idx, position);
+}
+
+// (batch, seq) int64 view of optional ids broadcast to input_ids' shape.
+at::Tensor broadcast_ids(const at::Tensor& t, const at::Tensor& ids) {
+  const at::Tensor l = t.to(at::kLong);
+  return (l.dim() == 1 ? l.unsqueeze(0) : l).expand(ids.sizes());
+}
+
+// Every id in range, checked with one host sync; the error names the culprit.
+void check_index_values(const char* op, const at::Tensor& ids, const at::Tensor& word,
+                        const std::optional<at::Tensor>& positions, const at::Tensor& position,
+                        const std::optional<at::Tensor>& types, const at::Tensor& type) {
+  if (ids.numel() == 0) return;
+  struct Index {
+    const char* name;
+    at::Tensor values;
+    int64_t rows;
+  };
+  std::vector<Index> all{{"input_ids", ids, word.size(0)}};
+  if (positions.has_value()) all.push_back({"positions", *positions, position.size(0)});
+  if (types.has_value()) all.push_back({"token_type_ids", *types, type.size(0)});
+  at::Tensor bad = at::zeros({}, ids.options().dtype(at::kBool));
+  for (const auto& i : all) bad = bad.logical_or((i.values < 0).logical_or(i.values >= i.rows).any());
+  if (!bad.item<bool>()) return;
+  for (const auto& i : all) {
+    const auto [lo, hi] = at::aminmax(i.values);
+    TORCH_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < i.rows, "posemb.", op, ": ",
+                i.name, " must be in [0, ", i.rows, "), got values in [", lo.item<int64_t>(), ", ",
+                hi.item<int64_t>(), "]");
+  }
+}
+
+BertParams make_params(const at::Tensor& ids, const at::Tensor& word, const at::Tensor& position,
+                       const at::Tensor& type, const at::Tensor& gamma,
+                       const std::optional<at::Tensor>& positions,
+                       const std::optional<at::Tensor>& types, int64_t offset, double dropout_p,
+                       const std::optional<at::Tensor>& seed, std::vector<at::Tensor>& keep) {
+  auto as_index = [&keep](const at::Tensor& t) {
+    if (t.scalar_type() == at::kInt || t.scalar_type() == at::kLong) return t;
+    keep.push_back(t.to(at::kLong));
+    return keep.back();
+  };
+  auto rows = [&keep](const at::Tensor& t) {  // unit column stride for the kernels
+    if (t.stride(1) == 1) return t;
+    keep.push_back(t.contiguous());
+    return keep.back();
+  };
+  BertParams p;
+  p.batch = ids.size(0);
+  p.seq = ids.size(1);
+  p.dim = word.size(1);
+  const at::Tensor id = as_index(ids);
+  p.ids = id.data_ptr();
+  p.ids_int64 = id.scalar_type() == at::kLong;
+  p.ids_stride_b = id.stride(0);
+  p.ids_stride_t = id.stride(1);
+  p.pos = make_position_params(ids, kIdsDims, positions, std::nullopt, offset, keep);
+  if (types.has_value()) {
+    at::Tensor t = as_index(*types);
+    t = (t.dim() == 1 ? t.unsqueeze(0) : t).expand(ids.sizes());
+    p.types = t.data_ptr();
+    p.types_int64 = t.scalar_type() == at::kLong;
+    p.types_stride_b = t.stride(0);
+    p.types_stride_t = t.stride(1);
+  }
+  const at::Tensor w = rows(word), pw = rows(position), tw = rows(type);
+  p.word = w.data_ptr();
+  p.position = pw.data_ptr();
+  p.type = tw.data_ptr();
+  p.word_stride = w.stride(0);
+  p.position_stride = pw.stride(0);
+  p.type_stride = tw.stride(0);
+  keep.push_back(gamma.contiguous());
+  p.gamma = keep.back().data_ptr();
+  p.dropout = dropout_p > 0.0 && seed.has_value();
+  p.dropout_p = static_cast<float>(dropout_p);
+  p.seed = seed.has_value() ? static_cast<uint64_t>(seed->item<int64_t>()) : 0;
+  return p;
+}
+
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+}  // namespace
+
+BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
+                                 const at::Tensor& word_weight, const at::Tensor& position_weight,
+                                 const at::Tensor& type_weight, const at::Tensor& ln_weight,
+                                 const at::Tensor& ln_bias,
+                                 const std::optional<at::Tensor>& positions,
+                                 const std::optional<at::Tensor>& token_type_ids, int64_t offset,
+                                 double eps, double dropout_p,
+                                 const std::optional<at::Tensor>& dropout_seed,
+                                 std::optional<int64_t> word_padding_idx,
+                                 std::optional<int64_t> position_padding_idx) {
+  const char* op = "bert_embeddings";
+  check_bert(op, input_ids, word_weight, position_weight, type_weight, ln_weight, &ln_bias,
+             positions, token_type_ids, offset, dropout_p, dropout_seed, word_padding_idx,
+             position_padding_idx);
+  TORCH_CHECK(eps > 0.0, "posemb.", op, ": eps must be positive, got ", eps);
+  check_index_values(op, input_ids, word_weight, positions, position_weight, token_type_ids,
+                     type_weight);
+  const int64_t batch = input_ids.size(0), seq = input_ids.size(1), dim = word_weight.size(1);
+  at::Tensor out = at::empty({batch, seq, dim}, word_weight.options());
+  const auto stats = word_weight.options().dtype(acc_type(word_weight.scalar_type()));
+  at::Tensor mean = at::empty({batch, seq}, stats), rstd = at::empty({batch, seq}, stats);
+  if (out.numel() == 0) return {out, mean, rstd};
+  std::vector<at::Tensor> keep;
+  BertParams p = make_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
+                             positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
+  keep.push_back(ln_bias.contiguous());
+  p.beta = keep.back().data_ptr();
+  p.eps = eps;
+  p.out = out.data_ptr();
+  p.mean = mean.data_ptr();
+  p.rstd = rstd.data_ptr();
+  run(p, word_weight);
+  return {out, mean, rstd};
+}
+
+BertGrads bert_embeddings_backward_impl(
+    BertRunner run, TableGradRunner table_grad, const at::Tensor& grad,
+    const at::Tensor& input_ids, const at::Tensor& word_weight, const at::Tensor& position_weight,
+    const at::Tensor& type_weight, const at::Tensor& ln_weight, const at::Tensor& mean,
+    const at::Tensor& rstd, const std::optional<at::Tensor>& positions,
+    const std::optional<at::Tensor>& token_type_ids, int64_t offset, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed, std::optional<int64_t> word_padding_idx,
+    std::optional<int64_t> position_padding_idx) {
+  const char* op = "bert_embeddings_backward";
+  check_bert(op, input_ids, word_weight, position_weight, type_weight, ln_weight, nullptr,
+             positions, token_type_ids, offset, dropout_p, dropout_seed, word_padding_idx,
+             position_padding_idx);
+  const int64_t batch = input_ids.size(0), seq = input_ids.size(1), dim = word_weight.size(1);
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef({batch, seq, dim}), "posemb.", op,
+              ": grad must be (batch, seq, hidden) = (", batch, ", ", seq, ", ", dim, "), got ",
+              grad.sizes());
+  const auto acc = word_weight.options().dtype(acc_type(word_weight.scalar_type()));
+  at::Tensor grad_word = at::empty_like(word_weight, at::MemoryFormat::Contiguous);
+  at::Tensor grad_position = at::empty_like(position_weight, at::MemoryFormat::Contiguous);
+  at::Tensor grad_type = at::empty_like(type_weight, at::MemoryFormat::Contiguous);
+  at::Tensor grad_gamma = at::empty({dim}, word_weight.options());
+  at::Tensor grad_beta = at::empty({dim}, word_weight.options());
+  if (batch * seq == 0 || dim == 0) {
+    for (at::Tensor* t : {&grad_word, &grad_position, &grad_type, &grad_gamma, &grad_beta}) t->zero_();
+    return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};
+  }
+  std::vector<at::Tensor> keep;
+  BertParams p = make_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
+                             positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
+  const at::Tensor g = grad.contiguous(), mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
+  at::Tensor grad_x = at::empty({batch, seq, dim}, acc);
+  p.row_chunks = bert_row_chunks(batch * seq);
+  at::Tensor partials = at::empty({2, p.row_chunks, dim}, acc);
+  p.grad_out = g.data_ptr();
+  p.mean = mean_c.data_ptr();
+  p.rstd = rstd_c.data_ptr();
+  p.grad_x = grad_x.data_ptr();
+  p.norm_partials = partials.data_ptr();
+  p.grad_gamma = grad_gamma.data_ptr();
+  p.grad_beta = grad_beta.data_ptr();
+  run(p, word_weight);
+
+  // Each table: its tokens sorted stably by row, one fixed-order sum per row.
+  const at::Tensor all_positions =
+      resolve_positions(input_ids, kIdsDims, positions, std::nullopt, offset);
+  const at::Tensor all_types = token_type_ids.has_value()
+                                   ? broadcast_ids(*token_type_ids, input_ids)
+                                   : at::zeros({batch, seq}, input_ids.options().dtype(at::kLong));
+  struct Table {
+    at::Tensor rows_of_tokens, grad;
+    std::optional<int64_t> padding_idx;
+  };
+  for (const Table& t : {Table{input_ids.to(at::kLong), grad_word, word_padding_idx},
+                         Table{all_positions, grad_position, position_padding_idx},
+                         Table{all_types, grad_type, std::nullopt}}) {
+    const at::Tensor tokens = t.rows_of_tokens.reshape({-1}).contiguous();
+    const auto [sorted, order] = at::sort(tokens, /*stable=*/true, 0, /*descending=*/false);
+    LearnedGradParams lp;
+    lp.grad = grad_x.data_ptr();
+    lp.batch = batch;
+    lp.seq = seq;
+    lp.dim = dim;
+    lp.g_stride_b = seq * dim;
+    lp.g_stride_t = dim;
+    lp.g_stride_d = 1;
+    lp.sorted_positions = sorted.data_ptr<int64_t>();
+    lp.order = order.data_ptr<int64_t>();
+    lp.num_tokens = tokens.numel();
+    lp.grad_weight = t.grad.data_ptr();
+    lp.num_embeddings = t.grad.size(0);
+    lp.has_padding_idx = t.padding_idx.has_value();
+    lp.padding_idx = t.padding_idx.value_or(0);
+    table_grad(lp, word_weight);
+  }
+  return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};
+}
+
+namespace {
+
+BertOutputs bert_embeddings_meta(const at::Tensor& input_ids, const at::Tensor& word_weight,
+                                 const at::Tensor& position_weight, const at::Tensor& type_weight,
+                                 const at::Tensor& ln_weight, const at::Tensor& ln_bias,
+                                 const std::optional<at::Tensor>& positions,
+                                 const std::optional<at::Tensor>& token_type_ids,
+                                 c10::SymInt offset, double eps, double dropout_p,
+                                 const std::optional<at::Tensor>& dropout_seed,
+                                 std::optional<int64_t> word_padding_idx,
+                                 std::optional<int64_t> position_padding_idx) {
+  check_bert("bert_embeddings", input_ids, word_weight, position_weight, type_weight, ln_weight,
+             &ln_bias, positions, token_type_ids, offset, dropout_p, dropout_seed,
+             word_padding_idx, position_padding_idx);
+  TORCH_CHECK(eps > 0.0, "posemb.bert_embeddings: eps must be positive, got ", eps);
+  const auto b = input_ids.sym_size(0), s = input_ids.sym_size(1), d = word_weight.sym_size(1);
+  const auto stats = word_weight.options().dtype(acc_type(word_weight.scalar_type()));
+  return {at::empty_symint({b, s, d}, word_weight.options()), at::empty_symint({b, s}, stats),
+          at::empty_symint({b, s}, stats)};
+}
+
+BertGrads bert_embeddings_backward_meta(
+    const at::Tensor& grad, const at::Tensor& input_ids, const at::Tensor& word_weight,
+    const at::Tensor& position_weight, const at::Tensor& type_weight, const at::Tensor& ln_weight,
+    const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& positions,
+    const std::optional<at::Tensor>& token_type_ids, c10::SymInt offset, double dropout_p,
+    const std::optional<at::Tensor>& dropout_seed, std::optional<int64_t> word_padding_idx,
+    std::optional<int64_t> position_padding_idx) {
+  check_bert("bert_embeddings_backward", input_ids, word_weight, position_weight, type_weight,
+             ln_weight, nullptr, positions, token_type_ids, offset, dropout_p, dropout_seed,
+             word_padding_idx, position_padding_idx);
+  auto like = [](const at::Tensor& t) { return at::empty_symint(t.sym_sizes(), t.options()); };
+  return {like(word_weight), like(position_weight), like(type_weight), like(ln_weight),
+          like(ln_weight)};
+}
+
+}  // namespace
+}  // namespace detail
+
+at::Tensor bert_embeddings(const at::Tensor& input_ids, const at::Tensor& word_weight,
+                           const at::Tensor& position_weight, const at::Tensor& type_weight,
+                           const at::Tensor& ln_weight, const at::Tensor& ln_bias,
+                           const std::optional<at::Tensor>& positions,
+                           const std::optional<at::Tensor>& token_type_ids, int64_t offset,
+                           double eps, double dropout_p,
+                           const std::optional<at::Tensor>& dropout_seed,
+                           std::optional<int64_t> word_padding_idx,
+                           std::optional<int64_t> position_padding_idx) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("posemb::bert_embeddings", "")
+          .typed<detail::BertOutputs(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+              const std::optional<at::Tensor>&, c10::SymInt, double, double,
+              const std::optional<at::Tensor>&, std::optional<int64_t>, std::optional<int64_t>)>();
+  return std::get<0>(op.call(input_ids, word_weight, position_weight, type_weight, ln_weight,
+                             ln_bias, positions, token_type_ids, c10::SymInt(offset), eps,
+                             dropout_p, dropout_seed, word_padding_idx, position_padding_idx));
+}
+
+TORCH_LIBRARY_IMPL(posemb, Meta, m) {
+  m.impl("bert_embeddings", &detail::bert_embeddings_meta);
+  m.impl("bert_embeddings_backward", &detail::bert_embeddings_backward_meta);
+}
+
+}  // namespace posemb
