@@ -88,7 +88,9 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
   TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, "posemb.", op,
               ": dropout_p must be in [0, 1), got ", dropout_p);
   if (seed.has_value()) {
-    TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1 && seed->device().is_cpu(),
+    // (Meta: the fake kernel sees every tensor on the meta device.)
+    TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1 &&
+                    (seed->device().is_cpu() || seed->is_meta()),
                 "posemb.", op, ": dropout_seed must be one int64 on the CPU, got ",
                 seed->scalar_type(), " of shape ", seed->sym_sizes(), " on ", seed->device());
   }

@@ -21,10 +21,18 @@ torch.ops.load_library(str(_LIBRARY))
 cmake_prefix_path = str(_HERE / "share" / "cmake")
 
 from . import nn  # noqa: E402
-from .ops import learned_add, make_positions, sinusoidal_add, sinusoidal_add_, sinusoidal_table  # noqa: E402
+from .ops import (  # noqa: E402
+    bert_embeddings,
+    learned_add,
+    make_positions,
+    sinusoidal_add,
+    sinusoidal_add_,
+    sinusoidal_table,
+)
 
 __version__ = "0.1.0"
 __all__ = [
+    "bert_embeddings",
     "cmake_prefix_path",
     "learned_add",
     "make_positions",

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from . import ops
 
-__all__ = ["LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding"]
+__all__ = ["BertEmbeddings", "LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding"]
 
 
 class SinusoidalPositionalEmbedding(nn.Module):
@@ -150,3 +150,107 @@ class LearnedPositionalEmbedding(nn.Module):
         if self.padding_idx is not None:
             s += f", padding_idx={self.padding_idx}"
         return s
+
+
+class BertEmbeddings(nn.Module):
+    """Hugging Face's ``BertEmbeddings`` block in one fused op.
+
+    ``dropout(LayerNorm(word_embeddings(ids) + position_embeddings(pos) +
+    token_type_embeddings(types)))``, forward and backward each one posemb
+    op. Parameter names are Hugging Face's (``word_embeddings.weight``,
+    ``position_embeddings.weight``, ``token_type_embeddings.weight``,
+    ``LayerNorm.weight``, ``LayerNorm.bias``), so its ``state_dict`` loads
+    unchanged, and ``forward`` takes the same arguments.
+
+    Args:
+        vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
+        pad_token_id, layer_norm_eps, hidden_dropout_prob: as in a BERT config.
+        padding_aware_positions: RoBERTa's positions: pads keep
+            ``pad_token_id``, other tokens count from ``pad_token_id + 1``
+            (and the position table's padding row gets no gradient).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        pad_token_id: Optional[int] = 0,
+        layer_norm_eps: float = 1e-12,
+        hidden_dropout_prob: float = 0.1,
+        padding_aware_positions: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id, **kw)
+        self.position_embeddings = nn.Embedding(
+            max_position_embeddings, hidden_size, padding_idx=pad_token_id if padding_aware_positions else None, **kw
+        )
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size, **kw)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, **kw)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.pad_token_id = pad_token_id
+        self.padding_aware_positions = padding_aware_positions
+
+    @classmethod
+    def from_config(cls, config, padding_aware_positions: bool = False) -> "BertEmbeddings":
+        """From a Hugging Face ``BertConfig`` (or any config with its fields)."""
+        return cls(
+            config.vocab_size, config.hidden_size, config.max_position_embeddings, config.type_vocab_size,
+            config.pad_token_id, config.layer_norm_eps, config.hidden_dropout_prob, padding_aware_positions,
+        )
+
+    @classmethod
+    def from_hf(cls, module: nn.Module, padding_aware_positions: bool = False) -> "BertEmbeddings":
+        """Wraps a Hugging Face ``BertEmbeddings``-like module, sharing (not
+        copying) its parameters."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.word_embeddings = module.word_embeddings
+        new.position_embeddings = module.position_embeddings
+        new.token_type_embeddings = module.token_type_embeddings
+        new.LayerNorm = module.LayerNorm
+        new.dropout = module.dropout
+        new.pad_token_id = module.word_embeddings.padding_idx
+        new.padding_aware_positions = padding_aware_positions
+        new.train(module.training)
+        return new
+
+    def _positions(self, input_ids: Tensor, cache_length: int) -> Tensor:
+        mask = input_ids.ne(self.pad_token_id).long()
+        return (torch.cumsum(mask, dim=1) + cache_length) * mask + self.pad_token_id
+
+    def forward(
+        self,
+        input_ids: Optional[Tensor] = None,
+        token_type_ids: Optional[Tensor] = None,
+        position_ids: Optional[Tensor] = None,
+        inputs_embeds: Optional[Tensor] = None,
+        cache_length: int = 0,
+    ) -> Tensor:
+        if inputs_embeds is not None:  # no ids to gather: the plain computation
+            return self._forward_embeds(inputs_embeds, token_type_ids, position_ids, cache_length)
+        if position_ids is None and self.padding_aware_positions:
+            position_ids = self._positions(input_ids, cache_length)
+        return ops.bert_embeddings(
+            input_ids, self.word_embeddings.weight, self.position_embeddings.weight,
+            self.token_type_embeddings.weight, self.LayerNorm.weight, self.LayerNorm.bias,
+            position_ids=position_ids, token_type_ids=token_type_ids,
+            cache_length=0 if position_ids is not None else cache_length,
+            eps=self.LayerNorm.eps, dropout_p=self.dropout.p, training=self.training,
+            word_padding_idx=self.word_embeddings.padding_idx,
+            position_padding_idx=self.position_embeddings.padding_idx,
+        )
+
+    def _forward_embeds(self, inputs_embeds, token_type_ids, position_ids, cache_length):
+        seq = inputs_embeds.shape[1]
+        if position_ids is None:
+            start = self.pad_token_id + 1 if self.padding_aware_positions else cache_length
+            position_ids = torch.arange(start, start + seq, device=inputs_embeds.device).unsqueeze(0)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(position_ids)
+        x = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(x))

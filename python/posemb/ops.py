@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["learned_add", "make_positions", "sinusoidal_add", "sinusoidal_add_", "sinusoidal_table"]
+__all__ = ["bert_embeddings", "learned_add", "make_positions", "sinusoidal_add", "sinusoidal_add_", "sinusoidal_table"]
 
 
 def make_positions(input_ids: Tensor, padding_idx: int) -> Tensor:
@@ -145,3 +145,52 @@ def learned_add(
     """
     positions, offsets, offset = _position_args(positions, offset, input_ids, padding_idx)
     return torch.ops.posemb.learned_add(x, weight, positions, offsets, offset, seq_dim, padding_idx)
+
+
+def bert_embeddings(
+    input_ids: Tensor,
+    word_weight: Tensor,
+    position_weight: Tensor,
+    type_weight: Tensor,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    position_ids: Optional[Tensor] = None,
+    token_type_ids: Optional[Tensor] = None,
+    cache_length: int = 0,
+    eps: float = 1e-12,
+    dropout_p: float = 0.0,
+    training: bool = False,
+    generator: Optional[torch.Generator] = None,
+    word_padding_idx: Optional[int] = None,
+    position_padding_idx: Optional[int] = None,
+) -> Tensor:
+    """``dropout(LayerNorm(word[ids] + position[pos] + type[types]))`` in one
+    kernel, forward and backward: Hugging Face's ``BertEmbeddings`` block.
+
+    Args:
+        input_ids: ``(batch, seq)`` token ids.
+        word_weight, position_weight, type_weight: the three tables
+            ``(rows, hidden)``; ``ln_weight``, ``ln_bias``: ``(hidden,)``; one
+            float dtype and device for all five.
+        position_ids: integer, broadcastable to ``(batch, seq)``; without them
+            token ``t`` is at ``cache_length + t``.
+        token_type_ids: broadcastable to ``(batch, seq)``; without them type 0.
+        eps: the LayerNorm epsilon.
+        dropout_p, training, generator: dropout is applied in training with
+            ``dropout_p > 0``; its mask is a pure function of a seed drawn from
+            ``generator`` (torch's default CPU generator if None), so
+            ``torch.manual_seed`` reproduces it, on the CPU and on CUDA alike.
+        word_padding_idx, position_padding_idx: those rows get no gradient.
+
+    Statistics in fp32 (fp64 for fp64 tables); all gradients deterministic.
+    """
+    seed = None
+    if training and dropout_p > 0.0:
+        seed = torch.randint(0, 2**62, (), dtype=torch.long, generator=generator)
+    out, _, _ = torch.ops.posemb.bert_embeddings(
+        input_ids, word_weight, position_weight, type_weight, ln_weight, ln_bias,
+        position_ids, token_type_ids, cache_length, float(eps), float(dropout_p), seed,
+        word_padding_idx, position_padding_idx,
+    )
+    return out

@@ -135,3 +135,31 @@ def learned_add_weight_grad(
     if padding_idx is not None:
         out[padding_idx] = 0
     return out
+
+
+def bert_embeddings(
+    input_ids: Tensor,
+    word_weight: Tensor,
+    position_weight: Tensor,
+    type_weight: Tensor,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    *,
+    position_ids: Optional[Tensor] = None,
+    token_type_ids: Optional[Tensor] = None,
+    cache_length: int = 0,
+    eps: float = 1e-12,
+) -> Tensor:
+    """float64 LayerNorm(word[ids] + position[pos] + type[types]) (no dropout)."""
+    ids = input_ids.cpu().long()
+    batch, seq = ids.shape
+    pos = token_positions(batch, seq, position_ids, cache_length)
+    types = torch.zeros(batch, seq, dtype=torch.long) if token_type_ids is None else (
+        token_type_ids.cpu().long().reshape(-1, seq) if token_type_ids.dim() == 1 else token_type_ids.cpu().long()
+    ).expand(batch, seq)
+
+    def f64(t):
+        return t.detach().cpu().to(torch.float64)
+
+    x = f64(word_weight)[ids] + f64(position_weight)[pos] + f64(type_weight)[types]
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), f64(ln_weight), f64(ln_bias), eps)

@@ -1,0 +1,211 @@
+"""bert_embeddings, bert_embeddings_backward and posemb.nn.BertEmbeddings."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.library import opcheck
+
+import posemb
+from posemb import reference
+
+from conftest import FLOAT_DTYPES, ulp_distance
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+OP = torch.ops.posemb.bert_embeddings.default
+
+
+def tables(hidden=16, vocab=30, max_pos=40, types=3, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ts = [torch.randn(vocab, hidden, generator=g), torch.randn(max_pos, hidden, generator=g),
+          torch.randn(types, hidden, generator=g), 1 + 0.1 * torch.randn(hidden, generator=g),
+          0.1 * torch.randn(hidden, generator=g)]
+    return [t.to(device, dtype) for t in ts]
+
+
+CASES = {
+    "default": dict(shape=(2, 7), kw={}),
+    "one-token": dict(shape=(1, 1), kw={}),
+    "odd-hidden": dict(shape=(3, 5), kw={}, hidden=13),
+    "wide": dict(shape=(2, 3), kw={}, hidden=300),
+    "types-and-positions": dict(shape=(2, 6), kw=dict(token_type_ids=torch.tensor([[0, 0, 1, 1, 2, 2], [1] * 6]),
+                                                       position_ids=torch.tensor([[5, 4, 3, 2, 1, 0]]))),
+    "types-1d-stride0-positions": dict(shape=(3, 4), kw=dict(token_type_ids=torch.tensor([0, 1, 1, 0]),
+                                                               position_ids=torch.tensor(7).expand(4))),
+    "cache-length": dict(shape=(2, 3), kw=dict(cache_length=30)),
+    "int32-ids": dict(shape=(2, 4), kw={}, ids_dtype=torch.int32),
+    "empty": dict(shape=(0, 4), kw={}),
+}
+
+
+def case_inputs(name, device, dtype=torch.float32):
+    c = CASES[name]
+    w = tables(hidden=c.get("hidden", 16), dtype=dtype, device=device)
+    ids = torch.randint(0, 30, c["shape"], generator=torch.Generator().manual_seed(1)).to(device, c.get("ids_dtype", torch.long))
+    kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in c["kw"].items()}
+    return ids, w, kw
+
+
+def op_args(ids, w, kw, dropout_p=0.0, seed=None):
+    return (ids, *w, kw.get("position_ids"), kw.get("token_type_ids"), kw.get("cache_length", 0), 1e-12,
+            dropout_p, seed, None, None)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("name", CASES)
+def test_matches_fp64_reference(name, dtype, device):
+    ids, w, kw = case_inputs(name, device, dtype)
+    out = posemb.bert_embeddings(ids, *w, **kw)
+    ref = reference.bert_embeddings(ids, *w, **kw)
+    assert out.shape == (*ids.shape, w[0].shape[1]) and out.dtype == dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(out.cpu().double(), ref, rtol=1e-5, atol=2e-6)
+    elif dtype == torch.float64:
+        torch.testing.assert_close(out.cpu(), ref, rtol=1e-12, atol=1e-12)
+    else:  # fp32 statistics, one rounding at the end
+        assert out.numel() == 0 or ulp_distance(out.cpu(), ref.to(dtype)).max().item() <= 1
+
+
+def test_matches_hugging_face_bert_embeddings(device):
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertEmbeddings as HFBertEmbeddings
+
+    cfg = BertConfig(vocab_size=50, hidden_size=24, max_position_embeddings=32, type_vocab_size=2, pad_token_id=0)
+    hf = HFBertEmbeddings(cfg).to(device).eval()
+    ours = posemb.nn.BertEmbeddings.from_config(cfg).to(device).eval()
+    assert ours.load_state_dict(hf.state_dict(), strict=False).unexpected_keys == []
+    assert set(ours.state_dict()) == {k for k in hf.state_dict() if "position_ids" not in k and "token_type_ids" not in k}
+    ids = torch.randint(0, 50, (3, 11), device=device)
+    types = torch.randint(0, 2, (3, 11), device=device)
+    torch.testing.assert_close(ours(input_ids=ids, token_type_ids=types), hf(input_ids=ids, token_type_ids=types))
+    torch.testing.assert_close(ours(input_ids=ids[:, :4], cache_length=5), hf(input_ids=ids[:, :4], cache_length=5))
+    embeds = torch.randn(3, 11, 24, device=device)
+    torch.testing.assert_close(ours(inputs_embeds=embeds), hf(inputs_embeds=embeds))
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "wide"])
+def test_opcheck(name, device):
+    ids, w, kw = case_inputs(name, device)
+    w = [t.requires_grad_() for t in w]
+    opcheck(OP, op_args(ids, w, kw))
+    opcheck(OP, op_args(ids, w, kw, dropout_p=0.25, seed=torch.tensor(7)))
+
+
+@pytest.mark.parametrize("dropout", [False, True], ids=["eval", "dropout"])
+def test_gradcheck_fp64(dropout, device):
+    ids, w, kw = case_inputs("types-and-positions", device, torch.float64)
+    w = [t.detach().requires_grad_() for t in w]
+    seed = torch.tensor(11) if dropout else None
+
+    def f(*weights):  # a fixed seed makes dropout a fixed function
+        return OP(*op_args(ids, weights, kw, dropout_p=0.3 if dropout else 0.0, seed=seed))[0]
+
+    assert torch.autograd.gradcheck(f, tuple(w))
+
+
+def test_gradients_match_eager_and_skip_padding_rows(device):
+    ids, w, kw = case_inputs("types-and-positions", device)
+    ids[0, :2] = 0  # padding tokens
+    w = [t.requires_grad_() for t in w]
+    grad = torch.randn(*ids.shape, 16, device=device)
+    out = torch.ops.posemb.bert_embeddings(*op_args(ids, w, kw)[:12], 0, None)[0]
+    out.backward(grad)
+    ours = [t.grad.clone() for t in w]
+    for t in w:
+        t.grad = None
+    pos, types = kw["position_ids"].expand(ids.shape), kw["token_type_ids"]
+    x = torch.nn.functional.embedding(ids, w[0], padding_idx=0) + w[1][pos] + w[2][types]
+    torch.nn.functional.layer_norm(x, (16,), w[3], w[4], 1e-12).backward(grad)
+    for a, t in zip(ours, w):
+        torch.testing.assert_close(a, t.grad, rtol=1e-5, atol=1e-5)
+    assert ours[0][0].abs().sum() == 0  # word_padding_idx=0 row
+
+
+def test_backward_is_bitwise_deterministic_with_repeated_ids(device):
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 3, (32, 128), generator=g).to(device)  # thousands of tokens per row
+    w = [t.requires_grad_() for t in tables(hidden=64, max_pos=128, device=device)]
+    grad = torch.randn(32, 128, 64, generator=g).to(device)
+    runs = []
+    for _ in range(3):
+        for t in w:
+            t.grad = None
+        posemb.bert_embeddings(ids, *w).backward(grad)
+        runs.append([t.grad.clone() for t in w])
+    assert all(torch.equal(a, b) for run in runs[1:] for a, b in zip(runs[0], run))
+
+
+def test_dropout_is_reproducible_and_drops_p(device):
+    w = tables(max_pos=64, device=device)
+    ids = torch.randint(0, 30, (16, 64), device=device)
+    torch.manual_seed(3)
+    a = posemb.bert_embeddings(ids, *w, dropout_p=0.25, training=True)
+    b = posemb.bert_embeddings(ids, *w, dropout_p=0.25, training=True)
+    torch.manual_seed(3)
+    a2 = posemb.bert_embeddings(ids, *w, dropout_p=0.25, training=True)
+    assert torch.equal(a, a2) and not torch.equal(a, b)
+    dropped = (a == 0).double().mean().item()
+    assert abs(dropped - 0.25) < 0.02
+    full = posemb.bert_embeddings(ids, *w)
+    kept = a != 0
+    torch.testing.assert_close(a[kept], full[kept] / 0.75)
+    assert torch.equal(posemb.bert_embeddings(ids, *w, dropout_p=0.25, training=False), full)
+
+
+def test_compile_equals_eager_without_recompiles(device):
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from test_sinusoidal import compiled_graphs
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("inductor")
+    m = posemb.nn.BertEmbeddings(40, 16, max_position_embeddings=64).to(device).eval()
+    cf = torch.compile(m, backend=counter, fullgraph=True, dynamic=True)
+    for seq in (5, 9, 17):
+        ids = torch.randint(0, 40, (2, seq), device=device)
+        types = torch.randint(0, 2, (2, seq), device=device)
+        m.zero_grad()
+        out = cf(input_ids=ids, token_type_ids=types)
+        out.pow(2).sum().backward()
+        grads = [p.grad.clone() for p in m.parameters()]
+        m.zero_grad()
+        expected = m(input_ids=ids, token_type_ids=types)
+        expected.pow(2).sum().backward()
+        torch.testing.assert_close(out, expected)
+        for a, p in zip(grads, m.parameters()):
+            torch.testing.assert_close(a, p.grad)
+    assert compiled_graphs(counter) == 1
+
+
+ERRORS = [
+    (lambda t, w: OP(t(2, 3), *w), "input_ids must be an integer tensor"),
+    (lambda t, w: OP(t(6).long(), *w), r"input_ids must be \(batch, seq\)"),
+    (lambda t, w: OP(t(2, 3).long(), w[0], w[1].double(), *w[2:]), "position_weight must have word_weight's dtype"),
+    (lambda t, w: OP(t(2, 3).long(), w[0], t(40, 8), *w[2:]), "position_weight must have hidden size 16"),
+    (lambda t, w: OP(t(2, 3).long(), *w[:3], t(8), w[4]), r"ln_weight must be \(hidden,\)"),
+    (lambda t, w: OP(t(2, 3).long(), *w, offset=38), r"positions offset .. offset \+ seq - 1 = 38 .. 40 must be in"),
+    (lambda t, w: OP(t(2, 3).long(), *w, dropout_p=1.0), r"dropout_p must be in \[0, 1\)"),
+    (lambda t, w: OP(t(2, 3).long(), *w, dropout_seed=t(2).long()), "dropout_seed must be one int64 on the CPU"),
+    (lambda t, w: OP(t(2, 3).long(), *w, word_padding_idx=30), r"word_padding_idx must be in \[0, 30\)"),
+    (lambda t, w: OP(t(2, 3).long(), *w, token_type_ids=t(2, 4).long()), "token_type_ids must be broadcastable"),
+]
+
+
+@pytest.mark.parametrize("fake", [False, True], ids=["real", "fake"])
+@pytest.mark.parametrize("call,message", ERRORS, ids=[m for _, m in ERRORS])
+def test_errors_name_op_and_argument(call, message, fake):
+    with FakeTensorMode() if fake else torch.no_grad():
+        w = [torch.randn(30, 16), torch.randn(40, 16), torch.randn(3, 16), torch.randn(16), torch.randn(16)]
+        with pytest.raises(RuntimeError, match=r"posemb.bert_embeddings: " + message):
+            call(lambda *shape: torch.zeros(*shape), w)
+
+
+def test_out_of_range_ids_are_an_error(device):
+    ids, w, kw = case_inputs("default", device)
+    ids[1, 2] = 30
+    with pytest.raises(RuntimeError, match=r"input_ids must be in \[0, 30\), got values in \[\d+, 30\]"):
+        posemb.bert_embeddings(ids, *w)
+    with pytest.raises(RuntimeError, match=r"token_type_ids must be in \[0, 3\)"):
+        posemb.bert_embeddings(ids.clamp(max=29), *w, token_type_ids=torch.full_like(ids, 3))
