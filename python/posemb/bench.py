@@ -1,10 +1,11 @@
 """Benchmarks: ``python -m posemb.bench [--device cpu|cuda] [--quick] [--json P] [--png P]``.
 
 Each op is timed, in the same run, against the code a user would otherwise
-write (eager PyTorch, ``torch.compile`` of it) and against a roofline measured
-in that run: a ``clone()`` of the input for out-of-place ops, an in-place
-``mul_(1.0)`` for in-place ones (DESIGN.md §6). Ratios are what to read; the
-machines are shared and noisy. Every case is checked for correctness once
+write (eager PyTorch, ``torch.compile`` of it, Hugging Face's module) and
+against a roofline measured in that run: a ``clone()`` (its time scaled to the
+bytes the op must move) for out-of-place ops, an in-place ``mul_(1.0)`` for
+in-place ones (DESIGN.md §6). Ratios are what to read; the machines are
+shared and noisy. Every case is checked for correctness once
 before it is timed.
 
 Adding an op: write a function that yields :class:`Case` objects and decorate
@@ -21,9 +22,10 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
+from torch import nn
 
 import posemb
 
@@ -32,12 +34,14 @@ import posemb
 class Variant:
     """One way of computing a case. ``kind`` is "roofline", "posemb" or "peer";
     ``baseline`` names the roofline variant its "x roofline" ratio uses;
-    ``before`` runs (untimed) before each call, e.g. to restore an in-place buffer."""
+    ``before`` runs (untimed) before each call, e.g. to restore an in-place buffer;
+    ``time_scale`` multiplies the measured time (a clone scaled to the op's bytes)."""
     name: str
     kind: str
     fn: Callable[[], object]
     baseline: str
     before: Optional[Callable[[], object]] = None
+    time_scale: float = 1.0
 
 
 @dataclass
@@ -75,20 +79,54 @@ def tolerance(dtype: torch.dtype) -> dict:
     return dict(atol=5e-2, rtol=2e-2) if dtype in (torch.bfloat16, torch.float16) else dict(atol=2e-3, rtol=1e-5)
 
 
-def assert_matches(what: str, actual: torch.Tensor, expected: torch.Tensor) -> None:
-    torch.testing.assert_close(actual, expected, **tolerance(expected.dtype), msg=lambda m: f"{what}: {m}")
+def assert_matches(what: str, actual: torch.Tensor, expected: torch.Tensor, tol: Optional[dict] = None) -> None:
+    tol = tol or tolerance(expected.dtype)
+    torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{what}: {m}")
 
 
-def compile_or_note(fn: Callable, args: tuple, notes: List[str]) -> Optional[Callable]:
-    """torch.compile(fn), compiled now on ``args``; None (and a note) if that fails."""
+def compile_or_note(fn: Callable, args: tuple, notes: List[str],
+                    grad: Optional[torch.Tensor] = None) -> Optional[Callable]:
+    """torch.compile(fn), compiled now on ``args`` (and backpropagated once with
+    ``grad``, if given); None (and a note) if that fails."""
     torch._dynamo.reset()  # a fresh, shape-specialised compile per case, no recompile limit
     try:
         compiled = torch.compile(fn)
-        compiled(*args)
+        out = compiled(*args)
+        if grad is not None:
+            out.backward(grad)
         return compiled
     except Exception as e:  # no compiler, unsupported backend, ...
         notes.append(f"torch.compile skipped: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
         return None
+
+
+def step(fn: Callable[[], torch.Tensor], grad: Optional[torch.Tensor]) -> Callable[[], object]:
+    """What a variant times: ``fn()`` under no_grad (inference, ``grad`` None),
+    or ``fn().backward(grad)`` (training)."""
+    if grad is None:
+        return torch.no_grad()(fn)
+    return lambda: fn().backward(grad)
+
+
+def clear_grads(leaves: Sequence[torch.Tensor]) -> None:
+    for leaf in leaves:
+        leaf.grad = None
+
+
+def grads_after(fn: Callable[[], torch.Tensor], grad: torch.Tensor,
+                leaves: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """The gradients ``fn().backward(grad)`` leaves on ``leaves``."""
+    clear_grads(leaves)
+    fn().backward(grad)
+    return [leaf.grad for leaf in leaves]
+
+
+def clone_roofline(like: torch.Tensor, bytes_moved: int) -> Variant:
+    """A clone of ``like``, its time scaled by ``bytes_moved`` / the clone's bytes:
+    the time to move ``bytes_moved`` at the copy bandwidth measured in this run."""
+    scale = bytes_moved / (2 * like.numel() * like.element_size())
+    name = "clone (roofline)" if scale == 1 else f"clone x{scale:.2f} (roofline)"
+    return Variant(name, "roofline", lambda: like.clone(), name, time_scale=scale)
 
 
 # --------------------------------------------------------------------------- sinusoidal_add
@@ -170,6 +208,145 @@ def sinusoidal_add_case(settings: Settings, label, shape, seq_dim, with_offsets,
     return Case("sinusoidal_add", label, shape, dtype, 2 * x.numel() * x.element_size(), variants, notes)
 
 
+# --------------------------------------------------------------------------- learned_add
+
+def eager_learned_add(x: torch.Tensor, pos_emb: nn.Embedding) -> torch.Tensor:
+    """``x + pos_emb(position_ids)`` as users write it (GPT-2, BERT)."""
+    position_ids = torch.arange(x.shape[-2], device=x.device)
+    return x + pos_emb(position_ids)
+
+
+LEARNED_SHAPES = [  # label, (batch, seq, dim), table rows, in --quick
+    ("BERT-like", (8, 512, 768), 512, True),
+    ("GPT-2-like", (4, 1024, 768), 1024, False),
+]
+
+
+@register("learned_add")
+def learned_add_cases(settings: Settings) -> Iterator[Case]:
+    for label, shape, num_positions, in_quick in LEARNED_SHAPES:
+        if in_quick or not settings.quick:
+            for dtype in (torch.float32, torch.bfloat16):
+                for backward in (False, True):
+                    yield learned_add_case(settings, label, shape, num_positions, dtype, backward)
+
+
+def learned_add_case(settings: Settings, label, shape, num_positions, dtype, backward) -> Case:
+    device = settings.device
+    x = torch.randn(shape, device=device, dtype=dtype, requires_grad=backward)
+    pos_emb = nn.Embedding(num_positions, shape[-1], device=device, dtype=dtype).requires_grad_(backward)
+    weight = pos_emb.weight
+    grad = torch.randn(shape, device=device, dtype=dtype) if backward else None
+    fused = lambda: posemb.learned_add(x, weight)  # noqa: E731
+    eager = lambda: eager_learned_add(x, pos_emb)  # noqa: E731
+
+    label = f"{label}, {'fwd+bwd' if backward else 'forward'}"
+    what = f"learned_add {label} {tuple(shape)} {dtype}"
+    with torch.no_grad():
+        assert_matches(f"{what}: posemb vs eager", fused(), eager())
+    if backward:
+        for name, actual, expected in zip(("x", "weight"), grads_after(fused, grad, (x, weight)),
+                                          grads_after(eager, grad, (x, weight))):
+            assert_matches(f"{what}: posemb vs eager, grad of {name}", actual, expected)
+
+    # Forward: read x and the seq * dim table rows, write y. Backward adds: read
+    # grad, write grad_x, write grad_weight (its seq * dim rows, summed over the
+    # batch from the grad just read).
+    table_rows = shape[-2] * shape[-1]
+    bytes_moved = (4 * x.numel() + 2 * table_rows if backward else 2 * x.numel() + table_rows) * x.element_size()
+    roofline = clone_roofline(x.detach(), bytes_moved)
+    before = (lambda: clear_grads((x, weight))) if backward else None
+    notes: List[str] = []
+    compiled = None
+    if settings.compile:
+        with torch.set_grad_enabled(backward):
+            compiled = compile_or_note(eager_learned_add, (x, pos_emb), notes, grad)
+    variants = [
+        roofline,
+        Variant("posemb", "posemb", step(fused, grad), roofline.name, before),
+        Variant("eager nn.Embedding", "peer", step(eager, grad), roofline.name, before),
+    ]
+    if compiled is not None:
+        variants.append(Variant("compile(eager)", "peer", step(lambda: compiled(x, pos_emb), grad), roofline.name,
+                                before))
+    return Case("learned_add", label, shape, dtype, bytes_moved, variants, notes)
+
+
+# --------------------------------------------------------------------------- bert_embeddings
+
+BERT_CONFIGS = [("BERT-base", 768, True), ("MiniLM-like", 384, False)]  # label, hidden size, in --quick
+BERT_TOKENS = [((8, 128), True), ((32, 512), False)]  # (batch, seq) of token ids, in --quick
+BERT_TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1.3e-6), torch.bfloat16: dict(atol=3e-2, rtol=1.6e-2)}
+
+
+def hf_bert_embeddings(hidden_size: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Hugging Face's ``BertEmbeddings``, built offline from a config."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertEmbeddings
+
+    config = BertConfig(vocab_size=30522, hidden_size=hidden_size, max_position_embeddings=512,
+                        type_vocab_size=2, hidden_dropout_prob=0.1)
+    return BertEmbeddings(config).to(device=device, dtype=dtype)
+
+
+@register("bert_embeddings")
+def bert_embeddings_cases(settings: Settings) -> Iterator[Case]:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        print("note: transformers is not installed; bert_embeddings skipped")
+        return
+    for label, hidden_size, config_in_quick in BERT_CONFIGS:
+        for tokens_shape, tokens_in_quick in BERT_TOKENS:
+            if (config_in_quick and tokens_in_quick) or not settings.quick:
+                for dtype in (torch.float32, torch.bfloat16):
+                    for training in (False, True):
+                        yield bert_embeddings_case(settings, label, hidden_size, tokens_shape, dtype, training)
+
+
+def bert_embeddings_case(settings: Settings, label, hidden_size, tokens_shape, dtype, training) -> Case:
+    device = settings.device
+    hf = hf_bert_embeddings(hidden_size, device, dtype).eval()
+    fused = posemb.nn.BertEmbeddings.from_hf(hf)  # shares hf's parameters
+    input_ids = torch.randint(0, hf.word_embeddings.num_embeddings, tokens_shape, device=device)
+    shape = (*tokens_shape, hidden_size)
+    label = f"{label}, {'training' if training else 'inference'}"
+    with torch.no_grad():
+        assert_matches(f"bert_embeddings {label} {shape} {dtype}: posemb vs HF (eval)",
+                       fused(input_ids=input_ids), hf(input_ids=input_ids), BERT_TOLERANCE[dtype])
+    hf.train(training)
+    fused.train(training)
+
+    # Inference: read the gathered word, position and type rows (3 * tokens * hidden;
+    # the tables' other rows are not read) and write the output. Training adds the
+    # backward: read grad and the normalised values (2 * tokens * hidden) and write
+    # the three tables' dense gradients (every row, as nn.Embedding's backward does).
+    out_like = torch.randn(shape, device=device, dtype=dtype)
+    n = out_like.numel()
+    elements = 4 * n
+    if training:
+        elements += 2 * n + sum(t.weight.numel() for t in (hf.word_embeddings, hf.position_embeddings,
+                                                            hf.token_type_embeddings))
+    bytes_moved = elements * out_like.element_size()
+    roofline = clone_roofline(out_like, bytes_moved)
+    grad = torch.randn(shape, device=device, dtype=dtype) if training else None
+    before = (lambda: hf.zero_grad(set_to_none=True)) if training else None
+    notes: List[str] = []
+    compiled = None
+    if settings.compile:
+        with torch.set_grad_enabled(training):
+            compiled = compile_or_note(hf, (input_ids,), notes, grad)
+    variants = [
+        roofline,
+        Variant("posemb", "posemb", step(lambda: fused(input_ids=input_ids), grad), roofline.name, before),
+        Variant("HF eager", "peer", step(lambda: hf(input_ids=input_ids), grad), roofline.name, before),
+    ]
+    if compiled is not None:
+        variants.append(Variant("compile(HF)", "peer", step(lambda: compiled(input_ids), grad), roofline.name, before))
+    return Case("bert_embeddings", label, shape, dtype, bytes_moved, variants, notes)
+
+
 # --------------------------------------------------------------------------- timing and report
 
 def median_time_us(fn, device: torch.device, warmup: int, repeats: int, before=None) -> float:
@@ -198,7 +375,7 @@ def median_time_us(fn, device: torch.device, warmup: int, repeats: int, before=N
 
 
 def run_case(case: Case, device: torch.device, warmup: int, repeats: int) -> List[dict]:
-    times = {v.name: median_time_us(v.fn, device, warmup, repeats, v.before) for v in case.variants}
+    times = {v.name: v.time_scale * median_time_us(v.fn, device, warmup, repeats, v.before) for v in case.variants}
     posemb_times = {v.name: times[v.name] for v in case.variants if v.kind == "posemb"}
     rows = []
     for v in case.variants:
@@ -282,7 +459,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 device=device_name(device), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 posemb=posemb.__version__, quick=args.quick, warmup=warmup, repeats=repeats)
     print("posemb bench  " + "  ".join(f"{k}={v}" for k, v in meta.items()))
-    print("x roof = time / roofline time (clone, or mul_ in place); GB/s = bytes the op must move / time; "
+    print("x roof = time / roofline time (clone, scaled to the op's bytes, or mul_ in place); "
+          "GB/s = bytes the op must move / time; "
           "vs posemb = peer time / posemb time")
     torch.manual_seed(0)
     results: List[dict] = []

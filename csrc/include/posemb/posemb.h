@@ -4,6 +4,7 @@
 
 #include "posemb/bert.h"
 #include "posemb/learned.h"
+#include "posemb/nn/bert.h"
 #include "posemb/nn/learned.h"
 #include "posemb/nn/sinusoidal.h"
 #include "posemb/sinusoidal.h"
