@@ -1,5 +1,4 @@
-// CPU kernels of bert_embeddings and its backward: the row passes of
-// cuda/bert.cuh over all channels of a row, rows split across threads.
+// CPU kernels of bert_embeddings and its backward, rows split across threads.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -7,43 +6,94 @@
 #include <cmath>
 
 #include "bert_kernels.h"
-#include "cpu/scalar_ops.h"
+#include "cpu/rows.h"
 
 namespace posemb::detail {
 namespace {
 
 int64_t row_grain(int64_t dim) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, dim)); }
 
+// x = word + position + type rows of token `row`, in the accumulation type.
+template <typename T>
+void gather_row(const BertParams& p, int64_t row, acc_t<T>* x, acc_t<T>* tmp) {
+  const BertRow r = bert_row(p, row);
+  load_row(static_cast<const T*>(p.word) + r.word * p.word_stride, x, p.dim);
+  load_row(static_cast<const T*>(p.position) + r.position * p.position_stride, tmp, p.dim);
+  for (int64_t d = 0; d < p.dim; ++d) x[d] += tmp[d];
+  load_row(static_cast<const T*>(p.type) + r.type * p.type_stride, tmp, p.dim);
+  for (int64_t d = 0; d < p.dim; ++d) x[d] += tmp[d];
+}
+
+// The CPU runs each row whole: the row in a buffer, plain loops the compiler
+// vectorises, rows converted 8 wide (cpu/rows.h). Same formulas as the
+// shared bodies in cuda/bert.cuh.
 template <typename T>
 void forward_typed(const BertParams& p) {
   using A = acc_t<T>;
-  at::parallel_for(0, p.batch * p.seq, row_grain(p.dim), [&](int64_t begin, int64_t end) {
+  const int64_t D = p.dim;
+  std::vector<A> gamma(D), beta(D);
+  load_row(static_cast<const T*>(p.gamma), gamma.data(), D);
+  load_row(static_cast<const T*>(p.beta), beta.data(), D);
+  at::parallel_for(0, p.batch * p.seq, row_grain(D), [&](int64_t begin, int64_t end) {
+    std::vector<A> x(D), y(D);
     for (int64_t row = begin; row < end; ++row) {
-      const A mean = bert_row_sum<T>(p, row, 0, 1) / A(p.dim);
-      const A var = bert_row_sq<T>(p, row, 0, 1, mean) / A(p.dim);
-      const A rstd = A(1) / std::sqrt(var + A(p.eps));
-      bert_row_write<T>(p, row, 0, 1, mean, rstd);
+      gather_row<T>(p, row, x.data(), y.data());
+      A sum = 0;
+      for (int64_t d = 0; d < D; ++d) sum += x[d];
+      const A mean = sum / A(D);
+      A sq = 0;
+      for (int64_t d = 0; d < D; ++d) sq += (x[d] - mean) * (x[d] - mean);
+      const A rstd = A(1) / std::sqrt(sq / A(D) + A(p.eps));
+      for (int64_t d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * gamma[d] + beta[d];
+      if (p.dropout) {
+        for (int64_t d = 0; d < D; ++d) y[d] *= dropout_factor<A>(p, row, d);
+      }
+      store_row(y.data(), static_cast<T*>(p.out) + row * D, D);
       static_cast<A*>(p.mean)[row] = mean;
       static_cast<A*>(p.rstd)[row] = rstd;
     }
   });
 }
 
+// grad_x row by row; the gamma/beta sums per fixed chunk of rows (added in
+// row order), then over the chunks in order: deterministic.
 template <typename T>
 void backward_typed(const BertParams& p) {
   using A = acc_t<T>;
-  at::parallel_for(0, p.batch * p.seq, row_grain(p.dim), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      A s1, s2;
-      bert_row_grad_sums<T>(p, row, 0, 1, &s1, &s2);
-      bert_row_grad_write<T>(p, row, 0, 1, s1, s2);
+  const int64_t D = p.dim, rows = p.batch * p.seq;
+  const int64_t per_chunk = (rows + p.row_chunks - 1) / p.row_chunks;
+  std::vector<A> gamma(D);
+  load_row(static_cast<const T*>(p.gamma), gamma.data(), D);
+  A* partials = static_cast<A*>(p.norm_partials);
+  at::parallel_for(0, p.row_chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<A> x(D), g(D);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      A* sum_gx = partials + chunk * D;
+      A* sum_g = partials + (p.row_chunks + chunk) * D;
+      std::fill(sum_gx, sum_gx + D, A(0));
+      std::fill(sum_g, sum_g + D, A(0));
+      for (int64_t row = chunk * per_chunk; row < std::min(rows, (chunk + 1) * per_chunk); ++row) {
+        gather_row<T>(p, row, x.data(), g.data());
+        const A mean = static_cast<const A*>(p.mean)[row], rstd = static_cast<const A*>(p.rstd)[row];
+        load_row(static_cast<const T*>(p.grad_out) + row * D, g.data(), D);
+        if (p.dropout) {
+          for (int64_t d = 0; d < D; ++d) g[d] *= dropout_factor<A>(p, row, d);
+        }
+        A s1 = 0, s2 = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          x[d] = (x[d] - mean) * rstd;  // xhat
+          s1 += g[d] * gamma[d];
+          s2 += g[d] * gamma[d] * x[d];
+          sum_gx[d] += g[d] * x[d];
+          sum_g[d] += g[d];
+        }
+        const A m1 = s1 / A(D), m2 = s2 / A(D);
+        A* gx = static_cast<A*>(p.grad_x) + row * D;
+        for (int64_t d = 0; d < D; ++d) gx[d] = rstd * (g[d] * gamma[d] - m1 - x[d] * m2);
+      }
     }
   });
-  at::parallel_for(0, p.row_chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t chunk = begin; chunk < end; ++chunk)
-      for (int64_t d = 0; d < p.dim; ++d) bert_norm_grad_chunk<T>(p, chunk, d);
-  });
-  for (int64_t d = 0; d < p.dim; ++d) bert_norm_grad_final<T>(p, d);
+  for (int64_t d = 0; d < D; ++d) bert_norm_grad_final<T>(p, d);
 }
 
 template <typename T>

@@ -4,7 +4,7 @@
 // once, with the same fp64 angle reduction as the CUDA kernel
 // (cuda/math.cuh), and reused for every batch entry sharing the position.
 // On CPUs with AVX2 the sincos and the fused multiply-add run 8 wide
-// (sinusoidal_cpu_avx2.cpp); elsewhere, and for fp64, a portable loop does.
+// (cpu/avx2.cpp); elsewhere, and for fp64, a portable loop does.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -12,22 +12,11 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/scalar_ops.h"
+#include "cpu/rows.h"
 #include "sinusoidal_kernels.h"
-#if defined(POSEMB_CPU_AVX2)
-#include "cpu/sinusoidal_cpu_avx2.h"
-#endif
 
 namespace posemb::detail {
 namespace {
-
-bool use_avx2() {
-#if defined(POSEMB_CPU_AVX2)
-  return avx2::available();
-#else
-  return false;
-#endif
-}
 
 // s[i], c[i] = sin, cos of position * freq[i].
 template <typename A>
@@ -71,7 +60,7 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   const int64_t per_row = p.dim * (shared ? p.batch : 1);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row));
   const A scale = static_cast<A>(p.scale);
-  const bool vectorised = use_avx2();
+  const bool vectorised = cpu_avx2();
 
   // Rows go in blocks: their encodings first, then each batch entry's block
   // of rows, so writes to y stay sequential within a block.

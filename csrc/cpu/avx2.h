@@ -1,6 +1,7 @@
-// AVX2 + FMA + F16C versions of the two hot loops of the sinusoidal CPU
-// kernel, compiled in their own translation unit with those instructions
-// enabled and chosen at run time (see avx2_available()).
+// AVX2 + FMA + F16C versions of the CPU kernels' hot loops (sincos, fused
+// multiply-add, row adds, half-precision conversions), compiled in their own
+// translation unit with those instructions enabled and chosen at run time
+// (see available()).
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -23,5 +24,16 @@ void position_sincos_row(double position, const double* freq, int64_t n, float* 
 void fused_row(const float* x, float* y, const float* enc, float scale, int64_t n);
 void fused_row(const c10::BFloat16* x, c10::BFloat16* y, const float* enc, float scale, int64_t n);
 void fused_row(const c10::Half* x, c10::Half* y, const float* enc, float scale, int64_t n);
+
+/// y[d] = x[d] + w[d] for d < n, added in fp32, rounded once.
+void add_rows(const float* x, const float* w, float* y, int64_t n);
+void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n);
+void add_rows(const c10::Half* x, const c10::Half* w, c10::Half* y, int64_t n);
+
+/// dst[d] = float(src[d]), and back with round-to-nearest-even.
+void to_float(const c10::BFloat16* src, float* dst, int64_t n);
+void to_float(const c10::Half* src, float* dst, int64_t n);
+void from_float(const float* src, c10::BFloat16* dst, int64_t n);
+void from_float(const float* src, c10::Half* dst, int64_t n);
 
 }  // namespace posemb::detail::avx2

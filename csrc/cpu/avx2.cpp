@@ -1,6 +1,6 @@
 // Compiled with -mavx2 -mfma -mf16c (CMakeLists.txt); only called after
 // available() says the CPU has them.
-#include "cpu/sinusoidal_cpu_avx2.h"
+#include "cpu/avx2.h"
 
 #include <ATen/Version.h>
 #include <immintrin.h>
@@ -63,7 +63,40 @@ void fused_row_impl(const T* x, T* y, const float* enc, float scale, int64_t n) 
   for (; d < n; ++d) y[d] = static_cast<T>(static_cast<float>(x[d]) * scale + enc[d]);
 }
 
+template <typename T>
+void add_rows_impl(const T* x, const T* w, T* y, int64_t n) {
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) store_from_float(y + d, _mm256_add_ps(load_as_float(x + d), load_as_float(w + d)));
+  for (; d < n; ++d) y[d] = static_cast<T>(static_cast<float>(x[d]) + static_cast<float>(w[d]));
+}
+
+template <typename T>
+void to_float_impl(const T* src, float* dst, int64_t n) {
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) _mm256_storeu_ps(dst + d, load_as_float(src + d));
+  for (; d < n; ++d) dst[d] = static_cast<float>(src[d]);
+}
+
+template <typename T>
+void from_float_impl(const float* src, T* dst, int64_t n) {
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) store_from_float(dst + d, _mm256_loadu_ps(src + d));
+  for (; d < n; ++d) dst[d] = static_cast<T>(src[d]);
+}
+
 }  // namespace
+
+void add_rows(const float* x, const float* w, float* y, int64_t n) { add_rows_impl(x, w, y, n); }
+void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n) {
+  add_rows_impl(x, w, y, n);
+}
+void add_rows(const c10::Half* x, const c10::Half* w, c10::Half* y, int64_t n) {
+  add_rows_impl(x, w, y, n);
+}
+void to_float(const c10::BFloat16* src, float* dst, int64_t n) { to_float_impl(src, dst, n); }
+void to_float(const c10::Half* src, float* dst, int64_t n) { to_float_impl(src, dst, n); }
+void from_float(const float* src, c10::BFloat16* dst, int64_t n) { from_float_impl(src, dst, n); }
+void from_float(const float* src, c10::Half* dst, int64_t n) { from_float_impl(src, dst, n); }
 
 void position_sincos_row(double position, const double* freq, int64_t n, float* s, float* c) {
   const __m256d p = _mm256_set1_pd(position);

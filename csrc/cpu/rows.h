@@ -1,0 +1,49 @@
+// Whole-row helpers for the CPU kernels: rows of any storage type to and
+// from the accumulation type, 8 wide on CPUs with AVX2.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "cpu/scalar_ops.h"
+#if defined(POSEMB_CPU_AVX2)
+#include "cpu/avx2.h"
+#endif
+
+namespace posemb::detail {
+
+/// True when the AVX2 loops may run (see avx2::available()).
+inline bool cpu_avx2() {
+#if defined(POSEMB_CPU_AVX2)
+  return avx2::available();
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+void load_row(const T* src, acc_t<T>* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, acc_t<T>>) {
+    std::memcpy(dst, src, n * sizeof(T));
+  } else {
+#if defined(POSEMB_CPU_AVX2)
+    if (cpu_avx2()) return avx2::to_float(src, dst, n);
+#endif
+    for (int64_t d = 0; d < n; ++d) dst[d] = ScalarOps<T>::to_acc(src[d]);
+  }
+}
+
+template <typename T>
+void store_row(const acc_t<T>* src, T* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, acc_t<T>>) {
+    std::memcpy(dst, src, n * sizeof(T));
+  } else {
+#if defined(POSEMB_CPU_AVX2)
+    if (cpu_avx2()) return avx2::from_float(src, dst, n);
+#endif
+    for (int64_t d = 0; d < n; ++d) dst[d] = ScalarOps<T>::from_acc(src[d]);
+  }
+}
+
+}  // namespace posemb::detail
