@@ -30,8 +30,39 @@ def main() -> None:
             err = (out.double().cpu() - ref).abs().max().item() if out.numel() else 0.0
             assert err <= tol * (1 + ref.abs().max().item()), (dtype, x.shape, kw.keys(), err)
             assert torch.equal(out, y)
+    learned_and_bert()
     torch.cuda.synchronize()
     print("gpu_sanitize: all launches correct")
+
+
+def learned_and_bert() -> None:
+    """learned_add forward/backward (vector and scalar paths) and the BERT
+    block forward/backward with dropout, against the CPU ops."""
+    for dtype in (torch.float32, torch.bfloat16):
+        for x in (torch.randn(4, 9, 64), torch.randn(4, 9, 66)[..., 1:65]):
+            w = torch.randn(20, 64)
+            pos = torch.randint(0, 20, (4, 9))
+            xc, wc = x.to("cuda", dtype).requires_grad_(), w.to("cuda", dtype).requires_grad_()
+            out = posemb.learned_add(xc, wc, pos.cuda())
+            out.backward(torch.ones_like(out))
+            ref = posemb.learned_add(x.to(dtype), w.to(dtype), pos)
+            assert torch.allclose(out.cpu().float(), ref.float(), atol=1e-2), "learned_add"
+            counts = torch.bincount(pos.view(-1), minlength=20).float()
+            assert torch.allclose(wc.grad.float().cpu()[:, 0], counts, atol=1e-2), "learned_add backward"
+        tables = [torch.randn(30, 96), torch.randn(16, 96), torch.randn(2, 96), torch.randn(96), torch.randn(96)]
+        ids = torch.randint(0, 30, (3, 16))
+        seed = torch.tensor(9)
+        cpu = [t.to(dtype).requires_grad_() for t in tables]
+        gpu = [t.to("cuda", dtype).requires_grad_() for t in tables]
+        op = torch.ops.posemb.bert_embeddings
+        a = op(ids, *cpu, dropout_p=0.1, dropout_seed=seed)[0]
+        b = op(ids.cuda(), *gpu, dropout_p=0.1, dropout_seed=seed)[0]
+        assert torch.allclose(a.float(), b.cpu().float(), atol=5e-2), "bert_embeddings"
+        g = torch.randn_like(a)
+        a.backward(g)
+        b.backward(g.cuda())
+        for c, d in zip(cpu, gpu):
+            assert torch.allclose(c.grad.float(), d.grad.cpu().float(), atol=5e-2, rtol=5e-2), "bert backward"
 
 
 if __name__ == "__main__":

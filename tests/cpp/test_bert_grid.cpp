@@ -1,0 +1,116 @@
+// Walks the CUDA kernels of bert_embeddings on the CPU: every block's row
+// passes (cuda/bert.cuh) for every thread, the block sums emulated by adding
+// the threads' parts, and the gamma/beta chunk and final passes; compares
+// with the CPU op. What stays for the GPU battery is the warp-shuffle sum.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <tuple>
+#include <vector>
+
+#include "bert.cuh"
+#include "cpu/scalar_ops.h"
+#include "posemb/posemb.h"
+
+namespace {
+
+using Outputs = std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>;
+
+TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
+  torch::manual_seed(11);
+  const int64_t B = 3, T = 7, D = 45, block = 32;  // D > block: grid-stride over channels
+  const auto ids = torch::randint(0, 20, {B, T});
+  const auto types = torch::randint(0, 2, {B, T});
+  auto word = torch::randn({20, D}), pos = torch::randn({16, D}), type = torch::randn({2, D});
+  auto gamma = torch::randn({D}), beta = torch::randn({D});
+  const auto seed = torch::tensor(int64_t(5));
+  for (auto* t : {&word, &pos, &type, &gamma, &beta}) t->requires_grad_(true);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("posemb::bert_embeddings", "")
+                       .typed<Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const std::optional<at::Tensor>&,
+                                      const std::optional<at::Tensor>&, c10::SymInt, double,
+                                      double, const std::optional<at::Tensor>&,
+                                      std::optional<int64_t>, std::optional<int64_t>)>();
+  const auto [out, mean, rstd] = op.call(ids, word, pos, type, gamma, beta, std::nullopt, types,
+                                         c10::SymInt(2), 1e-12, 0.2, seed, 0, std::nullopt);
+  const auto grad = torch::randn({B, T, D});
+  out.backward(grad);
+
+  posemb::BertParams p;
+  p.batch = B;
+  p.seq = T;
+  p.dim = D;
+  p.ids = ids.data_ptr();
+  p.ids_stride_b = T;
+  p.ids_stride_t = 1;
+  p.pos.offset = 2;
+  p.types = types.data_ptr();
+  p.types_stride_b = T;
+  p.types_stride_t = 1;
+  p.word = word.data_ptr();
+  p.position = pos.data_ptr();
+  p.type = type.data_ptr();
+  p.word_stride = p.position_stride = p.type_stride = D;
+  p.gamma = gamma.data_ptr();
+  p.beta = beta.data_ptr();
+  p.eps = 1e-12;
+  p.dropout = true;
+  p.dropout_p = 0.2f;
+  p.seed = 5;
+  auto walk_out = torch::full({B, T, D}, 1234.0), walk_mean = torch::empty({B, T}),
+       walk_rstd = torch::empty({B, T});
+  p.out = walk_out.data_ptr();
+  p.mean = walk_mean.data_ptr();
+  p.rstd = walk_rstd.data_ptr();
+
+  // bert_forward_kernel, one block per row, its threads' parts summed.
+  for (int64_t row = 0; row < B * T; ++row) {
+    float sum = 0, sq = 0;
+    for (int64_t tid = 0; tid < block; ++tid) sum += posemb::bert_row_sum<float>(p, row, tid, block);
+    const float m = sum / D;
+    for (int64_t tid = 0; tid < block; ++tid) sq += posemb::bert_row_sq<float>(p, row, tid, block, m);
+    const float r = 1.0f / std::sqrt(sq / D + 1e-12f);
+    for (int64_t tid = 0; tid < block; ++tid) posemb::bert_row_write<float>(p, row, tid, block, m, r);
+    walk_mean.view(-1)[row] = m;
+    walk_rstd.view(-1)[row] = r;
+  }
+  EXPECT_TRUE(torch::allclose(walk_out, out, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(walk_mean, mean, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(walk_rstd, rstd, 1e-5, 1e-6));
+
+  // bert_grad_x_kernel, then the gamma/beta chunk and final kernels.
+  auto grad_x = torch::empty({B * T, D});
+  p.row_chunks = 2;
+  auto partials = torch::empty({2, p.row_chunks, D});
+  auto grad_gamma = torch::empty({D}), grad_beta = torch::empty({D});
+  const auto grad_c = grad.contiguous();
+  p.grad_out = grad_c.data_ptr();
+  p.mean = mean.data_ptr();
+  p.rstd = rstd.data_ptr();
+  p.grad_x = grad_x.data_ptr();
+  p.norm_partials = partials.data_ptr();
+  p.grad_gamma = grad_gamma.data_ptr();
+  p.grad_beta = grad_beta.data_ptr();
+  for (int64_t row = 0; row < B * T; ++row) {
+    float s1 = 0, s2 = 0;
+    for (int64_t tid = 0; tid < block; ++tid) {
+      float a, b;
+      posemb::bert_row_grad_sums<float>(p, row, tid, block, &a, &b);
+      s1 += a;
+      s2 += b;
+    }
+    for (int64_t tid = 0; tid < block; ++tid) posemb::bert_row_grad_write<float>(p, row, tid, block, s1, s2);
+  }
+  for (int64_t chunk = 0; chunk < p.row_chunks; ++chunk)
+    for (int64_t d = 0; d < D; ++d) posemb::bert_norm_grad_chunk<float>(p, chunk, d);
+  for (int64_t d = 0; d < D; ++d) posemb::bert_norm_grad_final<float>(p, d);
+  EXPECT_TRUE(torch::allclose(grad_gamma, gamma.grad(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(grad_beta, beta.grad(), 1e-4, 1e-5));
+  // The type table's gradient is the per-type sum of grad_x.
+  const auto expected_type = torch::zeros({2, D}).index_add_(0, types.view(-1), grad_x);
+  EXPECT_TRUE(torch::allclose(expected_type, type.grad(), 1e-4, 1e-5));
+}
+
+}  // namespace
