@@ -9,7 +9,8 @@
 
 namespace posemb::detail {
 
-POSEMB_HD uint32_t philox_first_word(uint64_t counter, uint64_t key) {
+/// The four 32-bit words of Philox-4x32-10 for (counter, key).
+POSEMB_HD void philox(uint64_t counter, uint64_t key, uint32_t out[4]) {
   uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32);
   uint32_t c2 = 0, c3 = 0;
   uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
@@ -26,12 +27,23 @@ POSEMB_HD uint32_t philox_first_word(uint64_t counter, uint64_t key) {
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  return c0;
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
 }
 
-/// A uniform number in [0, 1) for element `index` under `seed` (24 bits).
+/// A uniform number in [0, 1) (24 bits) from one Philox word.
+POSEMB_HD float uniform_from_word(uint32_t word) {
+  return static_cast<float>(word >> 8) * (1.0f / 16777216.0f);
+}
+
+/// The uniform number of element `index` under `seed`: word index % 4 of
+/// Philox at counter index / 4 (one Philox call serves four elements).
 POSEMB_HD float uniform(uint64_t seed, uint64_t index) {
-  return static_cast<float>(philox_first_word(index, seed) >> 8) * (1.0f / 16777216.0f);
+  uint32_t words[4];
+  philox(index >> 2, seed, words);
+  return uniform_from_word(words[index & 3]);
 }
 
 }  // namespace posemb::detail

@@ -7,6 +7,7 @@
 
 #include "bert_kernels.h"
 #include "cpu/rows.h"
+#include "cpu/table_grad.h"
 
 namespace posemb::detail {
 namespace {
@@ -24,6 +25,23 @@ void gather_row(const BertParams& p, int64_t row, acc_t<T>* x, acc_t<T>* tmp) {
   for (int64_t d = 0; d < p.dim; ++d) x[d] += tmp[d];
 }
 
+// f[d] = the dropout factor of (row, d), as dropout_factor computes it, one
+// Philox call per four consecutive elements.
+template <typename A>
+void dropout_row(const BertParams& p, int64_t row, A* f) {
+  const A keep = A(1) / (A(1) - A(p.dropout_p));
+  uint64_t cached = ~uint64_t(0);
+  uint32_t words[4];
+  for (int64_t d = 0; d < p.dim; ++d) {
+    const uint64_t index = static_cast<uint64_t>(row * p.dim + d);
+    if ((index >> 2) != cached) {
+      cached = index >> 2;
+      philox(cached, p.seed, words);
+    }
+    f[d] = uniform_from_word(words[index & 3]) >= p.dropout_p ? keep : A(0);
+  }
+}
+
 // The CPU runs each row whole: the row in a buffer, plain loops the compiler
 // vectorises, rows converted 8 wide (cpu/rows.h). Same formulas as the
 // shared bodies in cuda/bert.cuh.
@@ -35,18 +53,17 @@ void forward_typed(const BertParams& p) {
   load_row(static_cast<const T*>(p.gamma), gamma.data(), D);
   load_row(static_cast<const T*>(p.beta), beta.data(), D);
   at::parallel_for(0, p.batch * p.seq, row_grain(D), [&](int64_t begin, int64_t end) {
-    std::vector<A> x(D), y(D);
+    std::vector<A> x(D), y(D), f(p.dropout ? D : 0);
     for (int64_t row = begin; row < end; ++row) {
       gather_row<T>(p, row, x.data(), y.data());
-      A sum = 0;
-      for (int64_t d = 0; d < D; ++d) sum += x[d];
-      const A mean = sum / A(D);
-      A sq = 0;
-      for (int64_t d = 0; d < D; ++d) sq += (x[d] - mean) * (x[d] - mean);
+      const A* v = x.data();
+      const A mean = row_sum<A>(D, [v](int64_t d) { return v[d]; }) / A(D);
+      const A sq = row_sum<A>(D, [v, mean](int64_t d) { return (v[d] - mean) * (v[d] - mean); });
       const A rstd = A(1) / std::sqrt(sq / A(D) + A(p.eps));
       for (int64_t d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * gamma[d] + beta[d];
       if (p.dropout) {
-        for (int64_t d = 0; d < D; ++d) y[d] *= dropout_factor<A>(p, row, d);
+        dropout_row(p, row, f.data());
+        for (int64_t d = 0; d < D; ++d) y[d] *= f[d];
       }
       store_row(y.data(), static_cast<T*>(p.out) + row * D, D);
       static_cast<A*>(p.mean)[row] = mean;
@@ -66,7 +83,7 @@ void backward_typed(const BertParams& p) {
   load_row(static_cast<const T*>(p.gamma), gamma.data(), D);
   A* partials = static_cast<A*>(p.norm_partials);
   at::parallel_for(0, p.row_chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> x(D), g(D);
+    std::vector<A> x(D), g(D), f(p.dropout ? D : 0);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       A* sum_gx = partials + chunk * D;
       A* sum_g = partials + (p.row_chunks + chunk) * D;
@@ -77,16 +94,17 @@ void backward_typed(const BertParams& p) {
         const A mean = static_cast<const A*>(p.mean)[row], rstd = static_cast<const A*>(p.rstd)[row];
         load_row(static_cast<const T*>(p.grad_out) + row * D, g.data(), D);
         if (p.dropout) {
-          for (int64_t d = 0; d < D; ++d) g[d] *= dropout_factor<A>(p, row, d);
+          dropout_row(p, row, f.data());
+          for (int64_t d = 0; d < D; ++d) g[d] *= f[d];
         }
-        A s1 = 0, s2 = 0;
         for (int64_t d = 0; d < D; ++d) {
           x[d] = (x[d] - mean) * rstd;  // xhat
-          s1 += g[d] * gamma[d];
-          s2 += g[d] * gamma[d] * x[d];
           sum_gx[d] += g[d] * x[d];
           sum_g[d] += g[d];
         }
+        const A *gv = g.data(), *xh = x.data(), *ga = gamma.data();
+        const A s1 = row_sum<A>(D, [gv, ga](int64_t d) { return gv[d] * ga[d]; });
+        const A s2 = row_sum<A>(D, [gv, ga, xh](int64_t d) { return gv[d] * ga[d] * xh[d]; });
         const A m1 = s1 / A(D), m2 = s2 / A(D);
         A* gx = static_cast<A*>(p.grad_x) + row * D;
         for (int64_t d = 0; d < D; ++d) gx[d] = rstd * (g[d] * gamma[d] - m1 - x[d] * m2);
@@ -96,13 +114,6 @@ void backward_typed(const BertParams& p) {
   for (int64_t d = 0; d < D; ++d) bert_norm_grad_final<T>(p, d);
 }
 
-template <typename T>
-void table_grad_typed(const LearnedGradParams& p) {
-  at::parallel_for(0, p.num_embeddings, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.dim)),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t n = begin; n < end; ++n) learned_grad_row<acc_t<T>, T>(p, n, 0, 1);
-                   });
-}
 
 void run_forward(const BertParams& p, const at::Tensor& table) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(),
@@ -116,7 +127,7 @@ void run_backward(const BertParams& p, const at::Tensor& table) {
 
 void run_table_grad(const LearnedGradParams& p, const at::Tensor& table) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(),
-                                  "bert_embeddings_table_grad_cpu", [&] { table_grad_typed<scalar_t>(p); });
+                                  "bert_embeddings_table_grad_cpu", [&] { table_grad_cpu<acc_t<scalar_t>, scalar_t>(p); });
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "cpu/rows.h"
+#include "cpu/table_grad.h"
 #include "learned_kernels.h"
 
 namespace posemb::detail {
@@ -44,13 +45,6 @@ void learned_add_cpu_typed(const LearnedParams& p) {
   });
 }
 
-template <typename T>
-void learned_grad_cpu_typed(const LearnedGradParams& p) {
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.dim));
-  at::parallel_for(0, p.num_embeddings, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) learned_grad_row<T, T>(p, n, 0, 1);
-  });
-}
 
 void run_learned_add_cpu(const LearnedParams& params, const at::Tensor& x) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "learned_add_cpu",
@@ -60,7 +54,7 @@ void run_learned_add_cpu(const LearnedParams& params, const at::Tensor& x) {
 void run_learned_grad_cpu(const LearnedGradParams& params, const at::Tensor& grad) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
                                   "learned_add_backward_cpu",
-                                  [&] { learned_grad_cpu_typed<scalar_t>(params); });
+                                  [&] { table_grad_cpu<scalar_t, scalar_t>(params); });
 }
 
 }  // namespace

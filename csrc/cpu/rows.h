@@ -46,4 +46,20 @@ void store_row(const acc_t<T>* src, T* dst, int64_t n) {
   }
 }
 
+/// sum(f(d)) for d < n in 8 interleaved partial sums: the compiler can run
+/// them as one vector (a single running sum is a chain of dependent adds,
+/// ~4 cycles each), and the order stays fixed, so results are repeatable.
+template <typename A, typename F>
+A row_sum(int64_t n, F f) {
+  A part[8] = {};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    for (int k = 0; k < 8; ++k) part[k] += f(d + k);
+  }
+  for (; d < n; ++d) part[0] += f(d);
+  A total = 0;
+  for (int k = 0; k < 8; ++k) total += part[k];
+  return total;
+}
+
 }  // namespace posemb::detail
