@@ -1,7 +1,7 @@
 // The __global__ shells of bert_embeddings and its backward: one block per
 // token row, its threads across the channels, row sums added across the block.
 #include "bert.cuh"
-#include "device_types.cuh"
+#include "dispatch.cuh"
 #include "launch.h"
 
 namespace posemb {
@@ -92,24 +92,16 @@ cudaError_t backward(const BertParams& p, int num_sms, cudaStream_t stream) {
 
 cudaError_t launch_bert_forward(const BertParams& params, DType dtype, int num_sms,
                                 cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float32: return forward<float>(params, num_sms, stream);
-    case DType::Float64: return forward<double>(params, num_sms, stream);
-    case DType::Float16: return forward<__half>(params, num_sms, stream);
-    case DType::BFloat16: return forward<__nv_bfloat16>(params, num_sms, stream);
-  }
-  return cudaErrorInvalidValue;
+  return detail::dispatch_dtype(dtype, [&](auto t) {
+    return forward<decltype(t)>(params, num_sms, stream);
+  });
 }
 
 cudaError_t launch_bert_backward(const BertParams& params, DType dtype, int num_sms,
                                  cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float32: return backward<float>(params, num_sms, stream);
-    case DType::Float64: return backward<double>(params, num_sms, stream);
-    case DType::Float16: return backward<__half>(params, num_sms, stream);
-    case DType::BFloat16: return backward<__nv_bfloat16>(params, num_sms, stream);
-  }
-  return cudaErrorInvalidValue;
+  return detail::dispatch_dtype(dtype, [&](auto t) {
+    return backward<decltype(t)>(params, num_sms, stream);
+  });
 }
 
 }  // namespace posemb

@@ -1,6 +1,6 @@
 // The __global__ shells of learned_add and its weight gradient, and their
 // launchers. The work is in cuda/learned.cuh, shared with the CPU kernels.
-#include "device_types.cuh"
+#include "dispatch.cuh"
 #include "launch.h"
 #include "learned.cuh"
 
@@ -51,25 +51,16 @@ cudaError_t launch_grad(const LearnedGradParams& p, bool grad_in_acc_type, int n
 
 cudaError_t launch_learned_add(const LearnedParams& params, DType dtype, int num_sms,
                                cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float32: return launch_add<float>(params, num_sms, stream);
-    case DType::Float64: return launch_add<double>(params, num_sms, stream);
-    case DType::Float16: return launch_add<__half>(params, num_sms, stream);
-    case DType::BFloat16: return launch_add<__nv_bfloat16>(params, num_sms, stream);
-  }
-  return cudaErrorInvalidValue;
+  return detail::dispatch_dtype(dtype, [&](auto t) {
+    return launch_add<decltype(t)>(params, num_sms, stream);
+  });
 }
 
 cudaError_t launch_learned_grad(const LearnedGradParams& params, DType dtype,
                                 bool grad_in_acc_type, int num_sms, cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float32: return launch_grad<float>(params, grad_in_acc_type, num_sms, stream);
-    case DType::Float64: return launch_grad<double>(params, grad_in_acc_type, num_sms, stream);
-    case DType::Float16: return launch_grad<__half>(params, grad_in_acc_type, num_sms, stream);
-    case DType::BFloat16:
-      return launch_grad<__nv_bfloat16>(params, grad_in_acc_type, num_sms, stream);
-  }
-  return cudaErrorInvalidValue;
+  return detail::dispatch_dtype(dtype, [&](auto t) {
+    return launch_grad<decltype(t)>(params, grad_in_acc_type, num_sms, stream);
+  });
 }
 
 }  // namespace posemb

@@ -1,6 +1,6 @@
 // The __global__ shell of sinusoidal_add and its launcher. The work itself is
 // sinusoidal_add_body (cuda/sinusoidal.cuh), shared with the CPU grid walk.
-#include "device_types.cuh"
+#include "dispatch.cuh"
 #include "launch.h"
 
 namespace posemb {
@@ -36,13 +36,9 @@ cudaError_t launch_typed(const SinusoidalParams& p, int num_sms, cudaStream_t st
 
 cudaError_t launch_sinusoidal_add(const SinusoidalParams& params, DType dtype, int num_sms,
                                   cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float32: return launch_typed<float>(params, num_sms, stream);
-    case DType::Float64: return launch_typed<double>(params, num_sms, stream);
-    case DType::Float16: return launch_typed<__half>(params, num_sms, stream);
-    case DType::BFloat16: return launch_typed<__nv_bfloat16>(params, num_sms, stream);
-  }
-  return cudaErrorInvalidValue;
+  return detail::dispatch_dtype(dtype, [&](auto t) {
+    return launch_typed<decltype(t)>(params, num_sms, stream);
+  });
 }
 
 }  // namespace posemb

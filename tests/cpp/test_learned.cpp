@@ -9,21 +9,12 @@
 #include "cpu/scalar_ops.h"
 #include "learned.cuh"
 #include "positions.h"
+#include "dtype_device.h"
 #include "posemb/posemb.h"
 
 namespace {
 
-using Param = std::tuple<torch::Dtype, torch::DeviceType>;
-
-class LearnedTest : public ::testing::TestWithParam<Param> {
- protected:
-  void SetUp() override {
-    if (device() == torch::kCUDA && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  }
-  torch::Dtype dtype() const { return std::get<0>(GetParam()); }
-  torch::DeviceType device() const { return std::get<1>(GetParam()); }
-  torch::TensorOptions options() const { return torch::dtype(dtype()).device(device()); }
-};
+using LearnedTest = DtypeDeviceTest;
 
 TEST_P(LearnedTest, ModuleMatchesGatherAndTrains) {
   torch::manual_seed(0);
@@ -56,16 +47,7 @@ TEST_P(LearnedTest, OffsetsAndSeqFirst) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    DtypesAndDevices, LearnedTest,
-    ::testing::Combine(::testing::Values(torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16),
-                       ::testing::Values(torch::kCPU, torch::kCUDA)),
-    [](const ::testing::TestParamInfo<Param>& info) {
-      std::ostringstream name;
-      name << c10::toString(std::get<0>(info.param)) << "_"
-           << (std::get<1>(info.param) == torch::kCPU ? "CPU" : "CUDA");
-      return name.str();
-    });
+POSEMB_TEST_ALL_DTYPES_AND_DEVICES(LearnedTest);
 
 TEST(LearnedErrors, OutOfRangePositionsAreAnError) {
   const auto x = torch::randn({2, 3, 4});

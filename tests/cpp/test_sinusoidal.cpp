@@ -7,6 +7,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "dtype_device.h"
 #include "posemb/posemb.h"
 
 namespace {
@@ -22,16 +23,8 @@ torch::Tensor reference_encoding(const torch::Tensor& positions, int64_t dim, do
   return pe;
 }
 
-using Param = std::tuple<torch::Dtype, torch::DeviceType>;
-
-class SinusoidalTest : public ::testing::TestWithParam<Param> {
+class SinusoidalTest : public DtypeDeviceTest {
  protected:
-  void SetUp() override {
-    if (device() == torch::kCUDA && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  }
-  torch::Dtype dtype() const { return std::get<0>(GetParam()); }
-  torch::DeviceType device() const { return std::get<1>(GetParam()); }
-  torch::TensorOptions options() const { return torch::dtype(dtype()).device(device()); }
   // |out - ref| <= atol + rtol * |ref|: fp32 keeps the 2e-6 contract; fp64
   // frequencies carry ~1e-16 relative error, ~1e-10 in the angle at 2^20;
   // half types may be one ulp (2^-8 / 2^-11 relative) from the rounded value.
@@ -104,16 +97,7 @@ TEST_P(SinusoidalTest, TrainsThroughCppAutograd) {
   expect_close(x.grad(), torch::full({2, 3, 4}, 6.0, torch::kFloat64));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    DtypesAndDevices, SinusoidalTest,
-    ::testing::Combine(::testing::Values(torch::kFloat32, torch::kFloat64, torch::kFloat16, torch::kBFloat16),
-                       ::testing::Values(torch::kCPU, torch::kCUDA)),
-    [](const ::testing::TestParamInfo<Param>& info) {
-      std::ostringstream name;
-      name << c10::toString(std::get<0>(info.param)) << "_"
-           << (std::get<1>(info.param) == torch::kCPU ? "CPU" : "CUDA");
-      return name.str();
-    });
+POSEMB_TEST_ALL_DTYPES_AND_DEVICES(SinusoidalTest);
 
 TEST(SinusoidalModule, PrettyPrintAndClone) {
   posemb::nn::SinusoidalPositionalEmbedding pe(
