@@ -73,7 +73,10 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
                     ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
                     " must be in [0, max_position_embeddings=", position.sym_size(0), ")");
   }
-  if (types.has_value()) {
+  if (!types.has_value()) {
+    TORCH_SYM_CHECK(type.sym_size(0).sym_ge(1), "posemb.", op, ": type_weight must have a row ",
+                    "for type 0 (token_type_ids not given), got shape ", type.sym_sizes());
+  } else {
     const at::Tensor& t = *types;
     TORCH_CHECK(is_index_dtype(t.scalar_type()) && t.device() == ids.device(), "posemb.", op,
                 ": token_type_ids must be an integer tensor on input_ids' device, got ",
@@ -96,6 +99,33 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
   }
   check_padding(op, "word_padding_idx", word_padding_idx, word);
   check_padding(op, "position_padding_idx", position_padding_idx, position);
+}
+
+// The backward's own tensors: grad as the output, mean and rstd as the
+// forward returned them (a direct call may pass anything).
+void check_backward_tensors(const at::Tensor& grad, const at::Tensor& mean, const at::Tensor& rstd,
+                            const at::Tensor& ids, const at::Tensor& word) {
+  const char* op = "bert_embeddings_backward";
+  TORCH_CHECK(grad.scalar_type() == word.scalar_type() && grad.device() == word.device(), "posemb.",
+              op, ": grad must have word_weight's dtype and device (", word.scalar_type(), ", ",
+              word.device(), "), got ", grad.scalar_type(), ", ", grad.device());
+  TORCH_CHECK(grad.dim() == 3, "posemb.", op, ": grad must be (batch, seq, hidden), got shape ",
+              grad.sym_sizes());
+  TORCH_SYM_CHECK(grad.sym_size(0).sym_eq(ids.sym_size(0))
+                      .sym_and(grad.sym_size(1).sym_eq(ids.sym_size(1)))
+                      .sym_and(grad.sym_size(2).sym_eq(word.sym_size(1))),
+                  "posemb.", op, ": grad must be (batch, seq, hidden) = (", ids.sym_size(0), ", ",
+                  ids.sym_size(1), ", ", word.sym_size(1), "), got ", grad.sym_sizes());
+  const auto stats = word.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  for (const at::Tensor* t : {&mean, &rstd}) {
+    const char* name = t == &mean ? "mean" : "rstd";
+    TORCH_CHECK(t->scalar_type() == stats && t->device() == word.device(), "posemb.", op, ": ", name,
+                " must be ", stats, " on ", word.device(), " (as the forward returns it), got ",
+                t->scalar_type(), " on ", t->device());
+    TORCH_SYM_CHECK(t->sym_numel().sym_eq(ids.sym_numel()), "posemb.", op, ": ", name,
+                    " must have one value per token (", ids.sym_numel(), "), got shape ",
+                    t->sym_sizes());
+  }
 }
 
 // (batch, seq) int64 view of optional ids broadcast to input_ids' shape.
@@ -227,10 +257,11 @@ BertGrads bert_embeddings_backward_impl(
   check_bert(op, input_ids, word_weight, position_weight, type_weight, ln_weight, nullptr,
              positions, token_type_ids, offset, dropout_p, dropout_seed, word_padding_idx,
              position_padding_idx);
+  check_backward_tensors(grad, mean, rstd, input_ids, word_weight);
+  // The kernels gather the rows again: the same one-sync range check as forward.
+  check_index_values(op, input_ids, word_weight, positions, position_weight, token_type_ids,
+                     type_weight);
   const int64_t batch = input_ids.size(0), seq = input_ids.size(1), dim = word_weight.size(1);
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({batch, seq, dim}), "posemb.", op,
-              ": grad must be (batch, seq, hidden) = (", batch, ", ", seq, ", ", dim, "), got ",
-              grad.sizes());
   const auto acc = word_weight.options().dtype(acc_type(word_weight.scalar_type()));
   at::Tensor grad_word = at::empty_like(word_weight, at::MemoryFormat::Contiguous);
   at::Tensor grad_position = at::empty_like(position_weight, at::MemoryFormat::Contiguous);
@@ -323,6 +354,7 @@ BertGrads bert_embeddings_backward_meta(
   check_bert("bert_embeddings_backward", input_ids, word_weight, position_weight, type_weight,
              ln_weight, nullptr, positions, token_type_ids, offset, dropout_p, dropout_seed,
              word_padding_idx, position_padding_idx);
+  check_backward_tensors(grad, mean, rstd, input_ids, word_weight);
   auto like = [](const at::Tensor& t) { return at::empty_symint(t.sym_sizes(), t.options()); };
   return {like(word_weight), like(position_weight), like(type_weight), like(ln_weight),
           like(ln_weight)};

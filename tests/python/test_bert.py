@@ -209,3 +209,34 @@ def test_out_of_range_ids_are_an_error(device):
         posemb.bert_embeddings(ids, *w)
     with pytest.raises(RuntimeError, match=r"token_type_ids must be in \[0, 3\)"):
         posemb.bert_embeddings(ids.clamp(max=29), *w, token_type_ids=torch.full_like(ids, 3))
+
+
+BACKWARD = torch.ops.posemb.bert_embeddings_backward.default
+
+
+@pytest.mark.parametrize("fake", [False, True], ids=["real", "fake"])
+def test_backward_checks_its_own_tensors(fake):
+    """A direct call of the public backward op with tensors the forward would
+    never return is an error, not a read of the wrong memory."""
+    with FakeTensorMode() if fake else torch.no_grad():
+        ids = torch.zeros(2, 3, dtype=torch.long)
+        w = [torch.randn(30, 16), torch.randn(40, 16), torch.randn(3, 16), torch.randn(16)]
+        grad, stats = torch.randn(2, 3, 16), torch.randn(2, 3)
+
+        def call(grad=grad, mean=stats, rstd=stats):
+            return BACKWARD(grad, ids, *w, mean, rstd, None, None, 0, 0.0, None, None, None)
+
+        with pytest.raises(RuntimeError, match="posemb.bert_embeddings_backward: grad must have word_weight's dtype"):
+            call(grad=grad.double())
+        with pytest.raises(RuntimeError, match=r"posemb.bert_embeddings_backward: grad must be \(batch, seq, hidden\)"):
+            call(grad=torch.randn(2, 4, 16))
+        with pytest.raises(RuntimeError, match="posemb.bert_embeddings_backward: mean must be Float"):
+            call(mean=stats.double())
+        with pytest.raises(RuntimeError, match="posemb.bert_embeddings_backward: rstd must have one value per token"):
+            call(rstd=torch.randn(5))
+
+
+def test_empty_type_table_without_token_types_is_an_error():
+    w = [torch.randn(30, 16), torch.randn(40, 16), torch.randn(0, 16), torch.randn(16), torch.randn(16)]
+    with pytest.raises(RuntimeError, match="posemb.bert_embeddings: type_weight must have a row for type 0"):
+        OP(torch.zeros(2, 3, dtype=torch.long), *w)
