@@ -318,6 +318,8 @@ BertGrads bert_embeddings_backward_impl(
     lp.num_embeddings = t.grad.size(0);
     lp.has_padding_idx = t.padding_idx.has_value();
     lp.padding_idx = t.padding_idx.value_or(0);
+    const at::Tensor partials = at::empty({learned_grad_chunks(lp), 2, dim}, acc);
+    lp.partials = partials.data_ptr();
     table_grad(lp, word_weight);
   }
   return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};

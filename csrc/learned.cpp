@@ -135,6 +135,10 @@ at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& gr
   p.num_embeddings = num_embeddings;
   p.has_padding_idx = padding_idx.has_value();
   p.padding_idx = padding_idx.value_or(0);
+  const auto acc = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor partials =
+      at::empty({learned_grad_chunks(p), 2, p.dim}, grad.options().dtype(acc));
+  p.partials = partials.data_ptr();
   run(p, grad);
   return grad_weight;
 }

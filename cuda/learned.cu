@@ -15,9 +15,16 @@ __global__ void learned_add_kernel(const LearnedParams p) {
 }
 
 template <typename G, typename T>
-__global__ void learned_grad_kernel(const LearnedGradParams p) {
+__global__ void learned_grad_chunk_kernel(const LearnedGradParams p) {
+  for (int64_t j = blockIdx.x; j < learned_grad_chunks(p); j += gridDim.x) {
+    learned_grad_chunk<G, T>(p, j, threadIdx.x, blockDim.x);
+  }
+}
+
+template <typename T>
+__global__ void learned_grad_combine_kernel(const LearnedGradParams p) {
   for (int64_t n = blockIdx.x; n < p.num_embeddings; n += gridDim.x) {
-    learned_grad_row<G, T>(p, n, threadIdx.x, blockDim.x);
+    learned_grad_combine<T>(p, n, threadIdx.x, blockDim.x);
   }
 }
 
@@ -37,13 +44,20 @@ template <typename T>
 cudaError_t launch_grad(const LearnedGradParams& p, bool grad_in_acc_type, int num_sms,
                         cudaStream_t stream) {
   using A = detail::acc_t<T>;
-  const RowLaunch plan = plan_learned_grad(p, num_sms);
-  const dim3 grid(static_cast<unsigned>(plan.grid)), block(static_cast<unsigned>(plan.block));
-  if (grad_in_acc_type) {
-    learned_grad_kernel<A, T><<<grid, block, 0, stream>>>(p);
-  } else {
-    learned_grad_kernel<T, T><<<grid, block, 0, stream>>>(p);
+  if (learned_grad_chunks(p) > 0) {
+    const RowLaunch chunks = plan_learned_grad_chunks(p, num_sms);
+    const dim3 grid(static_cast<unsigned>(chunks.grid)), block(static_cast<unsigned>(chunks.block));
+    if (grad_in_acc_type) {
+      learned_grad_chunk_kernel<A, T><<<grid, block, 0, stream>>>(p);
+    } else {
+      learned_grad_chunk_kernel<T, T><<<grid, block, 0, stream>>>(p);
+    }
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
   }
+  const RowLaunch rows = plan_learned_grad_rows(p, num_sms);
+  learned_grad_combine_kernel<T><<<static_cast<unsigned>(rows.grid), static_cast<unsigned>(rows.block),
+                                   0, stream>>>(p);
   return cudaGetLastError();
 }
 

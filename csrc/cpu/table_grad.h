@@ -1,6 +1,7 @@
-// The gradient of an embedding table on the CPU: one row per table row, its
-// tokens added in sorted (token) order, like learned_grad_row in
-// cuda/learned.cuh, but a whole row at a time so the adds run as vectors.
+// The gradient of an embedding table on the CPU: one table row per
+// iteration, its tokens added in sorted (token) order, a whole row at a time
+// so the adds run as vectors. (The GPU cuts hot rows into token chunks,
+// cuda/learned.cuh; both orders are fixed, so both are deterministic.)
 #pragma once
 
 #include <ATen/Parallel.h>

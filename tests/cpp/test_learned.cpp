@@ -110,12 +110,14 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
       EXPECT_TRUE(torch::equal(y, expected)) << "aligned " << aligned << " sms " << sms;
     }
 
-    // The weight gradient, tokens sorted as the glue sorts them; the CPU op
-    // (reached through autograd) runs the same body, so the sums match bitwise.
+    // The weight gradient's two GPU passes, tokens sorted as the glue sorts
+    // them, with chunks of 4 tokens so that rows cross chunk boundaries.
+    const auto hot = torch::cat({positions.reshape({-1}).narrow(0, 0, 7), torch::full({20}, 3)});
+    const auto hot_positions = hot.reshape({3, 9});  // row 3: 20+ tokens over many chunks
     const auto grad = torch::randn({3, 9, dim});
     const auto wr = w.clone().requires_grad_(true);
-    posemb::learned_add(x, wr, positions).backward(grad);
-    const auto tokens = positions.reshape({-1}).contiguous();
+    posemb::learned_add(x, wr, hot_positions, std::nullopt, 0, -2, /*padding_idx=*/7).backward(grad);
+    const auto tokens = hot_positions.reshape({-1}).contiguous();
     const auto [sorted, order] = torch::sort(tokens, /*stable=*/true, 0, false);
     auto grad_weight = torch::full({50, dim}, 1234.0);
     posemb::LearnedGradParams g;
@@ -131,12 +133,23 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     g.num_tokens = tokens.numel();
     g.grad_weight = grad_weight.data_ptr();
     g.num_embeddings = 50;
-    const auto plan = posemb::plan_learned_grad(g, 3);
-    for (int64_t block = 0; block < plan.grid; ++block)
-      for (int64_t thread = 0; thread < plan.block; ++thread)
-        for (int64_t n = block; n < g.num_embeddings; n += plan.grid)
-          posemb::learned_grad_row<float, float>(g, n, thread, plan.block);
-    EXPECT_TRUE(torch::equal(grad_weight, wr.grad())) << "aligned " << aligned;
+    g.has_padding_idx = true;
+    g.padding_idx = 7;
+    g.chunk_tokens = 4;
+    auto partials = torch::full({posemb::learned_grad_chunks(g), 2, dim}, 1234.0);
+    g.partials = partials.data_ptr();
+    const auto chunks = posemb::plan_learned_grad_chunks(g, 3);
+    for (int64_t block = 0; block < chunks.grid; ++block)
+      for (int64_t thread = 0; thread < chunks.block; ++thread)
+        for (int64_t j = block; j < posemb::learned_grad_chunks(g); j += chunks.grid)
+          posemb::learned_grad_chunk<float, float>(g, j, thread, chunks.block);
+    const auto rows = posemb::plan_learned_grad_rows(g, 3);
+    for (int64_t block = 0; block < rows.grid; ++block)
+      for (int64_t thread = 0; thread < rows.block; ++thread)
+        for (int64_t n = block; n < g.num_embeddings; n += rows.grid)
+          posemb::learned_grad_combine<float>(g, n, thread, rows.block);
+    EXPECT_TRUE(torch::allclose(grad_weight, wr.grad(), 1e-5, 1e-5)) << "aligned " << aligned;
+    EXPECT_EQ(grad_weight[7].abs().sum().item<float>(), 0.0f);
   }
 }
 
