@@ -17,6 +17,7 @@ def main() -> None:
         (torch.randn(300, 1, 16), dict(offset=torch.arange(300))),           # per-sequence offsets
         (torch.randn(300, 1, 16), dict(offset=42)),                          # decode: batch split
         (torch.randn(2, 6, 16), dict(input_ids=torch.randint(0, 3, (2, 6)), padding_idx=1)),
+        (torch.randn(3, 7, 40)[1:, 2:, 4:36], {}),                          # storage offset
     ]
     for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
         for x, kw in cases:
@@ -49,8 +50,9 @@ def learned_and_bert() -> None:
             assert torch.allclose(out.cpu().float(), ref.float(), atol=1e-2), "learned_add"
             counts = torch.bincount(pos.view(-1), minlength=20).float()
             assert torch.allclose(wc.grad.float().cpu()[:, 0], counts, atol=1e-2), "learned_add backward"
-        tables = [torch.randn(30, 96), torch.randn(16, 96), torch.randn(2, 96), torch.randn(96), torch.randn(96)]
-        ids = torch.randint(0, 30, (3, 16))
+        # hidden 768, 2400 rows: several warps per block, several rows per block
+        tables = [torch.randn(30, 768), torch.randn(300, 768), torch.randn(2, 768), torch.randn(768), torch.randn(768)]
+        ids = torch.randint(0, 30, (8, 300))
         seed = torch.tensor(9)
         cpu = [t.to(dtype).requires_grad_() for t in tables]
         gpu = [t.to("cuda", dtype).requires_grad_() for t in tables]
