@@ -49,7 +49,7 @@ SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
   const SinusoidalFreqs f = parse_freqs(op, freqs);
   TORCH_CHECK(std::isfinite(base) && base > 0.0, "posemb.", op,
               ": base must be a positive finite number, got ", base);
-  // Frequencies are defined by their formula and kept in fp64 (DESIGN.md §2).
+  // Frequencies are defined by their formula and kept in fp64 (README: Numerical contract).
   // The embedding dim is a model constant, so specialising on it costs nothing.
   const int64_t d = dim.guard_int(__FILE__, __LINE__);
   const int64_t half = d / 2;

@@ -2,7 +2,7 @@
 //
 // This header is torch-free and compiles with nvcc (device and host) and with a
 // plain C++ compiler, so the CPU kernels and the CUDA kernels compute exactly
-// the same angles. See DESIGN.md §2 for the numerical contract it implements.
+// the same angles. The README's "Numerical contract" says what it guarantees.
 #pragma once
 
 #include <cmath>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU battery (DESIGN.md §7), one command for a lent H200:
+# The GPU battery (README: GPU), one command for a lent H200:
 #   bash scripts/gpu_check.sh [OUT_DIR]       (default: $OUT, else bench/out)
 # Builds posemb for sm_90 with all cores against the torch found there, runs
 # the CUDA tests, a compute-sanitizer pass (memcheck, racecheck, initcheck)

@@ -23,7 +23,7 @@ from posemb import reference
 from posemb.bench import median_time_us, tutorial_encoding
 
 SENTENCES = ["今天天气真好", "我很开心。", "我今天很不开心。"]
-TOLERANCE = 2e-6  # fp32 contract, DESIGN.md §2
+TOLERANCE = 2e-6  # the fp32 contract (README: Numerical contract)
 
 
 class ArticlePositionalEmbedding(torch.nn.Module):

@@ -4,7 +4,7 @@ Each op is timed, in the same run, against the code a user would otherwise
 write (eager PyTorch, ``torch.compile`` of it, Hugging Face's module) and
 against a roofline measured in that run: a ``clone()`` (its time scaled to the
 bytes the op must move) for out-of-place ops, an in-place ``mul_(1.0)`` for
-in-place ones (DESIGN.md §6). Ratios are what to read; the machines are
+in-place ones (README: Performance). Ratios are what to read; the machines are
 shared and noisy. Every case is checked for correctness once
 before it is timed.
 

@@ -1,4 +1,4 @@
-"""Pure-PyTorch fp64 references for the tests (DESIGN.md §5).
+"""Pure-PyTorch fp64 references for the tests (README: Tests).
 
 Everything is float64: positions, frequencies from their formula, products,
 sin and cos. Nothing here is fast; everything here is obvious.

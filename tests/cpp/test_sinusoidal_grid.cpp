@@ -1,7 +1,7 @@
 // Walks the CUDA kernel body of sinusoidal_add over its whole launch grid on
 // the CPU (every block, every thread, every grid-stride step) and compares
 // with the CPU op: the GPU's indexing, masking, vector paths and tails are
-// checked without a GPU (DESIGN.md §3).
+// checked without a GPU (README: Architecture).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

@@ -1,4 +1,4 @@
-"""learned_add and learned_add_backward (DESIGN.md §5)."""
+"""learned_add and learned_add_backward."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""sinusoidal_add, sinusoidal_add_, sinusoidal_table, make_positions (DESIGN.md §5)."""
+"""sinusoidal_add, sinusoidal_add_, sinusoidal_table, make_positions."""
 from __future__ import annotations
 
 import math
@@ -42,7 +42,7 @@ def test_matches_fp64_reference(sample, dtype, device):
 @pytest.mark.parametrize("layout", ["interleaved", "half"])
 @pytest.mark.parametrize("freqs", ["vaswani", "fairseq"])
 def test_long_positions_fp32_contract(layout, freqs, device):
-    """DESIGN.md §2: fp32 max abs error <= 2e-6 up to position 2^20, where naive
+    """The numerical contract: fp32 max abs error <= 2e-6 up to position 2^20, where naive
     fp32 angles (arange(T).float() * inv_freq) are off by ~3e-2."""
     dim, n = 256, 4096
     g = torch.Generator().manual_seed(1)
@@ -93,7 +93,7 @@ def test_table_matches_pytorch_tutorial_encoding():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_precision_table_is_within_one_ulp(dtype, device):
-    """DESIGN.md §2: bf16/fp16 equal the fp64 reference rounded, or one ulp off,
+    """The numerical contract: bf16/fp16 equal the fp64 reference rounded, or one ulp off,
     at positions up to 2^20."""
     positions = torch.cat([torch.arange(0, 300), torch.arange(2**20 - 300, 2**20)])
     t = posemb.sinusoidal_add(torch.zeros(1, positions.numel(), 128, dtype=dtype, device=device), positions.to(device))
