@@ -1,0 +1,79 @@
+"""Rotary frequency plans give bitwise the numbers transformers computes,
+for every Hugging Face rope type."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from posemb.rope import ROPE_TYPES, frequency_plan, frequency_plan_from_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers")
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding  # noqa: E402
+
+HEAD = 64
+LONG = [1.0 + 0.05 * i for i in range(HEAD // 2)]
+SHORT = [1.0 + 0.01 * i for i in range(HEAD // 2)]
+
+CASES = {
+    "default": ({"rope_type": "default", "rope_theta": 500000.0}, None),
+    "linear": ({"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}, None),
+    "linear-partial": ({"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0, "partial_rotary_factor": 0.5}, None),
+    "dynamic-short": ({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}, 100),
+    "dynamic-long": ({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}, 3000),
+    "yarn": ({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 512}, None),
+    "yarn-mscale": ({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "mscale": 1.0, "mscale_all_dim": 0.707,
+                     "beta_fast": 32, "beta_slow": 1, "original_max_position_embeddings": 4096}, None),
+    "yarn-no-truncate": ({"rope_type": "yarn", "rope_theta": 1e6, "factor": 8.0, "truncate": False,
+                          "original_max_position_embeddings": 1024}, None),
+    "llama3": ({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}, None),
+    "longrope-short": ({"rope_type": "longrope", "rope_theta": 10000.0, "long_factor": LONG, "short_factor": SHORT,
+                        "original_max_position_embeddings": 1024}, 512),
+    "longrope-long": ({"rope_type": "longrope", "rope_theta": 10000.0, "long_factor": LONG, "short_factor": SHORT,
+                       "original_max_position_embeddings": 1024}, 4096),
+}
+
+
+def hf_config(params):
+    return transformers.LlamaConfig(hidden_size=HEAD * 4, num_attention_heads=4, max_position_embeddings=2048,
+                                    rope_parameters=dict(params))
+
+
+def hf_plan(config, seq_len):
+    rope_type = config.rope_parameters["rope_type"]
+    if rope_type == "default":
+        rotary = LlamaRotaryEmbedding(config)
+        return rotary.inv_freq, rotary.attention_scaling
+    return ROPE_INIT_FUNCTIONS[rope_type](config, None, seq_len)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_plan_equals_transformers_bitwise(name):
+    params, seq_len = CASES[name]
+    config = hf_config(params)
+    inv_freq, scaling = hf_plan(config, seq_len)
+    plan = frequency_plan(params, HEAD, max_position_embeddings=2048, seq_len=seq_len)
+    assert plan.inv_freq.dtype == torch.float32
+    assert torch.equal(plan.inv_freq, inv_freq.float()), (plan.inv_freq - inv_freq).abs().max()
+    assert plan.attention_scaling == scaling
+    assert plan.rotary_dim == int(HEAD * params.get("partial_rotary_factor", 1.0))
+    from_config = frequency_plan_from_config(config, seq_len=seq_len)
+    assert torch.equal(from_config.inv_freq, plan.inv_freq) and from_config.attention_scaling == plan.attention_scaling
+
+
+def test_every_hugging_face_rope_type_is_covered():
+    assert set(ROPE_TYPES) <= {p["rope_type"] for p, _ in CASES.values()}
+    assert set(ROPE_TYPES) - {"default"} <= set(ROPE_INIT_FUNCTIONS)
+
+
+def test_bad_plans_are_clear_errors():
+    with pytest.raises(ValueError, match="rope_type must be one of"):
+        frequency_plan({"rope_type": "ntk-by-parts", "rope_theta": 1e4}, 64)
+    with pytest.raises(ValueError, match="rotary_dim must be even"):
+        frequency_plan({"rope_theta": 1e4, "partial_rotary_factor": 0.5}, 6)
+    with pytest.raises(ValueError, match="'dynamic' needs max_position_embeddings"):
+        frequency_plan({"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}, 64)
