@@ -240,3 +240,11 @@ def test_empty_type_table_without_token_types_is_an_error():
     w = [torch.randn(30, 16), torch.randn(40, 16), torch.randn(0, 16), torch.randn(16), torch.randn(16)]
     with pytest.raises(RuntimeError, match="posemb.bert_embeddings: type_weight must have a row for type 0"):
         OP(torch.zeros(2, 3, dtype=torch.long), *w)
+
+
+def test_inputs_are_not_written(device):
+    ids, w, kw = case_inputs("types-and-positions", device)
+    inputs = [ids, *w, *kw.values()]
+    before = [t.clone() for t in inputs]
+    posemb.bert_embeddings(ids, *w, **kw, dropout_p=0.2, training=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, inputs))
