@@ -2,9 +2,11 @@
 # The GPU battery (README: GPU), one command for a lent H200:
 #   bash scripts/gpu_check.sh [OUT_DIR]       (default: $OUT, else bench/out)
 # Builds posemb for sm_90 with all cores against the torch found there, runs
-# the CUDA tests, a compute-sanitizer pass (memcheck, racecheck, initcheck)
-# with the caching allocator off, and the benchmarks. Writes gpu_check.log and
-# bench_cuda.json under OUT_DIR; prints a summary table last.
+# the CUDA tests, the benchmarks (quick set), and a compute-sanitizer pass
+# (memcheck, racecheck, initcheck; each capped at 2 minutes) with the caching
+# allocator off. Planned to finish in about 8 minutes: call it with a limit of
+# ~540 s. Writes gpu_check.log and bench_cuda.json under OUT_DIR; prints a
+# summary last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-bench/out}}"
@@ -35,16 +37,17 @@ build() {
   cmake --build build/gpu -j "$(nproc)" && cmake --install build/gpu > /dev/null
 }
 run "build (sm_90)" build
-run "ptxas resources" bash -c "cuobjdump --dump-resource-usage build/gpu/libposemb.so | grep -A1 sinusoidal | head -40"
-run "pytest (CUDA and CPU)" $py -m pytest tests/python -q -x -p no:cacheprovider
+# Registers, spills and stack per kernel; and whether the vector paths load 128 bits.
+run "kernel resources" bash -c "cuobjdump --dump-resource-usage build/gpu/libposemb.so | grep -E -A1 'sinusoidal|learned|bert' | head -60; echo 128-bit global loads: \$(cuobjdump -sass build/gpu/libposemb.so | grep -c 'LDG.E.128')"
+run "pytest (CUDA cases)" $py -m pytest tests/python -q -p no:cacheprovider -k cuda
 if [ -x build/gpu/tests/cpp/posemb_tests ]; then
   run "googletest (CUDA and CPU)" build/gpu/tests/cpp/posemb_tests
 fi
+run "bench (cuda, quick)" $py -m posemb.bench --device cuda --quick --json "$out/bench_cuda.json"
 for tool in memcheck racecheck initcheck; do
-  run "compute-sanitizer $tool" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+  run "compute-sanitizer $tool" timeout 120 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
     compute-sanitizer --tool "$tool" --error-exitcode 1 $py scripts/gpu_sanitize.py
 done
-run "bench (cuda)" $py -m posemb.bench --device cuda --json "$out/bench_cuda.json"
 
 echo
 echo "== summary"
