@@ -163,3 +163,32 @@ def bert_embeddings(
 
     x = f64(word_weight)[ids] + f64(position_weight)[pos] + f64(type_weight)[types]
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), f64(ln_weight), f64(ln_bias), eps)
+
+
+def rotary(
+    x: Tensor,
+    inv_freq: Tensor,
+    positions: Tensor,
+    *,
+    attention_scaling: float = 1.0,
+    interleaved: bool = False,
+) -> Tensor:
+    """float64 rotary embedding of x (..., seq, heads, head_dim) at integer
+    positions (seq,) or (batch, seq): pairs (i, i + rotary_dim/2) ("half",
+    NeoX/Llama) or (2i, 2i + 1) ("interleaved", GPT-J) turned by
+    position * inv_freq[i], times attention_scaling; channels past
+    rotary_dim = 2 * len(inv_freq) pass through."""
+    xd = x.detach().cpu().to(torch.float64)
+    w = inv_freq.detach().cpu().to(torch.float64)  # the given fp32 values, exactly
+    theta = positions.cpu().to(torch.float64).unsqueeze(-1) * w  # (..., seq, rotary_dim/2)
+    cos = (torch.cos(theta) * attention_scaling).unsqueeze(-2)  # broadcast over heads
+    sin = (torch.sin(theta) * attention_scaling).unsqueeze(-2)
+    half = w.numel()
+    rot, rest = xd[..., : 2 * half], xd[..., 2 * half :]
+    if interleaved:
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        out = torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2)
+    else:
+        a, b = rot[..., :half], rot[..., half:]
+        out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
+    return torch.cat([out, rest], dim=-1)

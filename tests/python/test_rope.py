@@ -77,3 +77,36 @@ def test_bad_plans_are_clear_errors():
         frequency_plan({"rope_theta": 1e4, "partial_rotary_factor": 0.5}, 6)
     with pytest.raises(ValueError, match="'dynamic' needs max_position_embeddings"):
         frequency_plan({"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}, 64)
+
+
+def test_rotary_reference_matches_transformers_at_short_positions():
+    """The fp64 reference the rotary kernel will be held to agrees with
+    transformers' apply_rotary_pos_emb where fp32 angles are still exact."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from posemb import reference
+
+    config = hf_config(CASES["yarn"][0])
+    rotary = LlamaRotaryEmbedding(config)
+    q = torch.randn(2, 4, 7, HEAD)  # (batch, heads, seq, head_dim), as transformers lays it out
+    positions = torch.arange(7).expand(2, 7)
+    cos, sin = rotary(q, positions)
+    q_hf, _ = apply_rotary_pos_emb(q, q, cos, sin)
+    plan = frequency_plan_from_config(config)
+    ours = reference.rotary(q.transpose(1, 2), plan.inv_freq, positions,
+                            attention_scaling=plan.attention_scaling).transpose(1, 2)
+    torch.testing.assert_close(q_hf.double(), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_transformers_rotary_angles_drift_at_long_positions():
+    """What the rotary kernel must not do: transformers forms the angles in
+    fp32, which near position 2^20 is off by ~1e-2 against fp64."""
+    config = hf_config(CASES["default"][0])
+    rotary = LlamaRotaryEmbedding(config)
+    positions = torch.arange(2**20 - 256, 2**20).unsqueeze(0)
+    cos, _ = rotary(torch.zeros(1, 256, HEAD), positions)
+    theta = positions[0].double().unsqueeze(-1) * rotary.inv_freq.double()
+    exact = torch.cos(torch.cat([theta, theta], dim=-1))
+    err = (cos[0].double() - exact).abs().max().item()
+    print(f"\ntransformers' cos at positions near 2^20: max abs error {err:.2e}")
+    assert err > 1e-3
