@@ -8,6 +8,7 @@
 #include "bert.cuh"
 #include "learned.cuh"
 #include "math.cuh"
+#include "rotary.cuh"
 #include "sinusoidal.cuh"
 
 namespace posemb {
@@ -34,5 +35,9 @@ cudaError_t launch_bert_forward(const BertParams& params, DType dtype, int num_s
 /// LayerNorm gradients. The tables' gradients follow via launch_learned_grad.
 cudaError_t launch_bert_backward(const BertParams& params, DType dtype, int num_sms,
                                  cudaStream_t stream);
+
+/// Launches rotary (or its inverse, the backward) on `stream`.
+cudaError_t launch_rotary(const RotaryParams& params, DType dtype, int num_sms,
+                          cudaStream_t stream);
 
 }  // namespace posemb

@@ -20,11 +20,12 @@ torch.ops.load_library(str(_LIBRARY))
 #: installation (as torch.utils.cmake_prefix_path does for Torch).
 cmake_prefix_path = str(_HERE / "share" / "cmake")
 
-from . import nn  # noqa: E402
+from . import nn, rope  # noqa: E402
 from .ops import (  # noqa: E402
     bert_embeddings,
     learned_add,
     make_positions,
+    rotary,
     sinusoidal_add,
     sinusoidal_add_,
     sinusoidal_table,
@@ -37,6 +38,7 @@ __all__ = [
     "learned_add",
     "make_positions",
     "nn",
+    "rotary",
     "sinusoidal_add",
     "sinusoidal_add_",
     "sinusoidal_table",

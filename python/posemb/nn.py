@@ -6,9 +6,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from . import ops, rope
 
-__all__ = ["BertEmbeddings", "LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding"]
+__all__ = ["BertEmbeddings", "LearnedPositionalEmbedding", "RotaryEmbedding", "SinusoidalPositionalEmbedding"]
 
 
 class SinusoidalPositionalEmbedding(nn.Module):
@@ -254,3 +254,91 @@ class BertEmbeddings(nn.Module):
             token_type_ids = torch.zeros_like(position_ids)
         x = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding of q and k, one fused op, any rope type.
+
+    The frequencies are a :class:`posemb.rope.FrequencyPlan`: ``inv_freq`` (a
+    non-persistent fp32 buffer) and ``attention_scaling``. Nothing else is
+    cached: no cos/sin tables, any position works.
+
+    Args:
+        head_dim: the attention head size.
+        base: ``rope_theta`` when ``rope_parameters`` is not given.
+        rope_parameters: a Hugging Face ``rope_parameters`` dict (``rope_type``
+            ``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3`` or
+            ``longrope`` with its fields).
+        rotary_dim: rotate only the first ``rotary_dim`` channels (even).
+        max_position_embeddings: the model's context (``dynamic``,
+            ``yarn``/``longrope`` defaults).
+        interleaved: GPT-J pairs instead of GPT-NeoX/Llama halves.
+        seq_dim: 1 for ``(batch, seq, heads, head_dim)``, 2 for
+            ``(batch, heads, seq, head_dim)``, 0 for ``(seq, batch, heads, head_dim)``.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        *,
+        base: float = 10000.0,
+        rope_parameters: Optional[dict] = None,
+        rotary_dim: Optional[int] = None,
+        max_position_embeddings: Optional[int] = None,
+        interleaved: bool = False,
+        seq_dim: int = 1,
+    ) -> None:
+        super().__init__()
+        params = dict(rope_parameters or {"rope_type": "default", "rope_theta": base})
+        if rotary_dim is not None:
+            if rotary_dim % 2 or not 2 <= rotary_dim <= head_dim:
+                raise ValueError(f"RotaryEmbedding: rotary_dim must be even and in [2, {head_dim}], got {rotary_dim}")
+            params["partial_rotary_factor"] = rotary_dim / head_dim
+        self.head_dim = head_dim
+        self.rope_parameters = params
+        self.max_position_embeddings = max_position_embeddings
+        self.interleaved = interleaved
+        self.seq_dim = seq_dim
+        plan = rope.frequency_plan(params, head_dim, max_position_embeddings=max_position_embeddings)
+        self.register_buffer("inv_freq", plan.inv_freq, persistent=False)
+        self.attention_scaling = plan.attention_scaling
+
+    @classmethod
+    def from_config(cls, config, *, interleaved: bool = False, seq_dim: int = 1) -> "RotaryEmbedding":
+        """From a Hugging Face model config (``rope_parameters`` or ``rope_scaling``)."""
+        return cls(rope.head_dim_of(config), rope_parameters=rope.rope_parameters_of(config),
+                   max_position_embeddings=getattr(config, "max_position_embeddings", None),
+                   interleaved=interleaved, seq_dim=seq_dim)
+
+    def _plan_for(self, seq_len: int):
+        """dynamic and longrope frequencies depend on the sequence length."""
+        if self.rope_parameters.get("rope_type") not in ("dynamic", "longrope"):
+            return self.inv_freq, self.attention_scaling
+        plan = rope.frequency_plan(self.rope_parameters, self.head_dim,
+                                   max_position_embeddings=self.max_position_embeddings, seq_len=seq_len)
+        return plan.inv_freq.to(self.inv_freq.device), plan.attention_scaling
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Optional[Tensor] = None,
+        positions: Optional[Tensor] = None,
+        *,
+        offset: Union[int, Tensor] = 0,
+        cu_seqlens: Optional[Tensor] = None,
+        inplace: bool = False,
+    ):
+        """``(q_out, k_out)`` (or ``q_out`` without k): see :func:`posemb.rotary`."""
+        if self.rope_parameters.get("rope_type") in ("dynamic", "longrope"):
+            seq = q.shape[0] if cu_seqlens is not None else q.shape[self.seq_dim]
+            last = int(positions.max()) if positions is not None else int(torch.as_tensor(offset).max()) + seq - 1
+            inv_freq, scaling = self._plan_for(last + 1)
+        else:
+            inv_freq, scaling = self.inv_freq, self.attention_scaling
+        return ops.rotary(q, k, inv_freq, positions, offset=offset, cu_seqlens=cu_seqlens,
+                          attention_scaling=scaling, interleaved=self.interleaved, seq_dim=self.seq_dim,
+                          inplace=inplace)
+
+    def extra_repr(self) -> str:
+        return (f"head_dim={self.head_dim}, rotary_dim={2 * self.inv_freq.numel()}, "
+                f"rope_type={self.rope_parameters.get('rope_type', 'default')!r}, interleaved={self.interleaved}")

@@ -6,7 +6,10 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["bert_embeddings", "learned_add", "make_positions", "sinusoidal_add", "sinusoidal_add_", "sinusoidal_table"]
+__all__ = [
+    "bert_embeddings", "learned_add", "make_positions", "rotary", "sinusoidal_add", "sinusoidal_add_",
+    "sinusoidal_table",
+]
 
 
 def make_positions(input_ids: Tensor, padding_idx: int) -> Tensor:
@@ -194,3 +197,62 @@ def bert_embeddings(
         word_padding_idx, position_padding_idx,
     )
     return out
+
+
+def _heads_dim(q: Tensor, seq_dim: int, packed: bool) -> int:
+    if packed:
+        return 1
+    s = seq_dim % 4
+    batch = 1 if s == 0 else 0
+    return 3 - s - batch
+
+
+def rotary(
+    q: Tensor,
+    k: Optional[Tensor],
+    inv_freq: Tensor,
+    positions: Optional[Tensor] = None,
+    *,
+    offset: Union[int, Tensor] = 0,
+    cu_seqlens: Optional[Tensor] = None,
+    attention_scaling: float = 1.0,
+    interleaved: bool = False,
+    seq_dim: int = 1,
+    inplace: bool = False,
+):
+    """Rotary position embedding of q and k in one launch.
+
+    Args:
+        q, k: ``(batch, seq, heads, head_dim)``; ``seq_dim=2`` for
+            ``(batch, heads, seq, head_dim)``, ``0`` for ``(seq, batch, heads,
+            head_dim)``; any strides with ``head_dim`` innermost (views of a
+            fused qkv projection work). ``k`` may have fewer heads than ``q``
+            (grouped-query attention), or be None. With ``cu_seqlens``: packed
+            ``(tokens, heads, head_dim)``.
+        inv_freq: float32 ``(rotary_dim / 2,)``, taken as exact; build it for
+            any Hugging Face rope type with :mod:`posemb.rope`. Channels past
+            ``rotary_dim`` pass through.
+        positions, offset: as in :func:`sinusoidal_add` (``offset`` an int or
+            per-sequence tensor); packed sequences restart at their start.
+        cu_seqlens: int ``(sequences + 1,)``, where each packed sequence starts.
+        attention_scaling: multiplies cos and sin (YaRN, LongRoPE).
+        interleaved: pairs ``(2i, 2i+1)`` (GPT-J) instead of ``(i, i + rotary_dim/2)``
+            (GPT-NeoX, Llama).
+        inplace: overwrite q and k instead of returning new tensors.
+
+    Returns ``(q_out, k_out)``, or ``q_out`` when ``k`` is None. Angles are
+    formed and reduced in fp64: accurate at positions up to 2^20 and beyond.
+    Differentiable in q and k.
+    """
+    no_k = k is None
+    if no_k:
+        heads = _heads_dim(q, seq_dim, cu_seqlens is not None)
+        k = q.new_empty([0 if d == heads else n for d, n in enumerate(q.shape)])
+    positions, offsets, offset = _position_args(positions, offset, None, None)
+    args = (q, k, inv_freq, positions, offsets, offset, cu_seqlens, float(attention_scaling), interleaved, seq_dim)
+    if inplace:
+        torch.ops.posemb.rotary_(*args)
+        out = (q, k)
+    else:
+        out = torch.ops.posemb.rotary(*args)
+    return out[0] if no_k else out

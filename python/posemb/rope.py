@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["FrequencyPlan", "frequency_plan", "frequency_plan_from_config", "ROPE_TYPES"]
+__all__ = ["FrequencyPlan", "frequency_plan", "frequency_plan_from_config", "rope_parameters_of", "ROPE_TYPES"]
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 
@@ -155,9 +155,10 @@ def frequency_plan(
     return FrequencyPlan(inv_freq.to(torch.float32).contiguous(), float(attention))
 
 
-def frequency_plan_from_config(config, seq_len: Optional[int] = None) -> FrequencyPlan:
-    """The plan of a Hugging Face model config (``rope_parameters``, or the
-    older ``rope_scaling`` + ``rope_theta``)."""
+def rope_parameters_of(config) -> dict:
+    """The rope parameters of a Hugging Face model config (``rope_parameters``,
+    or the older ``rope_scaling`` + ``rope_theta``), with its
+    ``partial_rotary_factor``."""
     params = getattr(config, "rope_parameters", None)
     if not params:
         params = dict(getattr(config, "rope_scaling", None) or {})
@@ -165,6 +166,14 @@ def frequency_plan_from_config(config, seq_len: Optional[int] = None) -> Frequen
     params = dict(params)
     if "partial_rotary_factor" not in params and getattr(config, "partial_rotary_factor", None) is not None:
         params["partial_rotary_factor"] = config.partial_rotary_factor
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return frequency_plan(params, head_dim, max_position_embeddings=getattr(config, "max_position_embeddings", None),
-                          seq_len=seq_len)
+    return params
+
+
+def head_dim_of(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def frequency_plan_from_config(config, seq_len: Optional[int] = None) -> FrequencyPlan:
+    """The plan of a Hugging Face model config."""
+    return frequency_plan(rope_parameters_of(config), head_dim_of(config),
+                          max_position_embeddings=getattr(config, "max_position_embeddings", None), seq_len=seq_len)

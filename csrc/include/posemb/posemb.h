@@ -6,6 +6,8 @@
 #include "posemb/learned.h"
 #include "posemb/nn/bert.h"
 #include "posemb/nn/learned.h"
+#include "posemb/nn/rotary.h"
 #include "posemb/nn/sinusoidal.h"
+#include "posemb/rotary.h"
 #include "posemb/sinusoidal.h"
 #include "posemb/types.h"

@@ -1,0 +1,119 @@
+// rotary: turn each pair of channels of q and k by position * inv_freq[i].
+//
+// Torch-free. The body handles one token: for each of its frequencies the
+// sin/cos is computed once and applied to every head of q and of k. The CPU
+// calls it per token with (first, stride) = (0, 1); the CUDA kernel with one
+// block per token and its threads across the frequencies.
+#pragma once
+
+#include <cstdint>
+
+#include "math.cuh"
+#include "positions.cuh"
+
+namespace posemb {
+
+/// One of q or k as the kernel sees it: logical (batch, seq, heads, head_dim).
+struct RotaryTensor {
+  const void* in = nullptr;
+  void* out = nullptr;  // may equal in (the in-place op)
+  int64_t heads = 0;
+  int64_t in_stride_b = 0, in_stride_t = 0, in_stride_h = 0;    // head_dim stride is 1
+  int64_t out_stride_b = 0, out_stride_t = 0, out_stride_h = 0;
+};
+
+/// Arguments of one rotary launch. Tokens are row = b * seq + t; packed
+/// (thd) input is batch 1 with cu_seqlens marking where each sequence starts.
+struct RotaryParams {
+  RotaryTensor q, k;
+  int64_t batch = 0, seq = 0, head_dim = 0;
+  const float* inv_freq = nullptr;  // [rotary_dim / 2], taken as exact
+  int64_t half = 0;                 // rotary_dim / 2
+  PositionParams pos;
+  // Packed sequences: token t belongs to the sequence s with
+  // cu_seqlens[s] <= t < cu_seqlens[s + 1]; its position counts from there
+  // (plus offsets[s] or offset) unless positions are given.
+  const void* cu_seqlens = nullptr;
+  bool cu_seqlens_int64 = true;
+  int64_t num_seqs = 0;
+  bool interleaved = false;  // pairs (2i, 2i+1) (GPT-J); else (i, i + half) (NeoX, Llama)
+  bool inverse = false;      // turn by -theta: the backward
+  double attention_scaling = 1.0;
+  bool copy_tail = true;     // out of place: channels past rotary_dim are copied
+};
+
+namespace detail {
+
+POSEMB_HD int64_t rotary_position(const RotaryParams& p, int64_t row) {
+  const int64_t b = row / p.seq, t = row % p.seq;
+  if (p.cu_seqlens == nullptr || p.pos.positions != nullptr) return token_position(p.pos, b, t);
+  // The sequence holding token t: the last s with cu_seqlens[s] <= t.
+  int64_t lo = 0, hi = p.num_seqs;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (load_index(p.cu_seqlens, p.cu_seqlens_int64, mid) <= t) lo = mid; else hi = mid;
+  }
+  const int64_t start = load_index(p.cu_seqlens, p.cu_seqlens_int64, lo);
+  return token_position(p.pos, lo, t - start);  // offsets are per sequence
+}
+
+template <typename T, typename A>
+POSEMB_HD void rotate_heads(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_t t,
+                            int64_t i, A c, A s) {
+  using Ops = ScalarOps<T>;
+  const int64_t i0 = p.interleaved ? 2 * i : i;
+  const int64_t i1 = p.interleaved ? 2 * i + 1 : i + p.half;
+  const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t;
+  T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t;
+  for (int64_t h = 0; h < x.heads; ++h) {
+    const A a = Ops::to_acc(in[h * x.in_stride_h + i0]);
+    const A z = Ops::to_acc(in[h * x.in_stride_h + i1]);
+    out[h * x.out_stride_h + i0] = Ops::from_acc(a * c - z * s);
+    out[h * x.out_stride_h + i1] = Ops::from_acc(z * c + a * s);
+  }
+}
+
+template <typename T>
+POSEMB_HD void copy_tail(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_t t,
+                         int64_t first, int64_t stride) {
+  const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t;
+  T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t;
+  const int64_t tail = p.head_dim - 2 * p.half;
+  for (int64_t j = first; j < x.heads * tail; j += stride) {
+    const int64_t h = j / tail, d = 2 * p.half + j % tail;
+    out[h * x.out_stride_h + d] = in[h * x.in_stride_h + d];
+  }
+}
+
+}  // namespace detail
+
+/// Token `row`: frequencies first, first + stride, ... of every head of q and
+/// k, and (out of place) their channels past rotary_dim.
+template <typename T>
+POSEMB_HD void rotary_token(const RotaryParams& p, int64_t row, int64_t first, int64_t stride) {
+  using A = detail::acc_t<T>;
+  const int64_t b = row / p.seq, t = row % p.seq;
+  const double position = static_cast<double>(detail::rotary_position(p, row));
+  const A scale = static_cast<A>(p.attention_scaling);
+  for (int64_t i = first; i < p.half; i += stride) {
+    A s, c;
+    detail::position_sincos(position, static_cast<double>(p.inv_freq[i]), &s, &c);
+    c *= scale;
+    s *= p.inverse ? -scale : scale;
+    detail::rotate_heads<T>(p, p.q, b, t, i, c, s);
+    detail::rotate_heads<T>(p, p.k, b, t, i, c, s);
+  }
+  if (p.copy_tail && 2 * p.half < p.head_dim) {
+    detail::copy_tail<T>(p, p.q, b, t, first, stride);
+    detail::copy_tail<T>(p, p.k, b, t, first, stride);
+  }
+}
+
+/// Launch shape: grid-stride over tokens, threads across the frequencies.
+inline void plan_rotary(const RotaryParams& p, int64_t num_sms, int64_t* grid, int64_t* block) {
+  const int64_t rows = p.batch * p.seq;
+  *block = p.half <= 32 ? 32 : (p.half <= 64 ? 64 : 128);
+  *grid = rows < num_sms * 16 ? (rows > 0 ? rows : 1) : num_sms * 16;
+}
+
+}  // namespace posemb

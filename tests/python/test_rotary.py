@@ -1,0 +1,282 @@
+"""rotary, rotary_, rotary_backward and posemb.nn.RotaryEmbedding."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.library import opcheck
+
+import posemb
+from posemb import reference
+from posemb.rope import frequency_plan
+
+from conftest import FLOAT_DTYPES, ulp_distance
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+OP, OP_, BACKWARD = torch.ops.posemb.rotary.default, torch.ops.posemb.rotary_.default, torch.ops.posemb.rotary_backward.default
+
+
+def inv_freq(rotary_dim, base=10000.0):
+    return frequency_plan({"rope_theta": base}, rotary_dim).inv_freq
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    q: torch.Tensor
+    k: Optional[torch.Tensor]
+    inv_freq: torch.Tensor
+    kwargs: Dict[str, Any]
+
+    def __repr__(self):
+        return self.name
+
+
+def cases():
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    qkv = r(2, 7, 3, 4, 32)  # a fused projection: q, k, v are views
+    out = [
+        Case("bshd", r(2, 5, 4, 16), r(2, 5, 4, 16), inv_freq(16), {}),
+        Case("bhsd", r(2, 4, 5, 16), r(2, 2, 5, 16), inv_freq(16), dict(seq_dim=2)),
+        Case("sbhd", r(5, 2, 4, 16), r(5, 2, 1, 16), inv_freq(16), dict(seq_dim=0)),
+        Case("gqa-17-heads-odd-len", r(1, 9, 17, 8), r(1, 9, 1, 8), inv_freq(8), {}),
+        Case("no-k", r(2, 3, 2, 8), None, inv_freq(8), {}),
+        Case("partial", r(2, 5, 3, 80), r(2, 5, 3, 80), inv_freq(32), {}),
+        Case("interleaved-partial", r(2, 5, 2, 96), r(2, 5, 2, 96), inv_freq(64), dict(interleaved=True)),
+        Case("fused-qkv-views", qkv[:, :, 0], qkv[:, :, 1], inv_freq(32), dict(offset=11)),
+        Case("storage-offset", r(3, 6, 2, 24)[1:, 1:], r(3, 6, 2, 24)[1:, 1:], inv_freq(24), {}),
+        Case("offsets-per-seq", r(3, 1, 4, 64), r(3, 1, 2, 64), inv_freq(64), dict(offset=torch.tensor([5, 900, 70000]))),
+        Case("positions-2d", r(2, 4, 2, 128), r(2, 4, 2, 128), inv_freq(128), dict(positions=torch.tensor([[3, 1, 4, 1], [5, 9, 2, 6]]))),
+        Case("stride0-positions", r(2, 4, 2, 256), r(2, 4, 2, 256), inv_freq(256, 500000.0), dict(positions=torch.tensor(42).expand(4))),
+        Case("head-dim-2", r(2, 3, 2, 2), r(2, 3, 2, 2), inv_freq(2), dict(attention_scaling=1.25)),
+        Case("empty-seq", r(2, 0, 2, 8), r(2, 0, 2, 8), inv_freq(8), {}),
+    ]
+    return out
+
+
+CASES = cases()
+
+
+def packed_case():
+    q, k = torch.randn(12, 3, 16), torch.randn(12, 1, 16)
+    cu = torch.tensor([0, 5, 5, 12], dtype=torch.int32)  # uneven, one empty sequence
+    positions = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6])
+    return q, k, cu, positions
+
+
+def reference_rotary(case, x):
+    kw = case.kwargs
+    seq_dim = kw.get("seq_dim", 1)
+    xb = x if seq_dim == 1 else (x.transpose(1, 2) if seq_dim == 2 else x.transpose(0, 1))
+    pos = reference.token_positions(xb.shape[0], xb.shape[1], kw.get("positions"), kw.get("offset", 0))
+    out = reference.rotary(xb, case.inv_freq, pos, attention_scaling=kw.get("attention_scaling", 1.0),
+                           interleaved=kw.get("interleaved", False))
+    return out if seq_dim == 1 else (out.transpose(1, 2) if seq_dim == 2 else out.transpose(0, 1))
+
+
+def on(case, device, dtype):
+    def move(t):
+        return None if t is None else t.to(device=device, dtype=dtype)
+
+    kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in case.kwargs.items()}
+    return move(case.q), move(case.k), case.inv_freq.to(device), kw
+
+
+def check_close(out, ref, dtype):
+    if dtype in (torch.float32, torch.float64):
+        tol = 2e-6 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(out.cpu().double(), ref, rtol=tol, atol=tol)
+    else:  # one rounding of an fp32 result: the reference rounded, or one ulp off (or fp32-level near 0)
+        dist = ulp_distance(out.cpu(), ref.to(dtype))
+        err = (out.cpu().double() - ref).abs()
+        assert bool(((dist <= 1) | (err <= 4e-6)).all())
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_matches_fp64_reference(case, dtype, device):
+    q, k, w, kw = on(case, device, dtype)
+    out = posemb.rotary(q, k, w, **kw)
+    q_out, k_out = (out, None) if k is None else out
+    check_close(q_out, reference_rotary(case, q), dtype)
+    if k is not None:
+        check_close(k_out, reference_rotary(case, k), dtype)
+
+
+def test_packed_sequences_restart_positions(device):
+    q, k, cu, positions = packed_case()
+    w = inv_freq(16)
+    q_out, k_out = posemb.rotary(q.to(device), k.to(device), w.to(device), cu_seqlens=cu.to(device))
+    ref_q = reference.rotary(q.unsqueeze(0), w, positions).squeeze(0)
+    torch.testing.assert_close(q_out.cpu().double(), ref_q, rtol=2e-6, atol=2e-6)
+    offsets = torch.tensor([10, 0, 100], device=device)
+    q_off = posemb.rotary(q.to(device), None, w.to(device), offset=offsets, cu_seqlens=cu.to(device))
+    shifted = positions + torch.tensor([10] * 5 + [100] * 7)
+    torch.testing.assert_close(q_off.cpu().double(), reference.rotary(q.unsqueeze(0), w, shifted).squeeze(0),
+                               rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.k is not None], ids=repr)
+def test_inplace_writes_q_and_k_only(case, device):
+    q, k, w, kw = on(case, device, torch.float32)
+    expected_q, expected_k = posemb.rotary(q, k, w, **kw)
+    base = case.q._base if case.q._base is not None else None
+    q2, k2 = q.clone(), k.clone()
+    posemb.rotary(q2, k2, w, inplace=True, **kw)
+    torch.testing.assert_close(q2, expected_q, rtol=0, atol=0)
+    torch.testing.assert_close(k2, expected_k, rtol=0, atol=0)
+    if case.name == "fused-qkv-views":  # v, the third view, is untouched
+        qkv = case.q._base.clone().to(device)
+        v_before = qkv[:, :, 2].clone()
+        posemb.rotary(qkv[:, :, 0], qkv[:, :, 1], w, inplace=True, **kw)
+        assert torch.equal(qkv[:, :, 2], v_before)
+        torch.testing.assert_close(qkv[:, :, 0], expected_q, rtol=0, atol=0)
+    del base
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.k is not None and c.q.numel()], ids=repr)
+def test_opcheck(case, device):
+    q, k, w, kw = on(case, device, torch.float32)
+    positions, offsets, offset = posemb.ops._position_args(kw.get("positions"), kw.get("offset", 0), None, None)
+    rest = (w, positions, offsets, offset, None, kw.get("attention_scaling", 1.0), kw.get("interleaved", False),
+            kw.get("seq_dim", 1))
+    opcheck(OP, (q.requires_grad_(), k.requires_grad_(), *rest))
+    opcheck(OP_, (q.detach().clone(), k.detach().clone(), *rest))
+    opcheck(BACKWARD, (q.detach(), k.detach(), *rest))
+
+
+def test_opcheck_packed(device):
+    q, k, cu, _ = packed_case()
+    opcheck(OP, (q.to(device), k.to(device), inv_freq(16).to(device)), {"cu_seqlens": cu.to(device)})
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.k is not None and c.q.numel()][::2], ids=repr)
+def test_gradcheck_fp64(case, device):
+    q, k, w, kw = on(case, device, torch.float64)
+    q, k = q.detach().requires_grad_(), k.detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: posemb.rotary(a, b, w, **kw), (q, k))
+
+
+def test_backward_is_the_inverse_rotation(device):
+    """A rotation times attention_scaling: its gradient is the rotation by
+    -theta of the incoming gradient, and rotating forward then back gives
+    the input scaled by attention_scaling squared."""
+    q, k = torch.randn(2, 6, 3, 32, device=device), torch.randn(2, 6, 1, 32, device=device)
+    w = inv_freq(32).to(device)
+    q_out, k_out = posemb.rotary(q, k, w, offset=123, attention_scaling=1.5)
+    back_q, back_k = BACKWARD(q_out, k_out, w, offset=123, attention_scaling=1.5)
+    torch.testing.assert_close(back_q, q * 2.25, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(back_k, k * 2.25, rtol=1e-5, atol=1e-5)
+
+
+def test_long_context_fp32_contract(device):
+    """Positions up to 2^20: max abs error <= 2e-6 against fp64, where
+    transformers' fp32 angles drift by ~3e-2 (tests/python/test_rope.py)."""
+    w = frequency_plan({"rope_type": "default", "rope_theta": 500000.0}, 128).inv_freq
+    positions = torch.arange(2**20 - 512, 2**20 + 1)
+    q = torch.randn(1, positions.numel(), 2, 128)
+    out = posemb.rotary(q.to(device), None, w.to(device), positions.to(device))
+    err = (out.cpu().double() - reference.rotary(q, w, positions)).abs().max().item()
+    print(f"\nrotary fp32 at positions near 2^20: max abs error {err:.2e}")
+    assert err <= 2e-6 * max(1.0, q.abs().max().item())
+
+
+def test_compile_equals_eager_without_recompiles(device):
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from test_sinusoidal import compiled_graphs
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("inductor")
+    rope = posemb.nn.RotaryEmbedding(32, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0,
+                                                          "original_max_position_embeddings": 64}).to(device)
+
+    def f(q, k, offset):
+        q2, k2 = rope(q, k, offset=offset)
+        return (q2 * 2).sum(-1), k2
+
+    cf = torch.compile(f, backend=counter, fullgraph=True, dynamic=True)
+    for seq in (5, 9, 17, 33):
+        q = torch.randn(2, seq, 4, 32, device=device, requires_grad=True)
+        k = torch.randn(2, seq, 2, 32, device=device, requires_grad=True)
+        a, b = cf(q, k, seq)
+        (a.sum() + b.pow(2).sum()).backward()
+        gq, gk = q.grad.clone(), k.grad.clone()
+        q.grad = k.grad = None
+        ea, eb = f(q, k, seq)
+        (ea.sum() + eb.pow(2).sum()).backward()
+        torch.testing.assert_close(a, ea)
+        torch.testing.assert_close(b, eb)
+        torch.testing.assert_close(gq, q.grad)
+        torch.testing.assert_close(gk, k.grad)
+    assert compiled_graphs(counter) == 1
+
+
+ERRORS = [
+    (lambda t, w: OP(t(2, 3, 2, 8).long(), t(2, 3, 2, 8).long(), w), "q must be float32"),
+    (lambda t, w: OP(t(2, 3, 8), t(2, 3, 8), w), r"q must be \(batch, seq, heads, head_dim\)"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8).double(), w), "k must have q's dtype, device and rank"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 4, 2, 8), w), "k must match q in every dimension but heads"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w.double()), "inv_freq must be a 1-D float32 tensor"),
+    (lambda t, w: OP(t(2, 3, 2, 6), t(2, 3, 2, 6), w), r"rotary_dim = 2 \* len\(inv_freq\) = 8 must be in \[2, head_dim = 6\]"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, seq_dim=3), "seq_dim must be 0, 1 or 2"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, t(4).long()), r"positions must be \(seq,\) or broadcastable"),
+    (lambda t, w: OP(t(6, 2, 8), t(6, 2, 8), w, cu_seqlens=t(3)), "cu_seqlens must be a 1-D integer tensor"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, cu_seqlens=t(3).long()), r"with cu_seqlens, q must be packed"),
+]
+
+
+@pytest.mark.parametrize("fake", [False, True], ids=["real", "fake"])
+@pytest.mark.parametrize("call,message", ERRORS, ids=[m for _, m in ERRORS])
+def test_errors_name_op_and_argument(call, message, fake):
+    with FakeTensorMode() if fake else torch.no_grad():
+        w = torch.ones(4)
+        with pytest.raises(RuntimeError, match=r"posemb.rotary: " + message):
+            call(lambda *shape: torch.zeros(*shape), w)
+
+
+def test_bad_cu_seqlens_values_are_an_error():
+    q = torch.randn(6, 2, 8)
+    with pytest.raises(RuntimeError, match="cu_seqlens must start at 0, never decrease and end at the number of tokens"):
+        posemb.rotary(q, None, torch.ones(4), cu_seqlens=torch.tensor([0, 4, 3, 6]))
+    with pytest.raises(RuntimeError, match="end at the number of tokens \\(6\\)"):
+        posemb.rotary(q, None, torch.ones(4), cu_seqlens=torch.tensor([0, 4, 5]))
+
+
+def test_module_errors_and_repr():
+    with pytest.raises(ValueError, match="rotary_dim must be even"):
+        posemb.nn.RotaryEmbedding(64, rotary_dim=31)
+    with pytest.raises(ValueError, match="rotary_dim must be even"):
+        posemb.nn.RotaryEmbedding(64, rotary_dim=96)
+    m = posemb.nn.RotaryEmbedding(64, rotary_dim=32, interleaved=True)
+    assert repr(m) == "RotaryEmbedding(head_dim=64, rotary_dim=32, rope_type='default', interleaved=True)"
+    assert m.state_dict() == {}
+
+
+@pytest.mark.parametrize("rope_type", ["default", "linear", "dynamic", "yarn", "llama3", "longrope"])
+def test_module_matches_transformers_llama_rotary(rope_type):
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    from test_rope import CASES as PLANS
+
+    params = next(p for p, _ in PLANS.values() if p["rope_type"] == rope_type)
+    config = transformers.LlamaConfig(hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=2048, rope_parameters=dict(params))
+    hf = LlamaRotaryEmbedding(config)
+    ours = posemb.nn.RotaryEmbedding.from_config(config, seq_dim=2)
+    q, k = torch.randn(2, 4, 50, 64), torch.randn(2, 2, 50, 64)  # (batch, heads, seq, head_dim), as Llama
+    positions = torch.arange(50).expand(2, 50)
+    cos, sin = hf(q, positions)
+    q_hf, k_hf = apply_rotary_pos_emb(q, k, cos, sin)
+    q_ours, k_ours = ours(q, k, positions)
+    torch.testing.assert_close(q_ours, q_hf, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(k_ours, k_hf, rtol=1e-5, atol=1e-5)
