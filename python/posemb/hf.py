@@ -11,21 +11,75 @@ Known blocks (matched by class name, so transformers is not imported here):
 - ``RobertaEmbeddings``, ``XLMRobertaEmbeddings``, ``CamembertEmbeddings``
   (padding-aware positions) -> the same, with ``padding_aware_positions``.
 
+- ``LlamaRotaryEmbedding`` (and the rotary modules of models written like
+  Llama: ``MistralRotaryEmbedding``, ``Qwen2RotaryEmbedding``) ->
+  posemb's fused rotary, every rope type: the model's rotary module hands
+  the positions on instead of cos/sin tables, and the attention layers'
+  ``apply_rotary_pos_emb`` runs posemb's kernel on q and k.
+
 BERT and RoBERTa are checked by the tests (real MiniLM weights; a random
-RoBERTa with padding); the other RoBERTa copies share RoBERTa's code.
+RoBERTa with padding); the other RoBERTa copies share RoBERTa's code. Llama
+is checked with every rope type (logits and gradients); Mistral and Qwen2
+are matched by the same names but not tested.
 """
 from __future__ import annotations
 
+import sys
 from typing import Dict
 
-from torch import nn
+from torch import Tensor, nn
 
-from .nn import BertEmbeddings
+from .nn import BertEmbeddings, RotaryEmbedding
 
 __all__ = ["patch", "unpatch"]
 
 _ABSOLUTE = {"BertEmbeddings"}
 _PADDING_AWARE = {"RobertaEmbeddings", "XLMRobertaEmbeddings", "CamembertEmbeddings"}
+_ROTARY = {"LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding"}
+
+
+class RotaryPositions:
+    """What posemb's rotary module hands the attention layers instead of
+    (cos, sin): the positions, and the module that turns q and k by them."""
+
+    def __init__(self, rope: RotaryEmbedding, positions: Tensor) -> None:
+        self.rope, self.positions = rope, positions
+
+
+class HFRotary(nn.Module):
+    """Stands in for a Hugging Face rotary module: returns (positions,
+    positions) markers, which the wrapped ``apply_rotary_pos_emb`` turns
+    into one posemb rotary call on q and k."""
+
+    def __init__(self, original: nn.Module) -> None:
+        super().__init__()
+        # q and k are (batch, heads, seq, head_dim) in these models.
+        self.rope = RotaryEmbedding.from_config(original.config, seq_dim=2).to(original.inv_freq.device)
+        self.config = original.config
+
+    def forward(self, x: Tensor, position_ids: Tensor):
+        marker = RotaryPositions(self.rope, position_ids)
+        return marker, marker
+
+
+def _rotary_dispatch(original):
+    """apply_rotary_pos_emb that runs posemb for posemb's markers and the
+    model's own code otherwise (models left unpatched are unaffected)."""
+
+    def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        if isinstance(cos, RotaryPositions):
+            return cos.rope(q, k, cos.positions)
+        return original(q, k, cos, sin, *args, **kwargs)
+
+    apply_rotary_pos_emb.posemb_original = original
+    return apply_rotary_pos_emb
+
+
+def _wrap_apply_rotary(module_name: str) -> None:
+    code = sys.modules.get(module_name)
+    fn = getattr(code, "apply_rotary_pos_emb", None)
+    if fn is not None and not hasattr(fn, "posemb_original"):
+        code.apply_rotary_pos_emb = _rotary_dispatch(fn)
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -42,9 +96,14 @@ def patch(model: nn.Module) -> Dict[str, nn.Module]:
     replaced: Dict[str, nn.Module] = {}
     for name, module in list(model.named_modules()):
         kind = type(module).__name__
-        if isinstance(module, BertEmbeddings) or kind not in _ABSOLUTE | _PADDING_AWARE:
+        if kind in _ABSOLUTE | _PADDING_AWARE:
+            new = BertEmbeddings.from_hf(module, padding_aware_positions=kind in _PADDING_AWARE)
+        elif kind in _ROTARY:
+            _wrap_apply_rotary(type(module).__module__)
+            new = HFRotary(module)
+        else:
             continue
-        _set_submodule(model, name, BertEmbeddings.from_hf(module, padding_aware_positions=kind in _PADDING_AWARE))
+        _set_submodule(model, name, new)
         replaced[name] = module
     return replaced
 

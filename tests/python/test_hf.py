@@ -153,3 +153,48 @@ def test_ddp_two_processes_match_one(tmp_path):
     ddp_params = torch.load(out_path)
     for name, p in single.named_parameters():
         torch.testing.assert_close(ddp_params[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------- Llama rotary
+
+ROPE_TYPES = ["default", "linear", "dynamic", "yarn", "llama3", "longrope"]
+
+
+def small_llama(rope_type):
+    from test_rope import CASES as PLANS
+
+    params = next(p for p, _ in PLANS.values() if p["rope_type"] == rope_type)
+    cfg = transformers.LlamaConfig(vocab_size=80, hidden_size=256, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                                   rope_parameters=dict(params), attention_dropout=0.0)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("rope_type", ROPE_TYPES)
+def test_llama_logits_and_gradients_agree(rope_type):
+    model = small_llama(rope_type).eval()
+    ids = torch.randint(0, 80, (2, 24), generator=torch.Generator().manual_seed(1))
+    # longrope switches to its long factors past the original context: cover both.
+    position_ids = torch.arange(24).expand(2, 24) + (1500 if rope_type in ("longrope", "dynamic") else 0)
+    ref = model(ids, position_ids=position_ids).logits
+    ref.logsumexp(-1).mean().backward()
+    ref_grads = grads_of(model)
+    model.zero_grad()
+    replaced = posemb.hf.patch(model)
+    assert list(replaced) == ["model.rotary_emb"]
+    out = model(ids, position_ids=position_ids).logits
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    out.logsumexp(-1).mean().backward()
+    for name, g in grads_of(model).items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+    posemb.hf.unpatch(model, replaced)
+    torch.testing.assert_close(model(ids, position_ids=position_ids).logits, ref, rtol=0, atol=0)
+
+
+def test_unpatched_llama_is_untouched_by_a_patched_one():
+    patched, plain = small_llama("default").eval(), small_llama("default").eval()
+    ids = torch.randint(0, 80, (1, 10))
+    before = plain(ids).logits
+    posemb.hf.patch(patched)
+    torch.testing.assert_close(plain(ids).logits, before, rtol=0, atol=0)
