@@ -1,23 +1,86 @@
-// CPU kernel of rotary, rotary_ and rotary_backward: the body of
-// cuda/rotary.cuh, one token per iteration, tokens split across threads.
+// CPU kernel of rotary, rotary_ and rotary_backward, tokens split across
+// threads. Each token's sin/cos row is computed once (8 wide on AVX2 CPUs)
+// and every head's halves are turned with whole-row loops the compiler
+// vectorises; the interleaved pairing runs the shared body of
+// cuda/rotary.cuh, as does the CUDA kernel.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "cpu/scalar_ops.h"
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/rows.h"
 #include "rotary_kernels.h"
 
 namespace posemb::detail {
 namespace {
 
-void run_rotary_cpu(const RotaryParams& p, const at::Tensor& q) {
+template <typename T>
+void rotate_rows(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_t t,
+                 const acc_t<T>* c, const acc_t<T>* s, acc_t<T>* buf) {
+  using A = acc_t<T>;
+  const int64_t half = p.half, tail = p.head_dim - 2 * half;
+  A *a = buf, *z = buf + half, *ya = buf + 2 * half, *yz = buf + 3 * half;
+  for (int64_t h = 0; h < x.heads; ++h) {
+    const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t + h * x.in_stride_h;
+    T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t + h * x.out_stride_h;
+    load_row(in, a, half);
+    load_row(in + half, z, half);
+    for (int64_t i = 0; i < half; ++i) {
+      ya[i] = a[i] * c[i] - z[i] * s[i];
+      yz[i] = z[i] * c[i] + a[i] * s[i];
+    }
+    store_row(ya, out, half);
+    store_row(yz, out + half, half);
+    if (p.copy_tail && tail > 0) std::memcpy(out + 2 * half, in + 2 * half, tail * sizeof(T));
+  }
+}
+
+template <typename T>
+void rotary_cpu_typed(const RotaryParams& p) {
+  using A = acc_t<T>;
+  const int64_t half = p.half;
+  std::vector<double> freq(half);
+  for (int64_t i = 0; i < half; ++i) freq[i] = static_cast<double>(p.inv_freq[i]);
+  const A cos_scale = static_cast<A>(p.attention_scaling);
+  const A sin_scale = p.inverse ? -cos_scale : cos_scale;
   const int64_t per_token = std::max<int64_t>(1, (p.q.heads + p.k.heads) * p.head_dim);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "rotary_cpu", [&] {
-    at::parallel_for(0, p.batch * p.seq, std::max<int64_t>(1, 16384 / per_token),
-                     [&](int64_t begin, int64_t end) {
-                       for (int64_t row = begin; row < end; ++row) rotary_token<scalar_t>(p, row, 0, 1);
-                     });
+  at::parallel_for(0, p.batch * p.seq, std::max<int64_t>(1, 16384 / per_token), [&](int64_t begin, int64_t end) {
+    std::vector<A> c(half), s(half), buf(4 * half);
+    for (int64_t row = begin; row < end; ++row) {
+      if (p.interleaved) {
+        rotary_token<T>(p, row, 0, 1);
+        continue;
+      }
+      const double position = static_cast<double>(rotary_position(p, row));
+#if defined(POSEMB_CPU_AVX2)
+      if constexpr (std::is_same_v<A, float>) {
+        if (cpu_avx2()) {
+          avx2::position_sincos_row(position, freq.data(), half, s.data(), c.data());
+        } else {
+          for (int64_t i = 0; i < half; ++i) position_sincos(position, freq[i], &s[i], &c[i]);
+        }
+      } else
+#endif
+      {
+        for (int64_t i = 0; i < half; ++i) position_sincos(position, freq[i], &s[i], &c[i]);
+      }
+      for (int64_t i = 0; i < half; ++i) {
+        c[i] *= cos_scale;
+        s[i] *= sin_scale;
+      }
+      const int64_t b = row / p.seq, t = row % p.seq;
+      rotate_rows<T>(p, p.q, b, t, c.data(), s.data(), buf.data());
+      rotate_rows<T>(p, p.k, b, t, c.data(), s.data(), buf.data());
+    }
   });
+}
+
+void run_rotary_cpu(const RotaryParams& p, const at::Tensor& q) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "rotary_cpu",
+                                  [&] { rotary_cpu_typed<scalar_t>(p); });
 }
 
 }  // namespace

@@ -347,6 +347,96 @@ def bert_embeddings_case(settings: Settings, label, hidden_size, tokens_shape, d
     return Case("bert_embeddings", label, shape, dtype, bytes_moved, variants, notes)
 
 
+# --------------------------------------------------------------------------- rotary
+
+# label, (batch, seq, q heads, kv heads, head_dim), decode (per-sequence offsets), in --quick
+ROTARY_SHAPES = [
+    ("Llama prefill", (1, 512, 32, 8, 128), False, True),
+    ("Llama prefill long", (1, 2048, 32, 8, 128), False, False),
+    ("Llama decode", (32, 1, 32, 8, 128), True, True),
+]
+# transformers forms its angles in fp32 (off by ~5e-5 at position 512, ~4e-4 at
+# 4096) and rotates bf16 in bf16; posemb is accurate to fp32 and rounds once.
+ROTARY_TOLERANCE = {torch.float32: dict(atol=1e-3, rtol=0.0), torch.bfloat16: dict(atol=6e-2, rtol=2e-2)}
+
+
+def hf_llama_rotary(head_dim: int, device: torch.device):
+    """transformers' Llama rotary module and apply_rotary_pos_emb, offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    config = LlamaConfig(hidden_size=head_dim * 32, num_attention_heads=32, max_position_embeddings=8192)
+    return LlamaRotaryEmbedding(config).to(device), apply_rotary_pos_emb
+
+
+@register("rotary")
+def rotary_cases(settings: Settings) -> Iterator[Case]:
+    for label, shape, decode, in_quick in ROTARY_SHAPES:
+        if in_quick or not settings.quick:
+            for dtype in (torch.float32, torch.bfloat16):
+                for backward in (False, True):
+                    yield rotary_case(settings, label, shape, decode, dtype, backward)
+
+
+def rotary_case(settings: Settings, label, shape, decode, dtype, backward) -> Case:
+    device = settings.device
+    batch, seq, q_heads, kv_heads, head_dim = shape
+    # (batch, heads, seq, head_dim): the layout Llama's attention rotates.
+    q = torch.randn(batch, q_heads, seq, head_dim, device=device, dtype=dtype, requires_grad=backward)
+    k = torch.randn(batch, kv_heads, seq, head_dim, device=device, dtype=dtype, requires_grad=backward)
+    start = torch.randint(0, 4000, (batch, 1), device=device) if decode else torch.zeros(batch, 1, device=device,
+                                                                                         dtype=torch.long)
+    position_ids = start + torch.arange(seq, device=device)
+    hf_rotary, apply = hf_llama_rotary(head_dim, device)
+    inv_freq = hf_rotary.inv_freq.float()
+    offset = start.view(-1) if decode else 0
+    fused = lambda: posemb.rotary(q, k, inv_freq, offset=offset, seq_dim=2)  # noqa: E731
+
+    def eager(q, k):
+        cos, sin = hf_rotary(q, position_ids)
+        return apply(q, k, cos.to(q.dtype), sin.to(q.dtype))
+
+    def timed(fn):
+        if not backward:
+            return lambda: fn()
+        grads = (torch.randn_like(q), torch.randn_like(k))
+        return lambda: torch.autograd.backward(fn(), grads)
+
+    label = f"{label}, {'fwd+bwd' if backward else 'forward'}"
+    what = f"rotary {label} {shape} {dtype}"
+    with torch.no_grad():
+        for ours, theirs, name in zip(fused(), eager(q, k), ("q", "k")):
+            assert_matches(f"{what}: posemb vs transformers, {name}", ours, theirs, ROTARY_TOLERANCE[dtype])
+    # Read q and k, write them back rotated; the backward reads and writes the gradients again.
+    bytes_moved = (q.numel() + k.numel()) * q.element_size() * (4 if backward else 2)
+    roofline = clone_roofline(torch.cat([q.detach().reshape(-1), k.detach().reshape(-1)]), bytes_moved)
+    before = (lambda: clear_grads((q, k))) if backward else None
+    notes: List[str] = []
+    variants = [
+        roofline,
+        Variant("posemb", "posemb", timed(fused), roofline.name, before),
+        Variant("transformers eager", "peer", timed(lambda: eager(q, k)), roofline.name, before),
+    ]
+    if settings.compile:
+        with torch.set_grad_enabled(backward):
+            compiled = compile_or_note(eager, (q, k), notes)
+        if compiled is not None:
+            variants.append(Variant("compile(transformers)", "peer", timed(lambda: compiled(q, k)), roofline.name,
+                                    before))
+    try:
+        from rotary_embedding_torch import RotaryEmbedding as LucidRotary
+
+        lucid = LucidRotary(dim=head_dim).to(device)
+        if not decode:  # it takes one offset for the batch, not one per sequence
+            variants.append(Variant("rotary-embedding-torch", "peer",
+                                    timed(lambda: (lucid.rotate_queries_or_keys(q), lucid.rotate_queries_or_keys(k))),
+                                    roofline.name, before))
+    except ImportError:
+        notes.append("rotary-embedding-torch not installed")
+    return Case("rotary", label, shape, dtype, bytes_moved, variants, notes)
+
+
 # --------------------------------------------------------------------------- timing and report
 
 def median_time_us(fn, device: torch.device, warmup: int, repeats: int, before=None) -> float:
