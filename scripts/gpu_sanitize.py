@@ -32,6 +32,7 @@ def main() -> None:
             assert err <= tol * (1 + ref.abs().max().item()), (dtype, x.shape, kw.keys(), err)
             assert torch.equal(out, y)
     learned_and_bert()
+    rotary()
     torch.cuda.synchronize()
     print("gpu_sanitize: all launches correct")
 
@@ -69,3 +70,25 @@ def learned_and_bert() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def rotary() -> None:
+    """rotary in each layout, packed, partial and interleaved, in place and
+    backward, against the CPU op."""
+    w = posemb.rope.frequency_plan({"rope_theta": 10000.0}, 48).inv_freq
+    for dtype in (torch.float32, torch.bfloat16):
+        for seq_dim, shape_q, shape_k in ((1, (2, 9, 4, 64), (2, 9, 1, 64)), (2, (2, 4, 9, 64), (2, 1, 9, 64))):
+            q, k = torch.randn(shape_q).to(dtype), torch.randn(shape_k).to(dtype)
+            for interleaved in (False, True):
+                a = posemb.rotary(q, k, w, offset=7, interleaved=interleaved, seq_dim=seq_dim)
+                b = posemb.rotary(q.cuda(), k.cuda(), w.cuda(), offset=7, interleaved=interleaved, seq_dim=seq_dim)
+                for x, y in zip(a, b):
+                    assert torch.allclose(x.float(), y.cpu().float(), atol=2e-2), "rotary"
+        packed, cu = torch.randn(10, 3, 64).to(dtype), torch.tensor([0, 4, 10], dtype=torch.int32)
+        a = posemb.rotary(packed, None, w, cu_seqlens=cu)
+        b = posemb.rotary(packed.cuda(), None, w.cuda(), cu_seqlens=cu.cuda())
+        assert torch.allclose(a.float(), b.cpu().float(), atol=2e-2), "rotary packed"
+        qc = q.cuda().requires_grad_()
+        posemb.rotary(qc, None, w.cuda(), seq_dim=2).sum().backward()
+        inplace = q.cuda().clone()
+        posemb.rotary(inplace, None, w.cuda(), seq_dim=2, inplace=True)
