@@ -16,10 +16,6 @@ namespace {
 // input_ids is (batch, seq): the positions' reference tensor.
 constexpr XDims kIdsDims{/*seq=*/1, /*batch=*/0};
 
-bool is_float(at::ScalarType t) {
-  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-}
-
 void check_table(const char* op, const char* name, const at::Tensor& table, const at::Tensor& word) {
   TORCH_CHECK(table.dim() == 2, "posemb.", op, ": ", name, " must be (rows, hidden), got shape ",
               table.sym_sizes());
@@ -48,8 +44,7 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
               ": input_ids must be an integer tensor, got ", ids.scalar_type());
   TORCH_CHECK(ids.dim() == 2, "posemb.", op, ": input_ids must be (batch, seq), got shape ",
               ids.sym_sizes());
-  TORCH_CHECK(is_float(word.scalar_type()), "posemb.", op,
-              ": word_weight must be float32, float64, float16 or bfloat16, got ", word.scalar_type());
+  check_float_dtype(op, "word_weight", word);
   TORCH_CHECK(word.dim() == 2, "posemb.", op, ": word_weight must be (vocab, hidden), got shape ",
               word.sym_sizes());
   TORCH_CHECK(word.device() == ids.device(), "posemb.", op, ": word_weight must be on input_ids' ",
@@ -163,11 +158,6 @@ BertParams make_params(const at::Tensor& ids, const at::Tensor& word, const at::
                        const std::optional<at::Tensor>& positions,
                        const std::optional<at::Tensor>& types, int64_t offset, double dropout_p,
                        const std::optional<at::Tensor>& seed, std::vector<at::Tensor>& keep) {
-  auto as_index = [&keep](const at::Tensor& t) {
-    if (t.scalar_type() == at::kInt || t.scalar_type() == at::kLong) return t;
-    keep.push_back(t.to(at::kLong));
-    return keep.back();
-  };
   auto rows = [&keep](const at::Tensor& t) {  // unit column stride for the kernels
     if (t.stride(1) == 1) return t;
     keep.push_back(t.contiguous());
@@ -177,14 +167,14 @@ BertParams make_params(const at::Tensor& ids, const at::Tensor& word, const at::
   p.batch = ids.size(0);
   p.seq = ids.size(1);
   p.dim = word.size(1);
-  const at::Tensor id = as_index(ids);
+  const at::Tensor id = as_index(ids, keep);
   p.ids = id.data_ptr();
   p.ids_int64 = id.scalar_type() == at::kLong;
   p.ids_stride_b = id.stride(0);
   p.ids_stride_t = id.stride(1);
   p.pos = make_position_params(ids, kIdsDims, positions, std::nullopt, offset, keep);
   if (types.has_value()) {
-    at::Tensor t = as_index(*types);
+    at::Tensor t = as_index(*types, keep);
     t = (t.dim() == 1 ? t.unsqueeze(0) : t).expand(ids.sizes());
     p.types = t.data_ptr();
     p.types_int64 = t.scalar_type() == at::kLong;

@@ -15,9 +15,8 @@ void check_learned_add(const char* op, const at::Tensor& x, const at::Tensor& we
                        const std::optional<at::Tensor>& positions,
                        const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
                        int64_t seq_dim, std::optional<int64_t> padding_idx) {
+  check_float_dtype(op, "x", x);
   const auto st = x.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "posemb.", op, ": x must be float32, float64, float16 or bfloat16, got ", st);
   const XDims dims = x_dims(op, x, seq_dim);
   TORCH_CHECK(weight.dim() == 2, "posemb.", op, ": weight must be (num_embeddings, dim), got shape ",
               weight.sym_sizes());
@@ -48,9 +47,7 @@ void check_learned_add_backward(const at::Tensor& grad, const std::optional<at::
                                 const c10::SymInt& num_embeddings,
                                 std::optional<int64_t> padding_idx) {
   const char* op = "learned_add_backward";
-  const auto st = grad.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "posemb.", op, ": grad must be float32, float64, float16 or bfloat16, got ", st);
+  check_float_dtype(op, "grad", grad);
   check_positions(op, grad, x_dims(op, grad, seq_dim), positions, offsets, offset);
   TORCH_SYM_CHECK(num_embeddings.sym_ge(0), "posemb.", op,
                   ": num_embeddings must be non-negative, got ", num_embeddings);

@@ -6,6 +6,18 @@ namespace posemb::detail {
 
 bool is_index_dtype(at::ScalarType t) { return at::isIntegralType(t, /*includeBool=*/false); }
 
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "posemb.", op, ": ", name, " must be float32, float64, float16 or bfloat16, got ", st);
+}
+
+at::Tensor as_index(const at::Tensor& t, std::vector<at::Tensor>& keep) {
+  if (t.scalar_type() == at::kInt || t.scalar_type() == at::kLong) return t;
+  keep.push_back(t.to(at::kLong));
+  return keep.back();
+}
+
 XDims x_dims(const char* op, const at::Tensor& x, int64_t seq_dim) {
   const int64_t rank = x.dim();
   TORCH_CHECK(rank == 2 || rank == 3, "posemb.", op,
@@ -68,15 +80,9 @@ PositionParams make_position_params(const at::Tensor& x, const XDims& dims,
                                     std::vector<at::Tensor>& keep) {
   const int64_t seq = x.size(dims.seq);
   const int64_t batch = dims.batch >= 0 ? x.size(dims.batch) : 1;
-  // Index tensors are read as int32 or int64; other integer types are widened.
-  auto as_index = [&keep](const at::Tensor& t) {
-    if (t.scalar_type() == at::kInt || t.scalar_type() == at::kLong) return t;
-    keep.push_back(t.to(at::kLong));
-    return keep.back();
-  };
   PositionParams p;
   if (positions.has_value()) {
-    at::Tensor pos = as_index(*positions);
+    at::Tensor pos = as_index(*positions, keep);
     if (pos.dim() == 1) pos = pos.unsqueeze(0);
     pos = pos.expand({batch, seq});
     p.positions = pos.data_ptr();
@@ -85,7 +91,7 @@ PositionParams make_position_params(const at::Tensor& x, const XDims& dims,
     p.pos_stride_t = pos.stride(1);
   }
   if (offsets.has_value()) {
-    const at::Tensor off = as_index(*offsets);
+    const at::Tensor off = as_index(*offsets, keep);
     p.offsets = off.data_ptr();
     p.offsets_int64 = off.scalar_type() == at::kLong;
     p.offsets_stride = (off.dim() == 0 || off.size(0) == 1) ? 0 : off.stride(0);

@@ -53,4 +53,12 @@ at::Tensor resolve_positions(const at::Tensor& x, const XDims& dims,
 
 bool is_index_dtype(at::ScalarType t);
 
+/// `name` of `op` must be float32, float64, float16 or bfloat16 (the dtypes
+/// every kernel is built for).
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t);
+
+/// t as the kernels read index tensors: int32 or int64 as it is, other
+/// integer types widened to int64 (the copy is kept alive in `keep`).
+at::Tensor as_index(const at::Tensor& t, std::vector<at::Tensor>& keep);
+
 }  // namespace posemb::detail

@@ -52,9 +52,7 @@ void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
                   const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                   const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
                   const std::optional<at::Tensor>& cu_seqlens, int64_t seq_dim) {
-  const auto st = q.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "posemb.", op, ": q must be float32, float64, float16 or bfloat16, got ", st);
+  check_float_dtype(op, "q", q);
   const RotaryDims d = rotary_dims(op, q, cu_seqlens.has_value(), seq_dim);
   check_like_q(op, q, k, d);
   TORCH_CHECK(inv_freq.dim() == 1 && inv_freq.scalar_type() == at::kFloat &&

@@ -38,9 +38,7 @@ SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
                                     const c10::SymInt& offset, int64_t seq_dim,
                                     std::string_view layout, std::string_view freqs, double base,
                                     std::optional<int64_t> padding_idx) {
-  const auto st = x.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "posemb.", op, ": x must be float32, float64, float16 or bfloat16, got ", st);
+  check_float_dtype(op, "x", x);
   const XDims dims = x_dims(op, x, seq_dim);
   const c10::SymInt dim = x.sym_size(-1);
 
