@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # CUDA code must compile here although nothing can run it (no GPU):
-#  1. every cuda/*.cu compiles with nvcc alone for sm_90 (the kernels are torch-free);
+#  1. every cuda/*.cu compiles with nvcc alone for sm_90 (the kernels are
+#     torch-free), into build/kernels-sm90/, and scripts/sass_report.py reads
+#     their machine code (build/kernels-sm90/sass.txt; README: "Reading the
+#     machine code");
 #  2. the whole library, CUDA glue included, builds and links against a CUDA
-#     build of torch, installed with --no-deps into .venv-cuda from the wheel
-#     this kind of machine keeps on disk (never downloaded).
+#     build of torch (requirements-cuda.txt, installed with --no-deps into
+#     .venv-cuda from the wheels this kind of machine keeps on disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC="${NVCC:-$(command -v nvcc || true)}"
@@ -11,24 +14,33 @@ if [ -z "$NVCC" ]; then
   echo "check_cuda_build: no nvcc on this machine, skipped"
   exit 0
 fi
+py="${PYTHON:-python3}"
 
+objects=build/kernels-sm90
+mkdir -p "$objects"
 for cu in cuda/*.cu; do
-  "$NVCC" -std=c++17 -arch=sm_90 -O3 -Icsrc/include -Werror all-warnings -c "$cu" -o /dev/null
+  "$NVCC" -std=c++17 -arch=sm_90 -O3 -Icsrc/include -Werror all-warnings -c "$cu" -o "$objects/$(basename "$cu" .cu).o"
   echo "nvcc sm_90: $cu ok"
 done
+if $py -c "import nvidia" 2> /dev/null; then
+  $py scripts/sass_report.py "$objects"/*.o --out "$objects/sass.txt" | tail -1
+else
+  echo "check_cuda_build: no cuobjdump (pip nvidia-cuda-cuobjdump): SASS report skipped"
+fi
 
 wheel_dir="${POSEMB_CUDA_TORCH_WHEELS:-/opt/pypi-more/files}"
-torch_version="${POSEMB_CUDA_TORCH_VERSION:-2.14.1}"
-if [ ! -d .venv-cuda/lib/python3*/site-packages/torch/lib ] || \
-   ! ls .venv-cuda/lib/python3*/site-packages/torch/lib/libtorch_cuda.so > /dev/null 2>&1; then
-  python3 -m venv .venv-cuda
-  if ! .venv-cuda/bin/pip install --quiet --disable-pip-version-check --no-deps --no-index \
-       --find-links "$wheel_dir" "torch==$torch_version"; then
-    echo "check_cuda_build: no CUDA build of torch $torch_version in $wheel_dir; library link check skipped"
+site() { echo "$PWD"/.venv-cuda/lib/python3*/site-packages; }
+if ! .venv-cuda/bin/python -c "import torch; assert torch.version.cuda" 2> /dev/null; then
+  [ -x .venv-cuda/bin/python ] || python3 -m venv .venv-cuda
+  # torch's pure-Python needs (sympy, ...) come from the main environment.
+  $py -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$(site)/posemb-deps.pth"
+  if ! .venv-cuda/bin/pip install --quiet --disable-pip-version-check --no-deps \
+       --find-links "$wheel_dir" -r requirements-cuda.txt; then
+    echo "check_cuda_build: could not install the CUDA build of torch (requirements-cuda.txt); link check skipped"
     exit 0
   fi
 fi
-torch_prefix=$(echo "$PWD"/.venv-cuda/lib/python3*/site-packages/torch/share/cmake)
+torch_prefix=$(echo "$(site)"/torch/share/cmake)
 cmake -S . -B build/cuda -G Ninja -DCMAKE_PREFIX_PATH="$torch_prefix" -DPOSEMB_CUDA=ON \
   -Wno-dev -Wno-deprecated > build/cuda.configure.log
 cmake --build build/cuda -j "${MAX_JOBS:-$(nproc)}"

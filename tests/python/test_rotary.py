@@ -189,6 +189,7 @@ def test_long_context_fp32_contract(device):
     assert err <= 2e-6 * max(1.0, q.abs().max().item())
 
 
+@pytest.mark.compile
 def test_compile_equals_eager_without_recompiles(device):
     from torch._dynamo.testing import CompileCounterWithBackend
 

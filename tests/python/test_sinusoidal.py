@@ -196,6 +196,7 @@ def compiled_graphs(counter) -> int:
     return sum(any(n.op == "call_function" for n in g.graph.nodes) for g in counter.graphs)
 
 
+@pytest.mark.compile
 def test_compile_equals_eager_without_recompiles(device):
     from torch._dynamo.testing import CompileCounterWithBackend
 
@@ -219,6 +220,7 @@ def test_compile_equals_eager_without_recompiles(device):
     assert compiled_graphs(counter) == 1
 
 
+@pytest.mark.compile
 def test_compile_int_offset_is_not_specialised(device):
     from torch._dynamo.testing import CompileCounterWithBackend
 
