@@ -76,8 +76,9 @@ sanitize() {  # sanitize TOOL ARGS...: SKIP (exit 3) where the runtime refuses t
   rm -f "$log"
   return "$rc"
 }
-step_memcheck() { command -v compute-sanitizer > /dev/null || return 3; sanitize memcheck; }
-step_racecheck() { command -v compute-sanitizer > /dev/null || return 3; sanitize racecheck --only bert; }
+no_sanitizer() { command -v compute-sanitizer > /dev/null && return 1; echo "KEY: no compute-sanitizer on PATH"; }
+step_memcheck() { no_sanitizer && return 3; sanitize memcheck; }
+step_racecheck() { no_sanitizer && return 3; sanitize racecheck --only bert; }
 
 pytest_args() {  # the CUDA cases, compile tests left to the end
   local args=(tests/python -q -p no:cacheprovider -k cuda -m "not compile")
@@ -123,6 +124,7 @@ run_plan() {
     left=$((budget - (SECONDS - start)))
     if [ "$left" -lt "$least" ]; then
       record "SKIP  $name  (needs ${least} s, ${left} s of the budget left)"
+      [ "$name" = build ] && { record "STOP  nothing else can run without the build"; return 1; }
       continue
     fi
     limit=$((cap < left ? cap : left))
