@@ -303,9 +303,31 @@ class RotaryEmbedding(nn.Module):
         self.max_position_embeddings = max_position_embeddings
         self.interleaved = interleaved
         self.seq_dim = seq_dim
+        if seq_dim not in (0, 1, 2):
+            raise ValueError(f"RotaryEmbedding: seq_dim must be 0, 1 or 2, got {seq_dim!r}")
         plan = rope.frequency_plan(params, head_dim, max_position_embeddings=max_position_embeddings)
-        self.register_buffer("inv_freq", plan.inv_freq, persistent=False)
+        # On the default device, as torch's modules are (meta builds included).
+        self.register_buffer("inv_freq", plan.inv_freq.to(torch.empty(0).device), persistent=False)
         self.attention_scaling = plan.attention_scaling
+
+    def reset_parameters(self) -> None:
+        """Rebuilds ``inv_freq`` from the rope parameters, where it lives (after
+        a meta-device build and ``to_empty()``, for instance)."""
+        device = self.inv_freq.device
+        if device.type == "meta":
+            self.inv_freq = torch.empty_like(self.inv_freq, dtype=torch.float32)
+            return
+        plan = rope.frequency_plan(self.rope_parameters, self.head_dim,
+                                   max_position_embeddings=self.max_position_embeddings)
+        self.inv_freq = plan.inv_freq.to(device)
+
+    def _apply(self, fn, recurse=True):
+        # The frequencies are derived state and part of the accuracy contract:
+        # after any move or cast (.half(), .to(bfloat16), to_empty()) they are
+        # rebuilt in fp32 on the new device, never rounded to a lower precision.
+        super()._apply(fn, recurse)
+        self.reset_parameters()
+        return self
 
     @classmethod
     def from_config(cls, config, *, interleaved: bool = False, seq_dim: int = 1) -> "RotaryEmbedding":
@@ -313,6 +335,18 @@ class RotaryEmbedding(nn.Module):
         return cls(rope.head_dim_of(config), rope_parameters=rope.rope_parameters_of(config),
                    max_position_embeddings=getattr(config, "max_position_embeddings", None),
                    interleaved=interleaved, seq_dim=seq_dim)
+
+    def _last_position(self, q: Tensor, positions, offset, cu_seqlens) -> int:
+        """The largest position of the call (a host sync), as transformers takes
+        for dynamic and longrope: over the batch, or over each packed sequence."""
+        if positions is not None:
+            return int(positions.max()) if positions.numel() else 0
+        offset = torch.as_tensor(offset)
+        if cu_seqlens is not None:
+            lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
+            return int((offset.to(lengths.device) + lengths).max()) - 1 if lengths.numel() else 0
+        largest = int(offset.max()) if offset.numel() else 0
+        return largest + q.shape[self.seq_dim] - 1
 
     def _plan_for(self, seq_len: int):
         """dynamic and longrope frequencies depend on the sequence length."""
@@ -334,9 +368,7 @@ class RotaryEmbedding(nn.Module):
     ):
         """``(q_out, k_out)`` (or ``q_out`` without k): see :func:`posemb.rotary`."""
         if self.rope_parameters.get("rope_type") in ("dynamic", "longrope"):
-            seq = q.shape[0] if cu_seqlens is not None else q.shape[self.seq_dim]
-            last = int(positions.max()) if positions is not None else int(torch.as_tensor(offset).max()) + seq - 1
-            inv_freq, scaling = self._plan_for(last + 1)
+            inv_freq, scaling = self._plan_for(self._last_position(q, positions, offset, cu_seqlens) + 1)
         else:
             inv_freq, scaling = self.inv_freq, self.attention_scaling
         return ops.rotary(q, k, inv_freq, positions, offset=offset, cu_seqlens=cu_seqlens,

@@ -129,11 +129,29 @@ def frequency_plan(
     rope_type = rope_parameters.get("rope_type", rope_parameters.get("type", "default"))
     if rope_type not in ROPE_TYPES:
         raise ValueError(f"posemb.rope: rope_type must be one of {ROPE_TYPES}, got {rope_type!r}")
-    base = rope_parameters["rope_theta"]
+    base = rope_parameters.get("rope_theta")
+    if not _positive(base):
+        raise ValueError(f"posemb.rope: rope_theta must be a finite number > 0, got {base!r}")
+    for name in ("factor", "partial_rotary_factor", "original_max_position_embeddings", "attention_factor"):
+        if rope_parameters.get(name) is not None and not _positive(rope_parameters[name]):
+            raise ValueError(f"posemb.rope: {name} must be a finite number > 0, got {rope_parameters[name]!r}")
+    if not isinstance(head_dim, int) or head_dim < 2:
+        raise ValueError(f"posemb.rope: head_dim must be an int >= 2, got {head_dim!r}")
     dim = int(head_dim * rope_parameters.get("partial_rotary_factor", 1.0))
     if dim < 2 or dim % 2:
         raise ValueError(f"posemb.rope: rotary_dim must be even and at least 2, got {dim}")
 
+    with torch.device("cpu"):  # host math, whatever the default device (meta builds included)
+        inv_freq, attention = _inv_freq(rope_type, rope_parameters, base, dim, max_position_embeddings, seq_len)
+    inv_freq = inv_freq.to(torch.float32).contiguous()
+    if not (torch.isfinite(inv_freq).all() and (inv_freq > 0).all()) or not _positive(attention):
+        raise ValueError(f"posemb.rope: the rope parameters {dict(rope_parameters)} give frequencies that are not "
+                         f"all finite and > 0 (or a bad attention scaling {attention!r})")
+    return FrequencyPlan(inv_freq, float(attention))
+
+
+def _inv_freq(rope_type: str, rope_parameters: Mapping[str, Any], base: float, dim: int,
+              max_position_embeddings: Optional[int], seq_len: Optional[int]):
     attention = 1.0
     if rope_type == "default":
         inv_freq = _base_inv_freq(base, dim)
@@ -152,7 +170,12 @@ def frequency_plan(
         inv_freq, attention = _llama3(rope_parameters, base, dim)
     else:
         inv_freq, attention = _longrope(rope_parameters, base, dim, max_position_embeddings, seq_len)
-    return FrequencyPlan(inv_freq.to(torch.float32).contiguous(), float(attention))
+    return inv_freq, attention
+
+
+def _positive(value) -> bool:
+    """A finite real number > 0 (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def rope_parameters_of(config) -> dict:

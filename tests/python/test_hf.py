@@ -201,3 +201,32 @@ def test_unpatched_llama_is_untouched_by_a_patched_one():
     before = plain(ids).logits
     posemb.hf.patch(patched)
     torch.testing.assert_close(plain(ids).logits, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_patched_llama_keeps_working_after_a_cast(dtype):
+    """patch, then model.to(dtype): the most common script order."""
+    model = small_llama("yarn").eval()
+    ids = torch.randint(0, 80, (2, 12), generator=torch.Generator().manual_seed(2))
+    ref = small_llama("yarn").eval().to(dtype)(ids).logits.float()
+    posemb.hf.patch(model)
+    model.to(dtype)
+    assert model.model.rotary_emb.rope.inv_freq.dtype == torch.float32
+    out = model(ids).logits.float()
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.1)  # HF rounds cos/sin to dtype, posemb does not
+
+
+@pytest.mark.parametrize("rope_type", ["default", "yarn", "llama3"])
+def test_patched_llama_built_on_meta_gives_the_same_logits(rope_type):
+    """Deferred initialisation: built on meta, patched, to_empty(), weights
+    loaded; the frequencies are rebuilt, never left as uninitialised memory."""
+    normal = small_llama(rope_type).eval()
+    with torch.device("meta"):
+        lazy = transformers.LlamaForCausalLM(normal.config)
+    posemb.hf.patch(lazy)
+    lazy.to_empty(device="cpu")
+    lazy.load_state_dict(normal.state_dict())
+    lazy.eval()
+    posemb.hf.patch(normal)
+    ids = torch.randint(0, 80, (2, 12), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(lazy(ids).logits, normal(ids).logits, rtol=0, atol=0)

@@ -294,3 +294,64 @@ def test_agrees_with_rotary_embedding_torch(rot_dim, offset):
     expected = theirs.rotate_queries_or_keys(q, offset=offset)
     ours = posemb.rotary(q, None, theirs.freqs.detach().float(), offset=offset, interleaved=True, seq_dim=2)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_module_rejects_a_bad_base(bad):
+    with pytest.raises(ValueError, match="rope_theta must be a finite number > 0"):
+        posemb.nn.RotaryEmbedding(64, base=bad)
+    with pytest.raises(ValueError, match="factor must be a finite number > 0"):
+        posemb.nn.RotaryEmbedding(64, rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": bad})
+
+
+def test_module_rejects_a_bad_seq_dim():
+    with pytest.raises(ValueError, match="seq_dim must be 0, 1 or 2"):
+        posemb.nn.RotaryEmbedding(64, seq_dim=3)
+
+
+@pytest.mark.parametrize("cast", ["half", "bfloat16", "double", "to_bf16"])
+def test_module_frequencies_stay_fp32_through_casts(cast):
+    params = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 512}
+    m = posemb.nn.RotaryEmbedding(64, rope_parameters=params, max_position_embeddings=2048)
+    exact = m.inv_freq.clone()
+    m = m.to(torch.bfloat16) if cast == "to_bf16" else getattr(m, cast)()
+    assert m.inv_freq.dtype == torch.float32 and torch.equal(m.inv_freq, exact)
+    dtype = {"half": torch.float16, "double": torch.float64}.get(cast, torch.bfloat16)
+    q = torch.randn(2, 5, 4, 64, dtype=dtype)
+    assert m(q).dtype == dtype
+
+
+@pytest.mark.parametrize("rope_type", ["default", "yarn", "llama3"])
+def test_module_built_on_meta_then_to_empty_computes_its_frequencies(rope_type):
+    from test_rope import CASES as PLANS
+
+    params = next(p for p, _ in PLANS.values() if p["rope_type"] == rope_type)
+    normal = posemb.nn.RotaryEmbedding(64, rope_parameters=params, max_position_embeddings=2048)
+    with torch.device("meta"):
+        lazy = posemb.nn.RotaryEmbedding(64, rope_parameters=params, max_position_embeddings=2048)
+    assert lazy.inv_freq.is_meta
+    lazy.to_empty(device="cpu")
+    lazy.load_state_dict(normal.state_dict())
+    q = torch.randn(2, 7, 4, 64)
+    assert torch.equal(lazy(q), normal(q))
+    lazy.inv_freq.fill_(float("nan"))
+    lazy.reset_parameters()
+    assert torch.equal(lazy.inv_freq, normal.inv_freq)
+
+
+@pytest.mark.parametrize("rope_type", ["dynamic", "longrope"])
+def test_module_packed_sequences_choose_frequencies_by_their_own_positions(rope_type):
+    """dynamic and longrope depend on the largest position: on packed input
+    that is the longest sequence's, not the total token count."""
+    from test_rope import CASES as PLANS
+
+    params = next(p for p, _ in PLANS.values() if p["rope_type"] == rope_type)
+    params = dict(params, original_max_position_embeddings=64) if rope_type == "longrope" else params
+    m = posemb.nn.RotaryEmbedding(64, rope_parameters=params, max_position_embeddings=64)
+    lengths = [40, 50]  # each within the context, together past it
+    packed = torch.randn(sum(lengths), 2, 64)
+    cu = torch.tensor([0, 40, 90], dtype=torch.int32)
+    out = m(packed, cu_seqlens=cu)
+    for start, n in zip((0, 40), lengths):  # each sequence alone, batch-first
+        alone = m(packed[start:start + n].unsqueeze(0))[0]
+        torch.testing.assert_close(out[start:start + n], alone, rtol=0, atol=0)
