@@ -1,6 +1,7 @@
 """``nn.Module``s built on the posemb ops."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -9,6 +10,22 @@ from torch import Tensor, nn
 from . import ops, rope
 
 __all__ = ["BertEmbeddings", "LearnedPositionalEmbedding", "RotaryEmbedding", "SinusoidalPositionalEmbedding"]
+
+
+def _check_int(module: str, name: str, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{module}: {name} must be an int >= {least}, got {value!r}")
+
+
+def _check_finite(module: str, name: str, value, positive: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        raise ValueError(f"{module}: {name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
+
+
+def _check_choice(module: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{module}: {name} must be one of {choices}, got {value!r}")
 
 
 class SinusoidalPositionalEmbedding(nn.Module):
@@ -48,8 +65,17 @@ class SinusoidalPositionalEmbedding(nn.Module):
         seq_dim: int = -2,
     ) -> None:
         super().__init__()
-        if embedding_dim < 0:
-            raise ValueError(f"SinusoidalPositionalEmbedding: embedding_dim must be >= 0, got {embedding_dim}")
+        name = "SinusoidalPositionalEmbedding"
+        _check_int(name, "embedding_dim", embedding_dim, 0)
+        _check_choice(name, "layout", layout, ("interleaved", "half"))
+        _check_choice(name, "freqs", freqs, ("vaswani", "fairseq"))
+        _check_finite(name, "base", base, positive=True)
+        _check_finite(name, "scale", scale)
+        if padding_idx is not None:
+            _check_int(name, "padding_idx", padding_idx, 0)
+        if freqs == "fairseq" and embedding_dim // 2 < 2:
+            raise ValueError(f"{name}: freqs='fairseq' divides by embedding_dim // 2 - 1 and needs "
+                             f"embedding_dim >= 4, got {embedding_dim}")
         self.embedding_dim = embedding_dim
         self.layout = layout
         self.freqs = freqs
@@ -113,6 +139,8 @@ class LearnedPositionalEmbedding(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
+        _check_int("LearnedPositionalEmbedding", "num_embeddings", num_embeddings, 1)
+        _check_int("LearnedPositionalEmbedding", "embedding_dim", embedding_dim, 0)
         if padding_idx is not None and not 0 <= padding_idx < num_embeddings:
             raise ValueError(
                 f"LearnedPositionalEmbedding: padding_idx must be in [0, {num_embeddings}), got {padding_idx}"
@@ -184,6 +212,22 @@ class BertEmbeddings(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
+        name = "BertEmbeddings"
+        for arg, value, least in (("vocab_size", vocab_size, 1), ("hidden_size", hidden_size, 1),
+                                  ("max_position_embeddings", max_position_embeddings, 1),
+                                  ("type_vocab_size", type_vocab_size, 1)):
+            _check_int(name, arg, value, least)
+        if pad_token_id is not None and not 0 <= pad_token_id < vocab_size:
+            raise ValueError(f"{name}: pad_token_id must be None or in [0, {vocab_size}), got {pad_token_id!r}")
+        if padding_aware_positions and pad_token_id is None:
+            raise ValueError(f"{name}: padding_aware_positions counts positions from pad_token_id + 1 and needs "
+                             "a pad_token_id, got None")
+        if padding_aware_positions and pad_token_id >= max_position_embeddings:
+            raise ValueError(f"{name}: padding_aware_positions needs pad_token_id < max_position_embeddings "
+                             f"({max_position_embeddings}), got {pad_token_id}")
+        _check_finite(name, "layer_norm_eps", layer_norm_eps, positive=True)
+        if not (isinstance(hidden_dropout_prob, (int, float)) and 0.0 <= hidden_dropout_prob <= 1.0):
+            raise ValueError(f"{name}: hidden_dropout_prob must be in [0, 1], got {hidden_dropout_prob!r}")
         kw = dict(device=device, dtype=dtype)
         self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id, **kw)
         self.position_embeddings = nn.Embedding(
@@ -194,6 +238,11 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(hidden_dropout_prob)
         self.pad_token_id = pad_token_id
         self.padding_aware_positions = padding_aware_positions
+
+    def reset_parameters(self) -> None:
+        """Initialises the tables and the LayerNorm as their torch modules do."""
+        for module in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings, self.LayerNorm):
+            module.reset_parameters()
 
     @classmethod
     def from_config(cls, config, padding_aware_positions: bool = False) -> "BertEmbeddings":
