@@ -131,6 +131,7 @@ RotaryParams make_params(const char* op, const at::Tensor& q, const at::Tensor& 
   p.half = inv_freq.size(0);
   p.interleaved = interleaved;
   p.attention_scaling = attention_scaling;
+  p.attention_scaling_f32 = static_cast<float>(attention_scaling);
   if (cu_seqlens.has_value()) {
     check_cu_seqlens_values(op, *cu_seqlens, p.seq);
     keep.push_back(cu_seqlens->scalar_type() == at::kInt ? cu_seqlens->contiguous()

@@ -11,6 +11,7 @@
 #include "posemb/sinusoidal.h"
 #include "positions.h"
 #include "sinusoidal_kernels.h"
+#include "turns.h"
 
 namespace posemb {
 namespace detail {
@@ -47,17 +48,12 @@ SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
   const SinusoidalFreqs f = parse_freqs(op, freqs);
   TORCH_CHECK(std::isfinite(base) && base > 0.0, "posemb.", op,
               ": base must be a positive finite number, got ", base);
-  // Frequencies are defined by their formula and kept in fp64 (README: Numerical contract).
+  spec.freqs = f;
+  spec.base = base;
   // The embedding dim is a model constant, so specialising on it costs nothing.
-  const int64_t d = dim.guard_int(__FILE__, __LINE__);
-  const int64_t half = d / 2;
-  if (f == SinusoidalFreqs::Vaswani) {
-    spec.log_freq_step = d > 0 ? 2.0 * std::log(base) / static_cast<double>(d) : 0.0;
-  } else {
-    TORCH_CHECK(half >= 2, "posemb.", op, ": freqs='fairseq' divides by dim/2 - 1 and needs an ",
-                "embedding dim of at least 4, got ", dim);
-    spec.log_freq_step = std::log(base) / static_cast<double>(half - 1);
-  }
+  const int64_t half = dim.guard_int(__FILE__, __LINE__) / 2;
+  TORCH_CHECK(f == SinusoidalFreqs::Vaswani || half >= 2, "posemb.", op,
+              ": freqs='fairseq' divides by dim/2 - 1 and needs an embedding dim of at least 4, got ", dim);
 
   TORCH_CHECK(!padding_idx.has_value() || *padding_idx >= 0, "posemb.", op,
               ": padding_idx must be non-negative, got ", padding_idx.value_or(0));
@@ -91,8 +87,11 @@ SinusoidalParams make_sinusoidal_params(const SinusoidalSpec& spec, const at::Te
   p.has_padding_idx = padding_idx.has_value();
   p.padding_idx = padding_idx.value_or(0);
   p.layout = spec.layout;
-  p.log_freq_step = spec.log_freq_step;
+  // The frequencies as turns, from their formula (README: Numerical contract).
+  keep.push_back(sinusoidal_turns(p.dim, spec.freqs, spec.base, x.device()));
+  p.turns = reinterpret_cast<const uint64_t*>(keep.back().const_data_ptr<int64_t>());
   p.scale = scale;
+  p.scale_f32 = static_cast<float>(scale);
   return p;
 }
 

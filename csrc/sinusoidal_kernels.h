@@ -19,7 +19,8 @@ namespace posemb::detail {
 /// The encoding an op call asks for, once its arguments are checked.
 struct SinusoidalSpec {
   SinusoidalLayout layout = SinusoidalLayout::Interleaved;
-  double log_freq_step = 0.0;  // frequency i is exp(-i * log_freq_step)
+  SinusoidalFreqs freqs = SinusoidalFreqs::Vaswani;
+  double base = 10000.0;
 };
 
 /// Checks the arguments of `op` (sinusoidal_add or sinusoidal_add_) on real or

@@ -1,8 +1,8 @@
 // Per-element math shared by every posemb kernel, CPU and GPU alike.
 //
 // This header is torch-free and compiles with nvcc (device and host) and with a
-// plain C++ compiler, so the CPU kernels and the CUDA kernels compute exactly
-// the same angles. The README's "Numerical contract" says what it guarantees.
+// plain C++ compiler, so the CPU kernels and the CUDA kernels share it. The
+// angles are turns.cuh's.
 #pragma once
 
 #include <cmath>
@@ -47,52 +47,14 @@ struct ScalarOps<double> {
 template <typename T>
 using acc_t = typename ScalarOps<T>::acc_t;
 
-// π/2 as an unevaluated sum hi + lo of two doubles (Cody–Waite reduction).
-constexpr double kHalfPiHi = 1.5707963267948966;
-constexpr double kHalfPiLo = 6.123233995736766e-17;
-constexpr double kTwoOverPi = 0.6366197723675814;
-
-POSEMB_HD void sincos_small(float r, float* s, float* c) {
-#if defined(__CUDA_ARCH__)
-  sincosf(r, s, c);
-#else
-  *s = std::sin(r);
-  *c = std::cos(r);
-#endif
-}
-
-POSEMB_HD void sincos_small(double r, double* s, double* c) {
-#if defined(__CUDA_ARCH__)
-  sincos(r, s, c);
-#else
-  *s = std::sin(r);
-  *c = std::cos(r);
-#endif
-}
-
-/// sin and cos of theta = position * frequency, in the accumulation type A.
-///
-/// The product is formed in fp64: exact when the frequency is an fp32 value
-/// (24-bit mantissa) and |position| < 2^29, within 1 ulp of fp64 otherwise.
-/// theta is reduced in fp64 to r in [-π/4, π/4] plus a quadrant, subtracting
-/// k·π/2 in two FMA steps, so r carries ~1e-16·|theta| absolute error. Only
-/// then is r rounded to A (fp32 for fp32/fp16/bf16): the rounding is relative
-/// to r, so results near zero keep their relative accuracy. Naive fp32
-/// (`float(p) * w`) is off by up to ulp(theta)/2: 3e-2 at p = 2^20.
+/// A host-given scalar in the accumulation type A, from its fp64 value or
+/// (for fp32 accumulation) its fp32 copy, so fp32 kernels convert nothing.
 template <typename A>
-POSEMB_HD void position_sincos(double position, double frequency, A* s, A* c) {
-  const double theta = position * frequency;
-  const double k = rint(theta * kTwoOverPi);
-  double r = fma(-k, kHalfPiHi, theta);
-  r = fma(-k, kHalfPiLo, r);
-  A sr, cr;
-  sincos_small(static_cast<A>(r), &sr, &cr);
-  // sin and cos of r + quadrant * π/2.
-  switch (static_cast<int>(static_cast<int64_t>(k) & 3)) {
-    case 0: *s = sr; *c = cr; break;
-    case 1: *s = cr; *c = -sr; break;
-    case 2: *s = -sr; *c = -cr; break;
-    default: *s = -cr; *c = sr; break;
+POSEMB_HD A in_acc(double as_double, float as_float) {
+  if constexpr (sizeof(A) == sizeof(double)) {
+    return as_double;
+  } else {
+    return as_float;
   }
 }
 

@@ -10,6 +10,7 @@
 
 #include "math.cuh"
 #include "positions.cuh"
+#include "turns.cuh"
 
 namespace posemb {
 
@@ -39,6 +40,7 @@ struct RotaryParams {
   bool interleaved = false;  // pairs (2i, 2i+1) (GPT-J); else (i, i + half) (NeoX, Llama)
   bool inverse = false;      // turn by -theta: the backward
   double attention_scaling = 1.0;
+  float attention_scaling_f32 = 1.0f;  // what fp32/bf16/fp16 kernels read
   bool copy_tail = true;     // out of place: channels past rotary_dim are copied
 };
 
@@ -93,11 +95,11 @@ template <typename T>
 POSEMB_HD void rotary_token(const RotaryParams& p, int64_t row, int64_t first, int64_t stride) {
   using A = detail::acc_t<T>;
   const int64_t b = row / p.seq, t = row % p.seq;
-  const double position = static_cast<double>(detail::rotary_position(p, row));
-  const A scale = static_cast<A>(p.attention_scaling);
+  const int64_t position = detail::rotary_position(p, row);
+  const A scale = detail::in_acc<A>(p.attention_scaling, p.attention_scaling_f32);
   for (int64_t i = first; i < p.half; i += stride) {
     A s, c;
-    detail::position_sincos(position, static_cast<double>(p.inv_freq[i]), &s, &c);
+    turns::position_sincos(position, p.inv_freq[i], &s, &c);
     c *= scale;
     s *= p.inverse ? -scale : scale;
     detail::rotate_heads<T>(p, p.q, b, t, i, c, s);

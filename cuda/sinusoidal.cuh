@@ -12,6 +12,7 @@
 #include "math.cuh"
 #include "positions.cuh"
 #include "posemb/types.h"
+#include "turns.cuh"
 #include "vector.cuh"
 
 namespace posemb {
@@ -31,8 +32,9 @@ struct SinusoidalParams {
   int64_t padding_idx = 0;
 
   SinusoidalLayout layout = SinusoidalLayout::Interleaved;
-  double log_freq_step = 0.0;  // frequency i is exp(-i * log_freq_step)
+  const uint64_t* turns = nullptr;  // [dim / 2] frequency i as turns (turns.cuh)
   double scale = 1.0;
+  float scale_f32 = 1.0f;  // what fp32/bf16/fp16 kernels read: no FP64 on their path
 };
 
 /// How a launch covers the work: grid x walks position rows, grid y splits the
@@ -151,13 +153,13 @@ POSEMB_HD void sinusoidal_add_body(const SinusoidalParams& p, const SinusoidalLa
   using Ops = detail::ScalarOps<T>;
   constexpr int K = sinusoidal_pairs_per_group<T, L, kVector>();
   const int64_t pair_groups = (p.dim / 2) / K;
-  const A scale = static_cast<A>(p.scale);
+  const A scale = detail::in_acc<A>(p.scale, p.scale_f32);
 
   for (int64_t g = at.thread_x; g < plan.groups; g += plan.block_dim) {
     const bool odd_tail = g == pair_groups;  // the last channel of an odd dim
-    double freq[K];
+    uint64_t F[K];  // the odd tail's group reads none
 POSEMB_UNROLL
-    for (int k = 0; k < K; ++k) freq[k] = exp(-static_cast<double>(g * K + k) * p.log_freq_step);
+    for (int k = 0; k < K; ++k) F[k] = odd_tail ? 0 : p.turns[g * K + k];
 
     for (int64_t row = at.block_x; row < plan.rows; row += plan.grid_x) {
       const int64_t t = plan.shared ? row : row % p.seq;
@@ -185,7 +187,7 @@ POSEMB_UNROLL
           s[k] = A(0);
           c[k] = A(0);
         } else {
-          detail::position_sincos(static_cast<double>(pos), freq[k], &s[k], &c[k]);
+          turns::position_sincos(pos, F[k], &s[k], &c[k]);
         }
       }
       for (int64_t b = b_begin; b < b_end; ++b) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "math.cuh"
 
@@ -21,6 +22,16 @@ POSEMB_HD Vec<T, N> load_vec(const T* ptr) {
 
 template <typename T, int N>
 POSEMB_HD void store_vec(T* ptr, const Vec<T, N>& value) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(Vec<T, N>) == 16) {
+    // One 16-byte store: assigning the struct lets the compiler split it
+    // into N narrow stores (STG.E.U16 for bf16), which the SASS report catches.
+    uint4 bits;
+    memcpy(&bits, &value, sizeof(bits));
+    __stwb(reinterpret_cast<uint4*>(ptr), bits);
+    return;
+  }
+#endif
   *reinterpret_cast<Vec<T, N>*>(ptr) = value;
 }
 

@@ -8,8 +8,9 @@ or build/gpu/libposemb.so on a GPU machine). For every kernel instantiation
 it prints registers, stack frame, local-memory instructions (LDL/STL: a
 spilled register or an array the compiler could not keep in registers),
 128-bit global loads and stores (LDG.E.128 / STG.E.128), narrower global
-stores, and FP64 instructions. ``--check`` exits 1 when a kernel breaks the
-budget of DESIGN.md section 8 (README: "Reading the machine code"):
+stores, and FP64 instructions. ``--check [KERNEL ...]`` exits 1 when a kernel
+(of those named, by the start of their names) breaks the budget of DESIGN.md
+section 8 (README: "Reading the machine code"):
 
 - an fp32/bf16/fp16 kernel with FP64 instructions;
 - any kernel with local memory (a stack frame or LDL/STL);
@@ -170,7 +171,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sass_report.py", description=__doc__.splitlines()[0])
     parser.add_argument("binaries", nargs="+")
     parser.add_argument("--out", help="also write the report here")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a kernel breaks the budget")
+    parser.add_argument("--check", nargs="*", metavar="KERNEL",
+                        help="exit 1 when a kernel breaks the budget (only kernels whose names start "
+                             "with one of these, when given)")
     args = parser.parse_args(argv)
     cuobjdump = tool("cuobjdump")
     tool("nvdisasm")
@@ -179,6 +182,7 @@ def main(argv=None) -> int:
         print(f"sass_report: no sm_90 kernels in {args.binaries}", file=sys.stderr)
         return 1
     bad = [k for k in kernels if k.violations()]
+    checked = [k for k in bad if args.check is not None and (not args.check or k.name.startswith(tuple(args.check)))]
     report = table(kernels)
     summary = (f"{len(kernels)} kernels: {sum(1 for k in kernels if k.stg128)} with 128-bit stores, "
                f"{sum(1 for k in kernels if k.fp64 and not k.is_double)} non-fp64 with FP64, "
@@ -188,7 +192,9 @@ def main(argv=None) -> int:
     print(summary)
     if args.out:
         Path(args.out).write_text(report + "\n" + summary + "\n")
-    return 1 if args.check and bad else 0
+    for k in checked:
+        print(f"sass_report: {k.name} is over budget: {'; '.join(k.violations())}", file=sys.stderr)
+    return 1 if checked else 0
 
 
 if __name__ == "__main__":

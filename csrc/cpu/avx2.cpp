@@ -4,9 +4,8 @@
 
 #include <ATen/Version.h>
 #include <immintrin.h>
-#include <sleef.h>
 
-#include "math.cuh"
+#include "turns.cuh"
 
 namespace posemb::detail::avx2 {
 
@@ -18,15 +17,6 @@ bool available() {
 }
 
 namespace {
-
-// theta = position * freq[0..4), reduced to r in [-π/4, π/4] and quadrant k.
-inline __m256d reduce(__m256d position, const double* freq, __m256d* k) {
-  const __m256d theta = _mm256_mul_pd(position, _mm256_loadu_pd(freq));
-  *k = _mm256_round_pd(_mm256_mul_pd(theta, _mm256_set1_pd(kTwoOverPi)),
-                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256d r = _mm256_fnmadd_pd(*k, _mm256_set1_pd(kHalfPiHi), theta);
-  return _mm256_fnmadd_pd(*k, _mm256_set1_pd(kHalfPiLo), r);
-}
 
 inline __m256 load_as_float(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load_as_float(const c10::Half* p) {
@@ -98,26 +88,40 @@ void to_float(const c10::Half* src, float* dst, int64_t n) { to_float_impl(src, 
 void from_float(const float* src, c10::BFloat16* dst, int64_t n) { from_float_impl(src, dst, n); }
 void from_float(const float* src, c10::Half* dst, int64_t n) { from_float_impl(src, dst, n); }
 
-void position_sincos_row(double position, const double* freq, int64_t n, float* s, float* c) {
-  const __m256d p = _mm256_set1_pd(position);
+void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
   const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  const __m256 to_radians = _mm256_set1_ps(turns::kResidualToRadians);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256d k_lo, k_hi;
-    const __m256d r_lo = reduce(p, freq + i, &k_lo);
-    const __m256d r_hi = reduce(p, freq + i + 4, &k_hi);
-    const __m256 r = _mm256_set_m128(_mm256_cvtpd_ps(r_hi), _mm256_cvtpd_ps(r_lo));
-    const __m256i q = _mm256_set_m128i(_mm256_cvtpd_epi32(k_hi), _mm256_cvtpd_epi32(k_lo));
-    const Sleef___m256_2 sc = Sleef_sincosf8_u10avx2(r);
+    // The 64-bit angles and their split, 8 scalar multiplies; then 8 wide,
+    // the same operations in the same order as turns::sincos, so the
+    // results are bitwise those of the scalar path and the CUDA kernels.
+    alignas(32) int32_t quadrant[8], residual[8];
+    for (int j = 0; j < 8; ++j) {
+      int q;
+      turns::split(turns::angle(position, F[i + j]), &q, &residual[j]);
+      quadrant[j] = q;
+    }
+    const __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(quadrant));
+    const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(residual))),
+                                   to_radians);
+    const __m256 z = _mm256_mul_ps(r, r);
+    __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(-1.9515295891e-4f), _mm256_set1_ps(8.3321608736e-3f));
+    ps = _mm256_fmadd_ps(z, ps, _mm256_set1_ps(-1.6666654611e-1f));
+    const __m256 sr = _mm256_fmadd_ps(_mm256_mul_ps(r, z), ps, r);
+    __m256 pc = _mm256_fmadd_ps(z, _mm256_set1_ps(2.443315711809948e-5f), _mm256_set1_ps(-1.388731625493765e-3f));
+    pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(4.166664568298827e-2f));
+    pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(-0.5f));
+    const __m256 cr = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(1.0f));
     // sin/cos of r + q·π/2: odd q swaps them; q&2 negates sin, (q+1)&2 negates cos.
     const __m256 swap = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, one), one));
     const __m256 sign_s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(q, two), 30));
     const __m256 sign_c =
         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(q, one), two), 30));
-    _mm256_storeu_ps(s + i, _mm256_xor_ps(_mm256_blendv_ps(sc.x, sc.y, swap), sign_s));
-    _mm256_storeu_ps(c + i, _mm256_xor_ps(_mm256_blendv_ps(sc.y, sc.x, swap), sign_c));
+    _mm256_storeu_ps(s + i, _mm256_xor_ps(_mm256_blendv_ps(sr, cr, swap), sign_s));
+    _mm256_storeu_ps(c + i, _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), sign_c));
   }
-  for (; i < n; ++i) position_sincos(position, freq[i], &s[i], &c[i]);
+  for (; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 
 void fused_row(const float* x, float* y, const float* enc, float scale, int64_t n) {

@@ -15,10 +15,9 @@ namespace posemb::detail::avx2 {
 /// CPU capability (ATEN_CPU_CAPABILITY=default turns it off) allows them.
 bool available();
 
-/// s[i], c[i] = sin, cos of position * freq[i] for i < n: the same fp64
-/// quadrant reduction as position_sincos (cuda/math.cuh), then 8-wide fp32
-/// sincos (SLEEF, 1-ulp).
-void position_sincos_row(double position, const double* freq, int64_t n, float* s, float* c);
+/// s[i], c[i] = sin, cos of position times frequency i, given as its turns
+/// (turns.cuh), for i < n: 8 wide, bitwise equal to turns::position_sincos.
+void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c);
 
 /// y[d] = x[d] * scale + enc[d] for d < n, rounded once to the storage type.
 void fused_row(const float* x, float* y, const float* enc, float scale, int64_t n);

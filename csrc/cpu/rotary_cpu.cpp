@@ -13,6 +13,7 @@
 
 #include "cpu/rows.h"
 #include "rotary_kernels.h"
+#include "turns.cuh"
 
 namespace posemb::detail {
 namespace {
@@ -42,8 +43,13 @@ template <typename T>
 void rotary_cpu_typed(const RotaryParams& p) {
   using A = acc_t<T>;
   const int64_t half = p.half;
-  std::vector<double> freq(half);
-  for (int64_t i = 0; i < half; ++i) freq[i] = static_cast<double>(p.inv_freq[i]);
+  // Each frequency as turns, once per call; a non-finite one gives NaN.
+  std::vector<uint64_t> F(half);
+  bool all_finite = true;
+  for (int64_t i = 0; i < half; ++i) {
+    all_finite = all_finite && std::isfinite(p.inv_freq[i]);
+    F[i] = std::isfinite(p.inv_freq[i]) ? turns::from_float(p.inv_freq[i]) : 0;
+  }
   const A cos_scale = static_cast<A>(p.attention_scaling);
   const A sin_scale = p.inverse ? -cos_scale : cos_scale;
   const int64_t per_token = std::max<int64_t>(1, (p.q.heads + p.k.heads) * p.head_dim);
@@ -54,18 +60,23 @@ void rotary_cpu_typed(const RotaryParams& p) {
         rotary_token<T>(p, row, 0, 1);
         continue;
       }
-      const double position = static_cast<double>(rotary_position(p, row));
+      const int64_t position = rotary_position(p, row);
 #if defined(POSEMB_CPU_AVX2)
       if constexpr (std::is_same_v<A, float>) {
         if (cpu_avx2()) {
-          avx2::position_sincos_row(position, freq.data(), half, s.data(), c.data());
+          avx2::position_sincos_row(position, F.data(), half, s.data(), c.data());
         } else {
-          for (int64_t i = 0; i < half; ++i) position_sincos(position, freq[i], &s[i], &c[i]);
+          for (int64_t i = 0; i < half; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
         }
       } else
 #endif
       {
-        for (int64_t i = 0; i < half; ++i) position_sincos(position, freq[i], &s[i], &c[i]);
+        for (int64_t i = 0; i < half; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
+      }
+      if (!all_finite) {
+        for (int64_t i = 0; i < half; ++i) {
+          if (!std::isfinite(p.inv_freq[i])) s[i] = c[i] = A(NAN);
+        }
       }
       for (int64_t i = 0; i < half; ++i) {
         c[i] *= cos_scale;

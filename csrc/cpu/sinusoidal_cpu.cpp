@@ -1,8 +1,8 @@
 // CPU kernel of sinusoidal_add / sinusoidal_add_.
 //
 // Rows (tokens) are split across threads. Each row's encoding is computed
-// once, with the same fp64 angle reduction as the CUDA kernel
-// (cuda/math.cuh), and reused for every batch entry sharing the position.
+// once, from the same exact angles as the CUDA kernel (cuda/turns.cuh), and
+// reused for every batch entry sharing the position.
 // On CPUs with AVX2 the sincos and the fused multiply-add run 8 wide
 // (cpu/avx2.cpp); elsewhere, and for fp64, a portable loop does.
 #include <ATen/Dispatch.h>
@@ -14,19 +14,20 @@
 
 #include "cpu/rows.h"
 #include "sinusoidal_kernels.h"
+#include "turns.cuh"
 
 namespace posemb::detail {
 namespace {
 
-// s[i], c[i] = sin, cos of position * freq[i].
+// s[i], c[i] = sin, cos of position times frequency i (as turns), i < n.
 template <typename A>
-void sincos_row(double position, const std::vector<double>& freq, A* s, A* c, bool vectorised) {
+void sincos_row(int64_t position, const uint64_t* F, int64_t n, A* s, A* c, bool vectorised) {
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (std::is_same_v<A, float>) {
-    if (vectorised) return avx2::position_sincos_row(position, freq.data(), freq.size(), s, c);
+    if (vectorised) return avx2::position_sincos_row(position, F, n, s, c);
   }
 #endif
-  for (size_t i = 0; i < freq.size(); ++i) position_sincos(position, freq[i], &s[i], &c[i]);
+  for (int64_t i = 0; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 
 // y[0..dim) = x * scale + enc.
@@ -52,8 +53,6 @@ template <typename T>
 void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   using A = acc_t<T>;
   const int64_t half = p.dim / 2;
-  std::vector<double> freq(half);
-  for (int64_t i = 0; i < half; ++i) freq[i] = exp(-static_cast<double>(i) * p.log_freq_step);
 
   const bool shared = positions_shared(p.pos, p.batch);
   const int64_t rows = shared ? p.seq : p.batch * p.seq;
@@ -77,7 +76,7 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
           std::fill(e, e + p.dim, A(0));
           continue;
         }
-        sincos_row(static_cast<double>(pos), freq, s.data(), c.data(), vectorised);
+        sincos_row(pos, p.turns, half, s.data(), c.data(), vectorised);
         const bool interleaved = p.layout == SinusoidalLayout::Interleaved;
         for (int64_t i = 0; i < half; ++i) {
           e[interleaved ? 2 * i : i] = s[i];

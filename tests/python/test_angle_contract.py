@@ -1,0 +1,162 @@
+"""The numerical contract of every op that forms angles (README: "Numerical
+contract"): fp32 results within 2.5e-7 of the exact value at every position
+in [0, 2^31), bf16/fp16 within one ulp of the exact value rounded, for
+sinusoidal encodings (both layouts, both formulas, any base) and rotary
+embeddings (every Hugging Face rope plan).
+
+The reference is exact: mpmath at 200 bits, with sinusoidal frequencies
+taken from their formula and rotary frequencies as the given fp32 values.
+Each test prints transformers' or naive fp32's error at the same positions
+beside posemb's (pytest -s)."""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import pytest
+import torch
+
+import posemb
+from posemb.rope import frequency_plan
+
+from conftest import DEVICES, ulp_distance
+
+mpmath = pytest.importorskip("mpmath")
+mpmath.mp.prec = 200
+
+TOL = 2.5e-7
+# Near 0, near powers of two, and up to the end of the contract's range.
+POSITIONS = sorted({p for c in (0, 1, 2**10, 2**16, 2**20, 2**24, 2**30, 2**31 - 1) for p in range(c - 3, c + 4)
+                    if 0 <= p < 2**31} | {123456789, 1987654321})
+
+
+def exact_sincos(positions: List[int], freqs) -> torch.Tensor:
+    """(len(positions), len(freqs), 2) float64 of sin, cos of p·w, exactly."""
+    out = torch.empty(len(positions), len(freqs), 2, dtype=torch.float64)
+    for i, p in enumerate(positions):
+        for j, w in enumerate(freqs):
+            theta = mpmath.mpf(p) * w
+            out[i, j, 0], out[i, j, 1] = float(mpmath.sin(theta)), float(mpmath.cos(theta))
+    return out
+
+
+def formula_frequencies(dim: int, freqs: str, base: float):
+    half = dim // 2
+    if freqs == "vaswani":
+        return [mpmath.power(mpmath.mpf(base), mpmath.mpf(-2 * i) / dim) for i in range(half)]
+    return [mpmath.exp(-i * mpmath.log(mpmath.mpf(base)) / (half - 1)) for i in range(half)]
+
+
+def split_layout(table: torch.Tensor, layout: str):
+    half = table.shape[-1] // 2
+    if layout == "interleaved":
+        return table[..., 0 : 2 * half : 2], table[..., 1 : 2 * half : 2]
+    return table[..., :half], table[..., half : 2 * half]
+
+
+def positions_table(op_positions: List[int], dim: int, device, dtype, **kw) -> torch.Tensor:
+    """sinusoidal_add of zeros at these positions: the encoding itself."""
+    x = torch.zeros(1, len(op_positions), dim, device=device, dtype=dtype)
+    return posemb.sinusoidal_add(x, torch.tensor(op_positions, device=device), **kw)[0].cpu()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout,freqs,base,dim", [
+    ("interleaved", "vaswani", 10000.0, 128),
+    ("half", "fairseq", 10000.0, 96),
+    ("half", "vaswani", 500000.0, 64),
+    ("interleaved", "fairseq", 1234.5, 34),
+])
+def test_sinusoidal_fp32_exact_to_2_31(layout, freqs, base, dim, device):
+    exact = exact_sincos(POSITIONS, formula_frequencies(dim, freqs, base))
+    out = positions_table(POSITIONS, dim, device, torch.float32, layout=layout, freqs=freqs, base=base)
+    s, c = split_layout(out.double(), layout)
+    err = max((s - exact[..., 0]).abs().max().item(), (c - exact[..., 1]).abs().max().item())
+
+    w32 = torch.tensor([float(w) for w in formula_frequencies(dim, freqs, base)], dtype=torch.float32)
+    theta32 = torch.tensor(POSITIONS, dtype=torch.float32)[:, None] * w32  # what eager code does
+    naive = max((torch.sin(theta32).double() - exact[..., 0]).abs().max().item(),
+                (torch.cos(theta32).double() - exact[..., 1]).abs().max().item())
+    print(f"\nsinusoidal {layout}/{freqs} base {base} dim {dim}, positions to 2^31-1: "
+          f"posemb {err:.2e}, naive fp32 {naive:.2e}")
+    assert err <= TOL
+    assert naive > 1e-2  # the failure the contract exists to avoid, in the same test
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sinusoidal_half_precision_within_one_ulp(dtype, device):
+    dim = 64
+    exact = exact_sincos(POSITIONS, formula_frequencies(dim, "vaswani", 10000.0))
+    out = positions_table(POSITIONS, dim, device, dtype)
+    s, c = split_layout(out, "interleaved")
+    assert ulp_distance(s, exact[..., 0].to(dtype)).max().item() <= 1
+    assert ulp_distance(c, exact[..., 1].to(dtype)).max().item() <= 1
+
+
+ROPE_PLANS = {
+    "default": {"rope_type": "default", "rope_theta": 500000.0},
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+    "dynamic": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
+    "yarn": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 512},
+    "llama3": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    "longrope": {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 4096,
+                 "long_factor": [1.0 + 0.05 * i for i in range(32)], "short_factor": [1.0] * 32},
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rope", list(ROPE_PLANS))
+def test_rotary_fp32_exact_to_2_31(rope, device):
+    """q made of pairs (1, 0): the rotated q is (cos, sin) times the scaling."""
+    head_dim = 64
+    plan = frequency_plan(ROPE_PLANS[rope], head_dim, max_position_embeddings=4096, seq_len=8192)
+    half = head_dim // 2
+    q = torch.zeros(1, len(POSITIONS), 1, head_dim, device=device)
+    q[..., :half] = 1.0
+    out = posemb.rotary(q, None, plan.inv_freq.to(device), positions=torch.tensor(POSITIONS, device=device),
+                        attention_scaling=plan.attention_scaling)[0, :, 0].cpu().double()
+    scale = plan.attention_scaling
+    exact = exact_sincos(POSITIONS, [mpmath.mpf(float(w)) for w in plan.inv_freq])  # fp32 values, exactly
+    err = max((out[:, :half] - scale * exact[..., 1]).abs().max().item(),
+              (out[:, half:] - scale * exact[..., 0]).abs().max().item())
+
+    theta32 = torch.tensor(POSITIONS, dtype=torch.float32)[:, None] * plan.inv_freq  # transformers' angles
+    hf = (torch.cos(theta32).double() * scale - scale * exact[..., 1]).abs().max().item()
+    print(f"\nrotary {rope}: positions to 2^31-1, posemb {err:.2e}, transformers' fp32 angles {hf:.2e}")
+    assert err <= TOL * max(1.0, scale)
+    assert hf > 1e-2
+
+
+def test_positions_wrap_nowhere_below_2_31():
+    """Positions are int64 through the op: 2^31 - 1 and its neighbours are
+    not wrapped to negative values on the way."""
+    a = posemb.sinusoidal_table(3, 8, offset=2**31 - 2)
+    b = positions_table([2**31 - 2, 2**31 - 1, 2**31], 8, "cpu", torch.float32)
+    assert torch.equal(a, b)
+    assert math.isfinite(a.abs().max().item())
+
+
+def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
+    """The AVX2 loop (where this CPU has it) and the portable loop
+    (ATEN_CPU_CAPABILITY=default) compute the same bits: one angle core."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, posemb, sys; q = torch.ones(1, 40, 1, 64); "
+            "t = posemb.sinusoidal_table(40, 128, offset=2**31 - 40); "
+            "r = posemb.rotary(q, None, posemb.rope.frequency_plan({'rope_theta': 5e5}, 64).inv_freq, offset=2**30); "
+            "torch.save((t, r), sys.argv[1])")
+    results = []
+    for capability in (None, "default"):
+        env = dict(os.environ)
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        path = str(tmp_path / f"angles-{capability}.pt")
+        subprocess.run([sys.executable, "-c", code, path], env=env, check=True)
+        results.append(torch.load(path))
+    for vector, portable in zip(*results):
+        assert torch.equal(vector, portable)
