@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CUDA code must compile here although nothing can run it (no GPU):
-#  1. every cuda/*.cu compiles with nvcc alone for sm_90 (the kernels are torch-free);
+#  1. every kernels/*.cu compiles with nvcc alone for sm_90 (the kernels are torch-free);
 #  2. the whole library, CUDA glue included, builds and links against a CUDA
 #     build of torch, installed with --no-deps into .venv-cuda from the wheel
 #     this kind of machine keeps on disk (never downloaded).
@@ -12,8 +12,8 @@ if [ -z "$NVCC" ]; then
   exit 0
 fi
 
-for cu in cuda/*.cu; do
-  "$NVCC" -std=c++17 -arch=sm_90 -O3 -Icsrc/include -Werror all-warnings -c "$cu" -o /dev/null
+for cu in kernels/*.cu; do
+  "$NVCC" -std=c++17 -arch=sm_90 -O3 -I. -Icsrc/include -Werror all-warnings -c "$cu" -o /dev/null
   echo "nvcc sm_90: $cu ok"
 done
 

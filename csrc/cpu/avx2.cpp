@@ -6,7 +6,7 @@
 #include <immintrin.h>
 #include <sleef.h>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb::detail::avx2 {
 

@@ -16,7 +16,7 @@ namespace posemb::detail::avx2 {
 bool available();
 
 /// s[i], c[i] = sin, cos of position * freq[i] for i < n: the same fp64
-/// quadrant reduction as position_sincos (cuda/math.cuh), then 8-wide fp32
+/// quadrant reduction as position_sincos (kernels/math.cuh), then 8-wide fp32
 /// sincos (SLEEF, 1-ulp).
 void position_sincos_row(double position, const double* freq, int64_t n, float* s, float* c);
 

@@ -2,7 +2,7 @@
 // threads. Each token's sin/cos row is computed once (8 wide on AVX2 CPUs)
 // and every head's halves are turned with whole-row loops the compiler
 // vectorises; the interleaved pairing runs the shared body of
-// cuda/rotary.cuh, as does the CUDA kernel.
+// kernels/rotary.cuh, as does the CUDA kernel.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "cpu/rows.h"
-#include "rotary_kernels.h"
+#include "rotary_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -86,9 +86,9 @@ void run_rotary_cpu(const RotaryParams& p, const at::Tensor& q) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
-  m.impl("rotary", &rotary_kernel<run_rotary_cpu, false>);
-  m.impl("rotary_backward", &rotary_kernel<run_rotary_cpu, true>);
-  m.impl("rotary_", &rotary_inplace_kernel<run_rotary_cpu>);
+  m.impl("rotary", &rotary_backend<run_rotary_cpu, false>);
+  m.impl("rotary_backward", &rotary_backend<run_rotary_cpu, true>);
+  m.impl("rotary_", &rotary_inplace_backend<run_rotary_cpu>);
 }
 
 }  // namespace posemb::detail

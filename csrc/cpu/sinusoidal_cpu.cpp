@@ -2,7 +2,7 @@
 //
 // Rows (tokens) are split across threads. Each row's encoding is computed
 // once, with the same fp64 angle reduction as the CUDA kernel
-// (cuda/math.cuh), and reused for every batch entry sharing the position.
+// (kernels/math.cuh), and reused for every batch entry sharing the position.
 // On CPUs with AVX2 the sincos and the fused multiply-add run 8 wide
 // (cpu/avx2.cpp); elsewhere, and for fp64, a portable loop does.
 #include <ATen/Dispatch.h>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cpu/rows.h"
-#include "sinusoidal_kernels.h"
+#include "sinusoidal_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -108,8 +108,8 @@ void run_sinusoidal_cpu(const SinusoidalParams& params, const at::Tensor& x) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
-  m.impl("sinusoidal_add", &sinusoidal_add_kernel<run_sinusoidal_cpu>);
-  m.impl("sinusoidal_add_", &sinusoidal_add_inplace_kernel<run_sinusoidal_cpu>);
+  m.impl("sinusoidal_add", &sinusoidal_add_backend<run_sinusoidal_cpu>);
+  m.impl("sinusoidal_add_", &sinusoidal_add_inplace_backend<run_sinusoidal_cpu>);
 }
 
 }  // namespace posemb::detail

@@ -8,7 +8,7 @@
 #include "cpu/scalar_ops.h"
 #include "dtype_device.h"
 #include "posemb/posemb.h"
-#include "rotary.cuh"
+#include "kernels/rotary.cuh"
 
 namespace {
 

@@ -1,8 +1,8 @@
 // The __global__ shells of bert_embeddings and its backward: one block per
 // token row, its threads across the channels, row sums added across the block.
-#include "bert.cuh"
-#include "dispatch.cuh"
-#include "launch.h"
+#include "kernels/bert.cuh"
+#include "kernels/dispatch.cuh"
+#include "kernels/launch.h"
 
 namespace posemb {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb {
 namespace detail {

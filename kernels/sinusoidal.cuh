@@ -3,16 +3,16 @@
 // Torch-free. The kernel body is __host__ __device__ and takes its grid
 // coordinates explicitly, so tests/cpp/test_sinusoidal_grid.cpp can walk the
 // whole launch grid on the CPU and check indexing, masking and vector paths
-// without a GPU. cuda/sinusoidal.cu wraps it in a __global__ shell.
+// without a GPU. kernels/sinusoidal.cu wraps it in a __global__ shell.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
+#include "kernels/vector.cuh"
 #include "posemb/types.h"
-#include "vector.cuh"
 
 namespace posemb {
 

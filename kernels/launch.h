@@ -5,11 +5,11 @@
 
 #include <cuda_runtime_api.h>
 
-#include "bert.cuh"
-#include "learned.cuh"
-#include "math.cuh"
-#include "rotary.cuh"
-#include "sinusoidal.cuh"
+#include "kernels/bert.cuh"
+#include "kernels/learned.cuh"
+#include "kernels/math.cuh"
+#include "kernels/rotary.cuh"
+#include "kernels/sinusoidal.cuh"
 
 namespace posemb {
 

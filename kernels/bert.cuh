@@ -4,7 +4,7 @@
 // Torch-free. Every pass over a token row is a __host__ __device__ function
 // over the channels first, first + stride, ...: the CPU kernels call them with
 // (0, 1) and add up plainly, the CUDA kernels with (thread, block size) and
-// add up across the block (cuda/bert.cu). Rows are recomputed from the tables
+// add up across the block (kernels/bert.cu). Rows are recomputed from the tables
 // in each pass rather than stored: they are a few KB and stay in cache.
 #pragma once
 
@@ -12,9 +12,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
-#include "random.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
+#include "kernels/random.cuh"
 
 namespace posemb {
 

@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb {
 

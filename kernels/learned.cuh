@@ -9,9 +9,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
-#include "vector.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
+#include "kernels/vector.cuh"
 
 namespace posemb {
 

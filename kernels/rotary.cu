@@ -1,8 +1,8 @@
 // The __global__ shell of rotary and its launcher. The work is rotary_token
-// (cuda/rotary.cuh), shared with the CPU kernel.
-#include "dispatch.cuh"
-#include "launch.h"
-#include "rotary.cuh"
+// (kernels/rotary.cuh), shared with the CPU kernel.
+#include "kernels/dispatch.cuh"
+#include "kernels/launch.h"
+#include "kernels/rotary.cuh"
 
 namespace posemb {
 namespace {

@@ -8,8 +8,8 @@
 
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
 
 namespace posemb {
 
