@@ -1,7 +1,6 @@
 // The __global__ shells of learned_add and its weight gradient, and their
 // launchers. The work is in kernels/learned.cuh, shared with the CPU kernels.
 #include "kernels/dispatch.cuh"
-#include "kernels/launch.h"
 #include "kernels/learned.cuh"
 
 namespace posemb {

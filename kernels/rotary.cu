@@ -1,16 +1,15 @@
 // The __global__ shell of rotary and its launcher. The work is rotary_token
 // (kernels/rotary.cuh), shared with the CPU kernel.
 #include "kernels/dispatch.cuh"
-#include "kernels/launch.h"
 #include "kernels/rotary.cuh"
 
 namespace posemb {
 namespace {
 
-template <typename T>
+template <typename T, bool kInterleaved>
 __global__ void rotary_kernel(const RotaryParams p) {
   for (int64_t row = blockIdx.x; row < p.batch * p.seq; row += gridDim.x) {
-    rotary_token<T>(p, row, threadIdx.x, blockDim.x);
+    rotary_token<T, kInterleaved>(p, row, threadIdx.x, blockDim.x);
   }
 }
 
@@ -18,11 +17,15 @@ __global__ void rotary_kernel(const RotaryParams p) {
 
 cudaError_t launch_rotary(const RotaryParams& params, DType dtype, int num_sms,
                           cudaStream_t stream) {
-  int64_t grid = 1, block = 32;
-  plan_rotary(params, num_sms, &grid, &block);
+  const RowLaunch plan = plan_rotary(params, num_sms);
+  const dim3 grid(static_cast<unsigned>(plan.grid)), block(static_cast<unsigned>(plan.block));
   return detail::dispatch_dtype(dtype, [&](auto t) {
-    rotary_kernel<decltype(t)><<<static_cast<unsigned>(grid), static_cast<unsigned>(block), 0,
-                                 stream>>>(params);
+    using T = decltype(t);
+    if (params.interleaved) {
+      rotary_kernel<T, true><<<grid, block, 0, stream>>>(params);
+    } else {
+      rotary_kernel<T, false><<<grid, block, 0, stream>>>(params);
+    }
     return cudaGetLastError();
   });
 }

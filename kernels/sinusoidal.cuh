@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/launch_plan.cuh"
 #include "kernels/math.cuh"
 #include "kernels/positions.cuh"
 #include "kernels/vector.cuh"
@@ -30,16 +31,18 @@ struct SinusoidalParams {
   bool has_padding_idx = false;  // the encoding is zero at position padding_idx
   int64_t padding_idx = 0;
 
-  SinusoidalLayout layout = SinusoidalLayout::Interleaved;
+  SinusoidalLayout layout = SinusoidalLayout::Interleaved;  // the body's template parameter L
   double log_freq_step = 0.0;  // frequency i is exp(-i * log_freq_step)
   double scale = 1.0;
 };
 
 /// How a launch covers the work: grid x walks position rows, grid y splits the
 /// batch when rows are few (decoding), threads walk groups of frequencies.
+/// Its own type, not RowLaunch: a row here serves a chunk of the batch, so
+/// the grid has a second dimension and the body needs the chunking.
 struct SinusoidalLaunch {
-  bool vector = false;     // 128-bit loads and stores (K pairs per group)
-  bool shared = true;      // one position per token for the whole batch
+  bool vector = false;     // 128-bit loads and stores (K pairs per group): the body's kVector
+  bool shared = true;      // one position per token for the whole batch (index math only)
   int64_t rows = 0;        // seq if shared, else batch * seq
   int64_t groups = 0;      // frequency groups, plus one for an odd last channel
   int64_t batch_chunk = 1; // batch entries per grid-y block when shared
@@ -194,5 +197,11 @@ POSEMB_UNROLL
     }
   }
 }
+
+#ifdef POSEMB_LAUNCHERS
+/// Launches sinusoidal_add on `stream`. Returns the launch status.
+cudaError_t launch_sinusoidal_add(const SinusoidalParams& params, DType dtype, int num_sms,
+                                  cudaStream_t stream);
+#endif
 
 }  // namespace posemb

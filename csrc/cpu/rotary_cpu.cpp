@@ -51,7 +51,7 @@ void rotary_cpu_typed(const RotaryParams& p) {
     std::vector<A> c(half), s(half), buf(4 * half);
     for (int64_t row = begin; row < end; ++row) {
       if (p.interleaved) {
-        rotary_token<T>(p, row, 0, 1);
+        rotary_token<T, true>(p, row, 0, 1);
         continue;
       }
       const double position = static_cast<double>(rotary_position(p, row));

@@ -8,7 +8,6 @@
 
 #include "bert_op.h"
 #include "cuda/device.h"
-#include "kernels/launch.h"
 
 namespace posemb::detail {
 namespace {

@@ -6,7 +6,6 @@
 #include <torch/library.h>
 
 #include "cuda/device.h"
-#include "kernels/launch.h"
 #include "learned_op.h"
 
 namespace posemb::detail {

@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include "cuda/device.h"
-#include "kernels/launch.h"
 #include "sinusoidal_op.h"
 
 namespace posemb::detail {
