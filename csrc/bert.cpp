@@ -5,7 +5,7 @@
 #include <c10/core/SymBool.h>
 #include <torch/library.h>
 
-#include "bert_kernels.h"
+#include "bert_op.h"
 #include "posemb/bert.h"
 #include "positions.h"
 

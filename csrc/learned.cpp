@@ -4,7 +4,7 @@
 #include <c10/core/SymBool.h>
 #include <torch/library.h>
 
-#include "learned_kernels.h"
+#include "learned_op.h"
 #include "posemb/learned.h"
 #include "positions.h"
 

@@ -9,7 +9,7 @@
 #include <optional>
 #include <vector>
 
-#include "positions.cuh"
+#include "kernels/positions.cuh"
 
 namespace posemb::detail {
 

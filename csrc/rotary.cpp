@@ -7,7 +7,7 @@
 
 #include "posemb/rotary.h"
 #include "positions.h"
-#include "rotary_kernels.h"
+#include "rotary_op.h"
 
 namespace posemb {
 namespace detail {

@@ -10,7 +10,7 @@
 
 #include "posemb/sinusoidal.h"
 #include "positions.h"
-#include "sinusoidal_kernels.h"
+#include "sinusoidal_op.h"
 #include "turns.h"
 
 namespace posemb {

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <tuple>
 
-#include "turns.cuh"
+#include "kernels/turns.cuh"
 
 namespace posemb::detail {
 namespace {

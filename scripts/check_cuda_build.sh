@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CUDA code must compile here although nothing can run it (no GPU):
-#  1. every cuda/*.cu compiles with nvcc alone for sm_90 (the kernels are
+#  1. every kernels/*.cu compiles with nvcc alone for sm_90 (the kernels are
 #     torch-free), into build/kernels-sm90/, and scripts/sass_report.py reads
 #     their machine code (build/kernels-sm90/sass.txt; README: "Reading the
 #     machine code");
@@ -18,8 +18,8 @@ py="${PYTHON:-python3}"
 
 objects=build/kernels-sm90
 mkdir -p "$objects"
-for cu in cuda/*.cu; do
-  "$NVCC" -std=c++17 -arch=sm_90 -O3 -Icsrc/include -Werror all-warnings -c "$cu" -o "$objects/$(basename "$cu" .cu).o"
+for cu in kernels/*.cu; do
+  "$NVCC" -std=c++17 -arch=sm_90 -O3 -I. -Icsrc/include -Werror all-warnings -c "$cu" -o "$objects/$(basename "$cu" .cu).o"
   echo "nvcc sm_90: $cu ok"
 done
 if $py -c "import nvidia" 2> /dev/null; then

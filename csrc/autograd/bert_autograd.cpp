@@ -3,7 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "bert_kernels.h"
+#include "bert_op.h"
 
 namespace posemb::detail {
 namespace {

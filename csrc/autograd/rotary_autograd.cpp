@@ -5,7 +5,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "rotary_kernels.h"
+#include "rotary_op.h"
 
 namespace posemb::detail {
 namespace {

@@ -5,7 +5,7 @@
 #include <ATen/Version.h>
 #include <immintrin.h>
 
-#include "turns.cuh"
+#include "kernels/turns.cuh"
 
 namespace posemb::detail::avx2 {
 

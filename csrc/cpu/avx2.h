@@ -16,7 +16,7 @@ namespace posemb::detail::avx2 {
 bool available();
 
 /// s[i], c[i] = sin, cos of position times frequency i, given as its turns
-/// (turns.cuh), for i < n: 8 wide, bitwise equal to turns::position_sincos.
+/// (kernels/turns.cuh), for i < n: 8 wide, bitwise equal to turns::position_sincos.
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c);
 
 /// y[d] = x[d] * scale + enc[d] for d < n, rounded once to the storage type.

@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "bert_kernels.h"
+#include "bert_op.h"
 #include "cpu/rows.h"
 #include "cpu/table_grad.h"
 
@@ -44,7 +44,7 @@ void dropout_row(const BertParams& p, int64_t row, A* f) {
 
 // The CPU runs each row whole: the row in a buffer, plain loops the compiler
 // vectorises, rows converted 8 wide (cpu/rows.h). Same formulas as the
-// shared bodies in cuda/bert.cuh.
+// shared bodies in kernels/bert.cuh.
 template <typename T>
 void forward_typed(const BertParams& p) {
   using A = acc_t<T>;
@@ -133,8 +133,8 @@ void run_table_grad(const LearnedGradParams& p, const at::Tensor& table) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
-  m.impl("bert_embeddings", &bert_embeddings_kernel<run_forward>);
-  m.impl("bert_embeddings_backward", &bert_embeddings_backward_kernel<run_backward, run_table_grad>);
+  m.impl("bert_embeddings", &bert_embeddings_backend<run_forward>);
+  m.impl("bert_embeddings_backward", &bert_embeddings_backward_backend<run_backward, run_table_grad>);
 }
 
 }  // namespace posemb::detail

@@ -1,12 +1,12 @@
 // CPU kernels of learned_add and its weight gradient: the bodies of
-// cuda/learned.cuh, one row per iteration, rows split across threads.
+// kernels/learned.cuh, one row per iteration, rows split across threads.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "cpu/rows.h"
 #include "cpu/table_grad.h"
-#include "learned_kernels.h"
+#include "learned_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -60,8 +60,8 @@ void run_learned_grad_cpu(const LearnedGradParams& params, const at::Tensor& gra
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
-  m.impl("learned_add", &learned_add_kernel<run_learned_add_cpu>);
-  m.impl("learned_add_backward", &learned_add_backward_kernel<run_learned_grad_cpu>);
+  m.impl("learned_add", &learned_add_backend<run_learned_add_cpu>);
+  m.impl("learned_add_backward", &learned_add_backward_backend<run_learned_grad_cpu>);
 }
 
 }  // namespace posemb::detail

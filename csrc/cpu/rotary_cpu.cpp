@@ -2,7 +2,7 @@
 // threads. Each token's sin/cos row is computed once (8 wide on AVX2 CPUs)
 // and every head's halves are turned with whole-row loops the compiler
 // vectorises; the interleaved pairing runs the shared body of
-// cuda/rotary.cuh, as does the CUDA kernel.
+// kernels/rotary.cuh, as does the CUDA kernel.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "cpu/rows.h"
-#include "rotary_kernels.h"
-#include "turns.cuh"
+#include "kernels/turns.cuh"
+#include "rotary_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -57,7 +57,7 @@ void rotary_cpu_typed(const RotaryParams& p) {
     std::vector<A> c(half), s(half), buf(4 * half);
     for (int64_t row = begin; row < end; ++row) {
       if (p.interleaved) {
-        rotary_token<T>(p, row, 0, 1);
+        rotary_token<T, true>(p, row, 0, 1);
         continue;
       }
       const int64_t position = rotary_position(p, row);
@@ -97,9 +97,9 @@ void run_rotary_cpu(const RotaryParams& p, const at::Tensor& q) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
-  m.impl("rotary", &rotary_kernel<run_rotary_cpu, false>);
-  m.impl("rotary_backward", &rotary_kernel<run_rotary_cpu, true>);
-  m.impl("rotary_", &rotary_inplace_kernel<run_rotary_cpu>);
+  m.impl("rotary", &rotary_backend<run_rotary_cpu, false>);
+  m.impl("rotary_backward", &rotary_backend<run_rotary_cpu, true>);
+  m.impl("rotary_", &rotary_inplace_backend<run_rotary_cpu>);
 }
 
 }  // namespace posemb::detail

@@ -5,7 +5,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb::detail {
 

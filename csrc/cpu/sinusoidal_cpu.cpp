@@ -1,8 +1,8 @@
 // CPU kernel of sinusoidal_add / sinusoidal_add_.
 //
 // Rows (tokens) are split across threads. Each row's encoding is computed
-// once, from the same exact angles as the CUDA kernel (cuda/turns.cuh), and
-// reused for every batch entry sharing the position.
+// once, from the same exact angles as the CUDA kernel (kernels/turns.cuh),
+// and reused for every batch entry sharing the position.
 // On CPUs with AVX2 the sincos and the fused multiply-add run 8 wide
 // (cpu/avx2.cpp); elsewhere, and for fp64, a portable loop does.
 #include <ATen/Dispatch.h>
@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "cpu/rows.h"
-#include "sinusoidal_kernels.h"
-#include "turns.cuh"
+#include "kernels/turns.cuh"
+#include "sinusoidal_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -107,8 +107,8 @@ void run_sinusoidal_cpu(const SinusoidalParams& params, const at::Tensor& x) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
-  m.impl("sinusoidal_add", &sinusoidal_add_kernel<run_sinusoidal_cpu>);
-  m.impl("sinusoidal_add_", &sinusoidal_add_inplace_kernel<run_sinusoidal_cpu>);
+  m.impl("sinusoidal_add", &sinusoidal_add_backend<run_sinusoidal_cpu>);
+  m.impl("sinusoidal_add_", &sinusoidal_add_inplace_backend<run_sinusoidal_cpu>);
 }
 
 }  // namespace posemb::detail

@@ -1,7 +1,7 @@
 // The gradient of an embedding table on the CPU: one table row per
 // iteration, its tokens added in sorted (token) order, a whole row at a time
 // so the adds run as vectors. (The GPU cuts hot rows into token chunks,
-// cuda/learned.cuh; both orders are fixed, so both are deterministic.)
+// kernels/learned.cuh; both orders are fixed, so both are deterministic.)
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "cpu/rows.h"
-#include "learned.cuh"
+#include "kernels/learned.cuh"
 
 namespace posemb::detail {
 

@@ -1,14 +1,13 @@
 // CUDA registration of bert_embeddings and its backward: device guard,
-// current stream, launch checks. The kernels are in cuda/bert.cu and
-// cuda/learned.cu (the tables' gradients).
+// current stream, launch checks. The kernels are in kernels/bert.cu and
+// kernels/learned.cu (the tables' gradients).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "bert_kernels.h"
+#include "bert_op.h"
 #include "cuda/device.h"
-#include "launch.h"
 
 namespace posemb::detail {
 namespace {
@@ -34,8 +33,8 @@ void run_table_grad(const LearnedGradParams& p, const at::Tensor& table) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CUDA, m) {
-  m.impl("bert_embeddings", &bert_embeddings_kernel<run_forward>);
-  m.impl("bert_embeddings_backward", &bert_embeddings_backward_kernel<run_backward, run_table_grad>);
+  m.impl("bert_embeddings", &bert_embeddings_backend<run_forward>);
+  m.impl("bert_embeddings_backward", &bert_embeddings_backward_backend<run_backward, run_table_grad>);
 }
 
 }  // namespace posemb::detail

@@ -8,7 +8,7 @@
 #include <c10/util/Exception.h>
 #include <cuda_runtime_api.h>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb::detail {
 

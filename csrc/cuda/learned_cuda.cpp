@@ -1,13 +1,12 @@
 // CUDA registration of learned_add and its backward: device guard, current
-// stream, launch check. The kernels are in cuda/learned.cu.
+// stream, launch check. The kernels are in kernels/learned.cu.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda/device.h"
-#include "launch.h"
-#include "learned_kernels.h"
+#include "learned_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -28,8 +27,8 @@ void run_learned_grad_cuda(const LearnedGradParams& params, const at::Tensor& gr
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CUDA, m) {
-  m.impl("learned_add", &learned_add_kernel<run_learned_add_cuda>);
-  m.impl("learned_add_backward", &learned_add_backward_kernel<run_learned_grad_cuda>);
+  m.impl("learned_add", &learned_add_backend<run_learned_add_cuda>);
+  m.impl("learned_add_backward", &learned_add_backward_backend<run_learned_grad_cuda>);
 }
 
 }  // namespace posemb::detail

@@ -1,13 +1,12 @@
 // CUDA registration of rotary, rotary_ and rotary_backward: device guard,
-// current stream, launch check. The kernel is in cuda/rotary.cu.
+// current stream, launch check. The kernel is in kernels/rotary.cu.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "cuda/device.h"
-#include "launch.h"
-#include "rotary_kernels.h"
+#include "rotary_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -21,9 +20,9 @@ void run_rotary_cuda(const RotaryParams& p, const at::Tensor& q) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CUDA, m) {
-  m.impl("rotary", &rotary_kernel<run_rotary_cuda, false>);
-  m.impl("rotary_backward", &rotary_kernel<run_rotary_cuda, true>);
-  m.impl("rotary_", &rotary_inplace_kernel<run_rotary_cuda>);
+  m.impl("rotary", &rotary_backend<run_rotary_cuda, false>);
+  m.impl("rotary_backward", &rotary_backend<run_rotary_cuda, true>);
+  m.impl("rotary_", &rotary_inplace_backend<run_rotary_cuda>);
 }
 
 }  // namespace posemb::detail

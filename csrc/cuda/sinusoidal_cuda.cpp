@@ -1,5 +1,5 @@
 // CUDA registration of sinusoidal_add / sinusoidal_add_: device guard,
-// current stream, launch check. The kernel itself is in cuda/sinusoidal.cu.
+// current stream, launch check. The kernel itself is in kernels/sinusoidal.cu.
 // Only c10/cuda headers: ATen/cuda/CUDAContext.h would pull in cuBLAS and
 // cuSPARSE headers that a kernel build does not need.
 #include <c10/cuda/CUDAException.h>
@@ -8,8 +8,7 @@
 #include <torch/library.h>
 
 #include "cuda/device.h"
-#include "launch.h"
-#include "sinusoidal_kernels.h"
+#include "sinusoidal_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -24,8 +23,8 @@ void run_sinusoidal_cuda(const SinusoidalParams& params, const at::Tensor& x) {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CUDA, m) {
-  m.impl("sinusoidal_add", &sinusoidal_add_kernel<run_sinusoidal_cuda>);
-  m.impl("sinusoidal_add_", &sinusoidal_add_inplace_kernel<run_sinusoidal_cuda>);
+  m.impl("sinusoidal_add", &sinusoidal_add_backend<run_sinusoidal_cuda>);
+  m.impl("sinusoidal_add_", &sinusoidal_add_inplace_backend<run_sinusoidal_cuda>);
 }
 
 }  // namespace posemb::detail

@@ -181,8 +181,9 @@ def eager_sinusoidal_add(x, scale: float, seq_dim: int, offsets=None, table=None
 
 
 SINUSOIDAL_SHAPES = [  # label, shape, seq_dim, per-sequence offsets, in --quick
+    ("tiny (per-call overhead)", (3, 10, 384), 1, False, True),
     ("batch-first", (8, 512, 768), 1, False, True),
-    ("batch-first long", (4, 2048, 1024), 1, False, False),
+    ("batch-first long", (8, 2048, 1024), 1, False, False),
     ("decode, offsets", (64, 1, 1024), 1, True, True),
     ("seq-first", (512, 8, 768), 0, False, True),
 ]

@@ -1,5 +1,5 @@
 // Walks the CUDA kernels of bert_embeddings on the CPU: every block's row
-// passes (cuda/bert.cuh) for every thread, the block sums emulated by adding
+// passes (kernels/bert.cuh) for every thread, the block sums emulated by adding
 // the threads' parts, and the gamma/beta chunk and final passes; compares
 // with the CPU op. What stays for the GPU battery is the warp-shuffle sum.
 #include <gtest/gtest.h>
@@ -8,7 +8,7 @@
 #include <tuple>
 #include <vector>
 
-#include "bert.cuh"
+#include "kernels/bert.cuh"
 #include "cpu/scalar_ops.h"
 #include "posemb/posemb.h"
 

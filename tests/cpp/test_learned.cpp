@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "cpu/scalar_ops.h"
-#include "learned.cuh"
+#include "kernels/learned.cuh"
 #include "positions.h"
 #include "dtype_device.h"
 #include "posemb/posemb.h"

@@ -8,7 +8,7 @@
 #include "cpu/scalar_ops.h"
 #include "dtype_device.h"
 #include "posemb/posemb.h"
-#include "rotary.cuh"
+#include "kernels/rotary.cuh"
 
 namespace {
 
@@ -87,11 +87,11 @@ TEST(RotaryGridWalk, MatchesCpuOp) {
   p.pos.pos_stride_b = positions.stride(0);
   p.pos.pos_stride_t = positions.stride(1);
   for (int64_t sms : {1, 132}) {
-    int64_t grid = 0, block = 0;
-    posemb::plan_rotary(p, sms, &grid, &block);
-    for (int64_t b = 0; b < grid; ++b)
-      for (int64_t t = 0; t < block; ++t)
-        for (int64_t row = b; row < p.batch * p.seq; row += grid) posemb::rotary_token<float>(p, row, t, block);
+    const auto plan = posemb::plan_rotary(p, sms);
+    for (int64_t b = 0; b < plan.grid; ++b)
+      for (int64_t t = 0; t < plan.block; ++t)
+        for (int64_t row = b; row < p.batch * p.seq; row += plan.grid)
+          posemb::rotary_token<float, false>(p, row, t, plan.block);
     EXPECT_TRUE(torch::allclose(q_out, eq, 1e-6, 1e-6)) << "sms " << sms;
     EXPECT_TRUE(torch::allclose(k_out, ek, 1e-6, 1e-6)) << "sms " << sms;
   }

@@ -11,8 +11,8 @@
 
 #include "cpu/scalar_ops.h"
 #include "posemb/sinusoidal.h"
-#include "sinusoidal.cuh"
-#include "sinusoidal_kernels.h"
+#include "kernels/sinusoidal.cuh"
+#include "sinusoidal_op.h"
 
 namespace {
 

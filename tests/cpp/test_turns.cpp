@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "turns.cuh"
+#include "kernels/turns.cuh"
 
 namespace {
 

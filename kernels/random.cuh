@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb::detail {
 

@@ -9,9 +9,10 @@
 #include <cmath>
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
-#include "vector.cuh"
+#include "kernels/launch_plan.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
+#include "kernels/vector.cuh"
 
 namespace posemb {
 
@@ -99,20 +100,8 @@ POSEMB_HD void learned_add_row(const LearnedParams& p, int64_t row, int64_t firs
   }
 }
 
-/// How a launch covers the work: grid-stride over rows, threads across the
-/// channels (in 128-bit vectors when `vector`).
-struct RowLaunch {
-  bool vector = false;
-  int64_t grid = 1, block = 32;
-};
-
-inline RowLaunch plan_rows(int64_t rows, int64_t steps_per_row, int64_t num_sms) {
-  RowLaunch plan;
-  plan.block = std::min<int64_t>(256, std::max<int64_t>(32, (steps_per_row + 31) / 32 * 32));
-  plan.grid = std::max<int64_t>(1, std::min<int64_t>(rows, std::max<int64_t>(1, num_sms) * 16));
-  return plan;
-}
-
+/// A block per row, its threads across the channels (in 128-bit vectors when
+/// every row allows).
 inline RowLaunch plan_learned_add(const LearnedParams& p, int64_t elem_size, int64_t num_sms) {
   const bool vector = learned_vectorizable(p, elem_size);
   RowLaunch plan = plan_rows(p.batch * p.seq, vector ? p.dim / (16 / elem_size) : p.dim, num_sms);
@@ -219,5 +208,17 @@ POSEMB_HD void learned_grad_combine(const LearnedGradParams& p, int64_t n, int64
     gw[d] = detail::ScalarOps<T>::from_acc(acc);
   }
 }
+
+#ifdef POSEMB_LAUNCHERS
+/// Launches learned_add on `stream`. Returns the launch status.
+cudaError_t launch_learned_add(const LearnedParams& params, DType dtype, int num_sms,
+                               cudaStream_t stream);
+
+/// Launches the gradient of a table of `dtype` on `stream`; the incoming
+/// gradient has the table's dtype, or its accumulation type (fp32, fp64 for
+/// fp64) when grad_in_acc_type.
+cudaError_t launch_learned_grad(const LearnedGradParams& params, DType dtype,
+                                bool grad_in_acc_type, int num_sms, cudaStream_t stream);
+#endif
 
 }  // namespace posemb

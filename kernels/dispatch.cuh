@@ -2,8 +2,8 @@
 // that a DType tag names.
 #pragma once
 
-#include "device_types.cuh"
-#include "math.cuh"
+#include "kernels/device_types.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb::detail {
 

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sinusoidal.cuh"
+#include "kernels/sinusoidal.cuh"
 
 namespace posemb::detail {
 
@@ -48,7 +48,7 @@ using SinusoidalRunner = void (*)(const SinusoidalParams& params, const at::Tens
 
 /// The out-of-place op on a backend: check, allocate, run.
 template <SinusoidalRunner run>
-at::Tensor sinusoidal_add_kernel(const at::Tensor& x, const std::optional<at::Tensor>& positions,
+at::Tensor sinusoidal_add_backend(const at::Tensor& x, const std::optional<at::Tensor>& positions,
                                  const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                                  int64_t seq_dim, std::string_view layout, std::string_view freqs,
                                  double base, double scale, std::optional<int64_t> padding_idx) {
@@ -65,12 +65,12 @@ at::Tensor sinusoidal_add_kernel(const at::Tensor& x, const std::optional<at::Te
 
 /// The in-place op on a backend.
 template <SinusoidalRunner run>
-void sinusoidal_add_inplace_kernel(const at::Tensor& x, const std::optional<at::Tensor>& positions,
-                                          const std::optional<at::Tensor>& offsets,
-                                          c10::SymInt offset, int64_t seq_dim,
-                                          std::string_view layout, std::string_view freqs,
-                                          double base, double scale,
-                                          std::optional<int64_t> padding_idx) {
+void sinusoidal_add_inplace_backend(const at::Tensor& x, const std::optional<at::Tensor>& positions,
+                                           const std::optional<at::Tensor>& offsets,
+                                           c10::SymInt offset, int64_t seq_dim,
+                                           std::string_view layout, std::string_view freqs,
+                                           double base, double scale,
+                                           std::optional<int64_t> padding_idx) {
   const auto spec = check_sinusoidal_add("sinusoidal_add_", x, positions, offsets, offset, seq_dim,
                                          layout, freqs, base, padding_idx);
   TORCH_CHECK(at::has_internal_overlap(x) != at::MemOverlap::Yes,

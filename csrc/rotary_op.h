@@ -9,7 +9,7 @@
 #include <tuple>
 #include <vector>
 
-#include "rotary.cuh"
+#include "kernels/rotary.cuh"
 
 namespace posemb::detail {
 
@@ -38,22 +38,22 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
                          bool interleaved, int64_t seq_dim);
 
 template <RotaryRunner run, bool kInverse>
-RotaryOutputs rotary_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
-                            const std::optional<at::Tensor>& positions,
-                            const std::optional<at::Tensor>& offsets, c10::SymInt offset,
-                            const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                            bool interleaved, int64_t seq_dim) {
+RotaryOutputs rotary_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
+                             const std::optional<at::Tensor>& positions,
+                             const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                             const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
+                             bool interleaved, int64_t seq_dim) {
   return rotary_impl(run, kInverse ? "rotary_backward" : "rotary", kInverse, q, k, inv_freq,
                      positions, offsets, offset.expect_int(), cu_seqlens, attention_scaling,
                      interleaved, seq_dim);
 }
 
 template <RotaryRunner run>
-void rotary_inplace_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
-                           const std::optional<at::Tensor>& positions,
-                           const std::optional<at::Tensor>& offsets, c10::SymInt offset,
-                           const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                           bool interleaved, int64_t seq_dim) {
+void rotary_inplace_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
+                            const std::optional<at::Tensor>& positions,
+                            const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                            const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
+                            bool interleaved, int64_t seq_dim) {
   rotary_inplace_impl(run, q, k, inv_freq, positions, offsets, offset.expect_int(), cu_seqlens,
                       attention_scaling, interleaved, seq_dim);
 }

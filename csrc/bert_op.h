@@ -8,8 +8,8 @@
 #include <optional>
 #include <tuple>
 
-#include "bert.cuh"
-#include "learned.cuh"
+#include "kernels/bert.cuh"
+#include "kernels/learned.cuh"
 
 namespace posemb::detail {
 
@@ -43,22 +43,22 @@ BertGrads bert_embeddings_backward_impl(
     std::optional<int64_t> position_padding_idx);
 
 template <BertRunner run>
-BertOutputs bert_embeddings_kernel(const at::Tensor& input_ids, const at::Tensor& word_weight,
-                                   const at::Tensor& position_weight, const at::Tensor& type_weight,
-                                   const at::Tensor& ln_weight, const at::Tensor& ln_bias,
-                                   const std::optional<at::Tensor>& positions,
-                                   const std::optional<at::Tensor>& token_type_ids,
-                                   c10::SymInt offset, double eps, double dropout_p,
-                                   const std::optional<at::Tensor>& dropout_seed,
-                                   std::optional<int64_t> word_padding_idx,
-                                   std::optional<int64_t> position_padding_idx) {
+BertOutputs bert_embeddings_backend(const at::Tensor& input_ids, const at::Tensor& word_weight,
+                                    const at::Tensor& position_weight, const at::Tensor& type_weight,
+                                    const at::Tensor& ln_weight, const at::Tensor& ln_bias,
+                                    const std::optional<at::Tensor>& positions,
+                                    const std::optional<at::Tensor>& token_type_ids,
+                                    c10::SymInt offset, double eps, double dropout_p,
+                                    const std::optional<at::Tensor>& dropout_seed,
+                                    std::optional<int64_t> word_padding_idx,
+                                    std::optional<int64_t> position_padding_idx) {
   return bert_embeddings_impl(run, input_ids, word_weight, position_weight, type_weight, ln_weight,
                               ln_bias, positions, token_type_ids, offset.expect_int(), eps,
                               dropout_p, dropout_seed, word_padding_idx, position_padding_idx);
 }
 
 template <BertRunner run, TableGradRunner table_grad>
-BertGrads bert_embeddings_backward_kernel(
+BertGrads bert_embeddings_backward_backend(
     const at::Tensor& grad, const at::Tensor& input_ids, const at::Tensor& word_weight,
     const at::Tensor& position_weight, const at::Tensor& type_weight, const at::Tensor& ln_weight,
     const at::Tensor& mean, const at::Tensor& rstd, const std::optional<at::Tensor>& positions,

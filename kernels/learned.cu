@@ -1,8 +1,7 @@
 // The __global__ shells of learned_add and its weight gradient, and their
-// launchers. The work is in cuda/learned.cuh, shared with the CPU kernels.
-#include "dispatch.cuh"
-#include "launch.h"
-#include "learned.cuh"
+// launchers. The work is in kernels/learned.cuh, shared with the CPU kernels.
+#include "kernels/dispatch.cuh"
+#include "kernels/learned.cuh"
 
 namespace posemb {
 namespace {

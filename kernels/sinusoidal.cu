@@ -1,7 +1,7 @@
 // The __global__ shell of sinusoidal_add and its launcher. The work itself is
-// sinusoidal_add_body (cuda/sinusoidal.cuh), shared with the CPU grid walk.
-#include "dispatch.cuh"
-#include "launch.h"
+// sinusoidal_add_body (kernels/sinusoidal.cuh), shared with the CPU grid walk.
+#include "kernels/dispatch.cuh"
+#include "kernels/sinusoidal.cuh"
 
 namespace posemb {
 namespace {

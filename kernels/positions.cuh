@@ -3,12 +3,13 @@
 
 #include <cstdint>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb {
 
 /// Position of token (b, t): positions[b, t] when given, else offsets[b] + t
-/// when given, else offset + t.
+/// when given, else offset + t. Scheme and index widths are runtime values:
+/// one uniform branch per token, where templates would multiply every body.
 struct PositionParams {
   const void* positions = nullptr;  // [batch, seq] int32/int64, stride 0 allowed
   bool positions_int64 = true;

@@ -8,9 +8,10 @@
 
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
-#include "turns.cuh"
+#include "kernels/launch_plan.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
+#include "kernels/turns.cuh"
 
 namespace posemb {
 
@@ -37,11 +38,15 @@ struct RotaryParams {
   const void* cu_seqlens = nullptr;
   bool cu_seqlens_int64 = true;
   int64_t num_seqs = 0;
-  bool interleaved = false;  // pairs (2i, 2i+1) (GPT-J); else (i, i + half) (NeoX, Llama)
-  bool inverse = false;      // turn by -theta: the backward
+  // Pairs (2i, 2i+1) (GPT-J), else (i, i + half) (NeoX, Llama): the launcher
+  // makes it the body's template parameter kInterleaved.
+  bool interleaved = false;
+  bool inverse = false;  // turn by -theta: the backward (a sign, not a code path)
   double attention_scaling = 1.0;
   float attention_scaling_f32 = 1.0f;  // what fp32/bf16/fp16 kernels read
-  bool copy_tail = true;     // out of place: channels past rotary_dim are copied
+  // Out of place: channels past rotary_dim are copied. A runtime flag: one
+  // uniform branch per token, after the rotation.
+  bool copy_tail = true;
 };
 
 namespace detail {
@@ -59,12 +64,12 @@ POSEMB_HD int64_t rotary_position(const RotaryParams& p, int64_t row) {
   return token_position(p.pos, lo, t - start);  // offsets are per sequence
 }
 
-template <typename T, typename A>
+template <typename T, bool kInterleaved, typename A>
 POSEMB_HD void rotate_heads(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_t t,
                             int64_t i, A c, A s) {
   using Ops = ScalarOps<T>;
-  const int64_t i0 = p.interleaved ? 2 * i : i;
-  const int64_t i1 = p.interleaved ? 2 * i + 1 : i + p.half;
+  const int64_t i0 = kInterleaved ? 2 * i : i;
+  const int64_t i1 = kInterleaved ? 2 * i + 1 : i + p.half;
   const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t;
   T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t;
   for (int64_t h = 0; h < x.heads; ++h) {
@@ -90,8 +95,9 @@ POSEMB_HD void copy_tail(const RotaryParams& p, const RotaryTensor& x, int64_t b
 }  // namespace detail
 
 /// Token `row`: frequencies first, first + stride, ... of every head of q and
-/// k, and (out of place) their channels past rotary_dim.
-template <typename T>
+/// k, and (out of place) their channels past rotary_dim. kInterleaved is
+/// p.interleaved.
+template <typename T, bool kInterleaved>
 POSEMB_HD void rotary_token(const RotaryParams& p, int64_t row, int64_t first, int64_t stride) {
   using A = detail::acc_t<T>;
   const int64_t b = row / p.seq, t = row % p.seq;
@@ -102,8 +108,8 @@ POSEMB_HD void rotary_token(const RotaryParams& p, int64_t row, int64_t first, i
     turns::position_sincos(position, p.inv_freq[i], &s, &c);
     c *= scale;
     s *= p.inverse ? -scale : scale;
-    detail::rotate_heads<T>(p, p.q, b, t, i, c, s);
-    detail::rotate_heads<T>(p, p.k, b, t, i, c, s);
+    detail::rotate_heads<T, kInterleaved>(p, p.q, b, t, i, c, s);
+    detail::rotate_heads<T, kInterleaved>(p, p.k, b, t, i, c, s);
   }
   if (p.copy_tail && 2 * p.half < p.head_dim) {
     detail::copy_tail<T>(p, p.q, b, t, first, stride);
@@ -111,11 +117,18 @@ POSEMB_HD void rotary_token(const RotaryParams& p, int64_t row, int64_t first, i
   }
 }
 
-/// Launch shape: grid-stride over tokens, threads across the frequencies.
-inline void plan_rotary(const RotaryParams& p, int64_t num_sms, int64_t* grid, int64_t* block) {
-  const int64_t rows = p.batch * p.seq;
-  *block = p.half <= 32 ? 32 : (p.half <= 64 ? 64 : 128);
-  *grid = rows < num_sms * 16 ? (rows > 0 ? rows : 1) : num_sms * 16;
+/// Grid-stride over tokens, threads across the frequencies: 32, 64 or 128 of
+/// them (more frequencies loop).
+inline RowLaunch plan_rotary(const RotaryParams& p, int64_t num_sms) {
+  RowLaunch plan = plan_rows(p.batch * p.seq, p.half, num_sms);
+  plan.block = p.half <= 32 ? 32 : (p.half <= 64 ? 64 : 128);
+  return plan;
 }
+
+#ifdef POSEMB_LAUNCHERS
+/// Launches rotary (or its inverse, the backward) on `stream`.
+cudaError_t launch_rotary(const RotaryParams& params, DType dtype, int num_sms,
+                          cudaStream_t stream);
+#endif
 
 }  // namespace posemb

@@ -3,17 +3,18 @@
 // Torch-free. The kernel body is __host__ __device__ and takes its grid
 // coordinates explicitly, so tests/cpp/test_sinusoidal_grid.cpp can walk the
 // whole launch grid on the CPU and check indexing, masking and vector paths
-// without a GPU. cuda/sinusoidal.cu wraps it in a __global__ shell.
+// without a GPU. kernels/sinusoidal.cu wraps it in a __global__ shell.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
+#include "kernels/launch_plan.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
+#include "kernels/vector.cuh"
 #include "posemb/types.h"
-#include "turns.cuh"
-#include "vector.cuh"
+#include "kernels/turns.cuh"
 
 namespace posemb {
 
@@ -31,7 +32,7 @@ struct SinusoidalParams {
   bool has_padding_idx = false;  // the encoding is zero at position padding_idx
   int64_t padding_idx = 0;
 
-  SinusoidalLayout layout = SinusoidalLayout::Interleaved;
+  SinusoidalLayout layout = SinusoidalLayout::Interleaved;  // the body's template parameter L
   const uint64_t* turns = nullptr;  // [dim / 2] frequency i as turns (turns.cuh)
   double scale = 1.0;
   float scale_f32 = 1.0f;  // what fp32/bf16/fp16 kernels read: no FP64 on their path
@@ -39,9 +40,11 @@ struct SinusoidalParams {
 
 /// How a launch covers the work: grid x walks position rows, grid y splits the
 /// batch when rows are few (decoding), threads walk groups of frequencies.
+/// Its own type, not RowLaunch: a row here serves a chunk of the batch, so
+/// the grid has a second dimension and the body needs the chunking.
 struct SinusoidalLaunch {
-  bool vector = false;     // 128-bit loads and stores (K pairs per group)
-  bool shared = true;      // one position per token for the whole batch
+  bool vector = false;     // 128-bit loads and stores (K pairs per group): the body's kVector
+  bool shared = true;      // one position per token for the whole batch (index math only)
   int64_t rows = 0;        // seq if shared, else batch * seq
   int64_t groups = 0;      // frequency groups, plus one for an odd last channel
   int64_t batch_chunk = 1; // batch entries per grid-y block when shared
@@ -196,5 +199,11 @@ POSEMB_UNROLL
     }
   }
 }
+
+#ifdef POSEMB_LAUNCHERS
+/// Launches sinusoidal_add on `stream`. Returns the launch status.
+cudaError_t launch_sinusoidal_add(const SinusoidalParams& params, DType dtype, int num_sms,
+                                  cudaStream_t stream);
+#endif
 
 }  // namespace posemb

@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb {
 namespace turns {

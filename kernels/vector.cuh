@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb {
 namespace detail {

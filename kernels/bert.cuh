@@ -4,7 +4,7 @@
 // Torch-free. Every pass over a token row is a __host__ __device__ function
 // over the channels first, first + stride, ...: the CPU kernels call them with
 // (0, 1) and add up plainly, the CUDA kernels with (thread, block size) and
-// add up across the block (cuda/bert.cu). Rows are recomputed from the tables
+// add up across the block (kernels/bert.cu). Rows are recomputed from the tables
 // in each pass rather than stored: they are a few KB and stay in cache.
 #pragma once
 
@@ -12,9 +12,10 @@
 #include <cmath>
 #include <cstdint>
 
-#include "math.cuh"
-#include "positions.cuh"
-#include "random.cuh"
+#include "kernels/launch_plan.cuh"
+#include "kernels/math.cuh"
+#include "kernels/positions.cuh"
+#include "kernels/random.cuh"
 
 namespace posemb {
 
@@ -22,7 +23,8 @@ namespace posemb {
 /// row = b * seq + t; out, grad_out and grad_x are (rows, dim) contiguous.
 struct BertParams {
   int64_t batch = 0, seq = 0, dim = 0;
-  // Token ids, positions (the shared position schemes) and token types.
+  // Token ids, positions (the shared position schemes) and token types; index
+  // widths are runtime values, as in PositionParams.
   const void* ids = nullptr;  // [batch, seq] int32/int64
   bool ids_int64 = true;
   int64_t ids_stride_b = 0, ids_stride_t = 0;
@@ -38,7 +40,8 @@ struct BertParams {
   const void* gamma = nullptr;  // [dim]
   const void* beta = nullptr;   // [dim]
   double eps = 1e-12;
-  bool dropout = false;  // training with p > 0
+  // Training with p > 0: a uniform branch, where a template would double each pass.
+  bool dropout = false;
   float dropout_p = 0.0f;
   uint64_t seed = 0;
   // Forward outputs.
@@ -63,6 +66,11 @@ struct BertRow {
 /// so the sums are added in the same order whatever runs them.
 inline int64_t bert_row_chunks(int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(256, rows / 64));
+}
+
+/// The row passes: a block per token row, its threads across the channels.
+inline RowLaunch plan_bert_rows(const BertParams& p, int64_t num_sms) {
+  return plan_rows(p.batch * p.seq, p.dim, num_sms);
 }
 
 namespace detail {
@@ -215,5 +223,16 @@ POSEMB_HD void bert_norm_grad_final(const BertParams& p, int64_t d) {
   static_cast<T*>(p.grad_gamma)[d] = Ops::from_acc(sg);
   static_cast<T*>(p.grad_beta)[d] = Ops::from_acc(sb);
 }
+
+#ifdef POSEMB_LAUNCHERS
+/// Launches bert_embeddings' forward (out, mean, rstd) on `stream`.
+cudaError_t launch_bert_forward(const BertParams& params, DType dtype, int num_sms,
+                                cudaStream_t stream);
+
+/// Launches bert_embeddings' backward up to the tables: grad_x and the
+/// LayerNorm gradients. The tables' gradients follow via launch_learned_grad.
+cudaError_t launch_bert_backward(const BertParams& params, DType dtype, int num_sms,
+                                 cudaStream_t stream);
+#endif
 
 }  // namespace posemb

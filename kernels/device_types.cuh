@@ -5,7 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "math.cuh"
+#include "kernels/math.cuh"
 
 namespace posemb {
 namespace detail {

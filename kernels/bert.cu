@@ -1,8 +1,7 @@
 // The __global__ shells of bert_embeddings and its backward: one block per
 // token row, its threads across the channels, row sums added across the block.
-#include "bert.cuh"
-#include "dispatch.cuh"
-#include "launch.h"
+#include "kernels/bert.cuh"
+#include "kernels/dispatch.cuh"
 
 namespace posemb {
 namespace {
@@ -61,23 +60,19 @@ __global__ void bert_norm_final_kernel(const BertParams p) {
   if (d < p.dim) bert_norm_grad_final<T>(p, d);
 }
 
-unsigned row_block(int64_t dim) {
-  return static_cast<unsigned>(std::min<int64_t>(256, std::max<int64_t>(32, (dim + 31) / 32 * 32)));
-}
-
-unsigned row_grid(int64_t rows, int num_sms) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(rows, int64_t(num_sms) * 16)));
-}
-
 template <typename T>
 cudaError_t forward(const BertParams& p, int num_sms, cudaStream_t stream) {
-  bert_forward_kernel<T><<<row_grid(p.batch * p.seq, num_sms), row_block(p.dim), 0, stream>>>(p);
+  const RowLaunch rows = plan_bert_rows(p, num_sms);
+  bert_forward_kernel<T><<<static_cast<unsigned>(rows.grid), static_cast<unsigned>(rows.block), 0,
+                           stream>>>(p);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t backward(const BertParams& p, int num_sms, cudaStream_t stream) {
-  bert_grad_x_kernel<T><<<row_grid(p.batch * p.seq, num_sms), row_block(p.dim), 0, stream>>>(p);
+  const RowLaunch rows = plan_bert_rows(p, num_sms);
+  bert_grad_x_kernel<T><<<static_cast<unsigned>(rows.grid), static_cast<unsigned>(rows.block), 0,
+                          stream>>>(p);
   cudaError_t status = cudaGetLastError();
   if (status != cudaSuccess) return status;
   const unsigned threads = 128, column_blocks = static_cast<unsigned>((p.dim + threads - 1) / threads);

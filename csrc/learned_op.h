@@ -7,7 +7,7 @@
 
 #include <optional>
 
-#include "learned.cuh"
+#include "kernels/learned.cuh"
 
 namespace posemb::detail {
 
@@ -42,7 +42,7 @@ at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& gr
                                      std::optional<int64_t> padding_idx);
 
 template <LearnedAddRunner run>
-at::Tensor learned_add_kernel(const at::Tensor& x, const at::Tensor& weight,
+at::Tensor learned_add_backend(const at::Tensor& x, const at::Tensor& weight,
                               const std::optional<at::Tensor>& positions,
                               const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                               int64_t seq_dim, std::optional<int64_t> padding_idx) {
@@ -51,7 +51,7 @@ at::Tensor learned_add_kernel(const at::Tensor& x, const at::Tensor& weight,
 }
 
 template <LearnedGradRunner run>
-at::Tensor learned_add_backward_kernel(const at::Tensor& grad,
+at::Tensor learned_add_backward_backend(const at::Tensor& grad,
                                        const std::optional<at::Tensor>& positions,
                                        const std::optional<at::Tensor>& offsets,
                                        c10::SymInt offset, int64_t seq_dim,
