@@ -1,17 +1,19 @@
 // rotary: turn each pair of channels of q and k by position * inv_freq[i].
 //
-// Torch-free. The body handles one token: for each of its frequencies the
-// sin/cos is computed once and applied to every head of q and of k. The CPU
-// calls it per token with (first, stride) = (0, 1); the CUDA kernel with one
-// block per token and its threads across the frequencies.
+// Torch-free. rotary_token handles one token on the CPU (interleaved pairs):
+// each frequency's sin/cos once, applied to every head of q and of k. The
+// CUDA kernel is the tile body further down; tests/cpp/test_rotary.cpp walks
+// its grid on the CPU.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/launch_plan.cuh"
 #include "kernels/math.cuh"
 #include "kernels/positions.cuh"
 #include "kernels/turns.cuh"
+#include "kernels/vector.cuh"
 
 namespace posemb {
 
@@ -117,12 +119,237 @@ POSEMB_HD void rotary_token(const RotaryParams& p, int64_t row, int64_t first, i
   }
 }
 
-/// Grid-stride over tokens, threads across the frequencies: 32, 64 or 128 of
-/// them (more frequencies loop).
-inline RowLaunch plan_rotary(const RotaryParams& p, int64_t num_sms) {
-  RowLaunch plan = plan_rows(p.batch * p.seq, p.half, num_sms);
-  plan.block = p.half <= 32 ? 32 : (p.half <= 64 ? 64 : 128);
+// ---------------------------------------------------------------- the CUDA kernel
+//
+// A block owns a tile of consecutive tokens (and, when tokens are few, a
+// group of the heads of q and k). First its threads compute the cos and sin
+// of each (token, frequency) of the tile once, into shared memory; then they
+// take work items, one 16-byte chunk of one head of one token each (one pair
+// of channels on the scalar path), two items' loads issued before their
+// stores, so every head of q and k reuses the angles and decode gets hundreds
+// of parallel items per token instead of a serial walk over heads.
+
+/// How a rotary launch covers the work.
+struct RotaryLaunch {
+  bool vector = false;        // 128-bit chunks: the tile body's template parameter kVector
+  bool tail_vector = false;   // the channels past rotary_dim copied in 16-byte chunks too
+  int64_t tile = 1;           // tokens per block (grid x)
+  int64_t heads_per_group = 1, head_groups = 1;  // grid y splits the heads of q and k
+  int64_t grid_x = 1, grid_y = 1, block = 32;
+  int64_t smem_bytes = 0;     // cos, sin [tile][half] accumulators and (b, t) per token
+};
+
+/// Channels of one head that one work item covers.
+template <typename T, bool kInterleaved, bool kVector>
+POSEMB_HD constexpr int rotary_chunk() {
+  return kVector ? int(16 / sizeof(T)) : (kInterleaved ? 2 : 1);
+}
+
+/// Chooses the launch for params whose elements are `elem_size` bytes and
+/// accumulate in `acc_size`-byte types, on `num_sms` multiprocessors. Host
+/// code, shared by the launcher and the CPU walk of the grid.
+inline RotaryLaunch plan_rotary(const RotaryParams& p, int64_t elem_size, int64_t acc_size, int64_t num_sms) {
+  RotaryLaunch plan;
+  const int64_t vec = 16 / elem_size;
+  auto aligned = [&](const RotaryTensor& x) {
+    return x.heads == 0 ||
+           (detail::is_aligned(x.in, 16) && detail::is_aligned(x.out, 16) && x.in_stride_b % vec == 0 &&
+            x.in_stride_t % vec == 0 && x.in_stride_h % vec == 0 && x.out_stride_b % vec == 0 &&
+            x.out_stride_t % vec == 0 && x.out_stride_h % vec == 0);
+  };
+  const int64_t rotated = p.interleaved ? 2 * p.half : p.half;  // channels a chunk walk covers
+  plan.vector = rotated % vec == 0 && aligned(p.q) && aligned(p.k);
+  plan.tail_vector = plan.vector && (p.head_dim - 2 * p.half) % vec == 0;
+  const int64_t chunk = plan.vector ? vec : (p.interleaved ? 2 : 1);
+  const int64_t items_per_head = rotated / chunk;
+  const int64_t heads = std::max<int64_t>(1, p.q.heads + p.k.heads);
+  const int64_t rows = std::max<int64_t>(1, p.batch * p.seq);
+  // About 2048 items per block (8 per thread), at most 16 KB of angles.
+  const int64_t per_token_angles = 2 * std::max<int64_t>(1, p.half) * acc_size;
+  plan.tile = std::max<int64_t>(1, std::min<int64_t>(2048 / std::max<int64_t>(1, heads * items_per_head),
+                                                     16384 / per_token_angles));
+  plan.tile = std::min(plan.tile, rows);
+  plan.grid_x = (rows + plan.tile - 1) / plan.tile;
+  // Few tokens (decode): split the heads so that about two blocks per SM run.
+  const int64_t want = 2 * std::max<int64_t>(1, num_sms);
+  plan.head_groups = plan.grid_x >= want ? 1 : std::min(heads, (want + plan.grid_x - 1) / plan.grid_x);
+  plan.heads_per_group = (heads + plan.head_groups - 1) / plan.head_groups;
+  plan.head_groups = (heads + plan.heads_per_group - 1) / plan.heads_per_group;
+  plan.grid_y = plan.head_groups;
+  const int64_t items = plan.tile * plan.heads_per_group * items_per_head;
+  plan.block = std::min<int64_t>(256, std::max<int64_t>(32, (items + 31) / 32 * 32));
+  plan.smem_bytes = per_token_angles * plan.tile + 2 * static_cast<int64_t>(sizeof(int64_t)) * plan.tile;
   return plan;
+}
+
+namespace detail {
+
+/// The tile's shared memory: cos and sin of each (token, frequency), then the
+/// (b, t) of each token.
+template <typename A>
+struct RotaryTile {
+  A* cos;
+  A* sin;
+  int64_t* bt;
+  POSEMB_HD RotaryTile(void* smem, const RotaryParams& p, const RotaryLaunch& plan)
+      : cos(static_cast<A*>(smem)), sin(cos + plan.tile * p.half),
+        bt(reinterpret_cast<int64_t*>(sin + plan.tile * p.half)) {}
+};
+
+/// One work item of one head of one token: its loads, then its rotation and stores.
+template <typename T, bool kInterleaved, int V>
+struct RotaryItem {
+  const T* in = nullptr;  // the chunk's first channel (and, for halves, in + half)
+  T* out = nullptr;
+  Vec<T, V> a, z;  // a: the chunk; z: its partner chunk (halves) or unused
+  int64_t freq = 0;  // the first frequency the chunk turns
+
+  POSEMB_HD void load(int64_t half) {
+    if constexpr (V * sizeof(T) == 16) {
+      a = load_vec<T, V>(in);
+      if constexpr (!kInterleaved) z = load_vec<T, V>(in + half);
+    } else {
+POSEMB_UNROLL
+      for (int v = 0; v < V; ++v) {
+        a.v[v] = in[v];
+        if constexpr (!kInterleaved) z.v[v] = in[half + v];
+      }
+    }
+  }
+
+  template <typename A>
+  POSEMB_HD void store(int64_t half, const A* cos, const A* sin) {
+    using Ops = ScalarOps<T>;
+    if constexpr (kInterleaved) {
+POSEMB_UNROLL
+      for (int v = 0; v < V; v += 2) {
+        const A c = cos[freq + v / 2], s = sin[freq + v / 2];
+        const A x0 = Ops::to_acc(a.v[v]), x1 = Ops::to_acc(a.v[v + 1]);
+        a.v[v] = Ops::from_acc(x0 * c - x1 * s);
+        a.v[v + 1] = Ops::from_acc(x1 * c + x0 * s);
+      }
+    } else {
+POSEMB_UNROLL
+      for (int v = 0; v < V; ++v) {
+        const A c = cos[freq + v], s = sin[freq + v];
+        const A x0 = Ops::to_acc(a.v[v]), x1 = Ops::to_acc(z.v[v]);
+        a.v[v] = Ops::from_acc(x0 * c - x1 * s);
+        z.v[v] = Ops::from_acc(x1 * c + x0 * s);
+      }
+    }
+    if constexpr (V * sizeof(T) == 16) {
+      store_vec<T, V>(out, a);
+      if constexpr (!kInterleaved) store_vec<T, V>(out + half, z);
+    } else {
+POSEMB_UNROLL
+      for (int v = 0; v < V; ++v) {
+        out[v] = a.v[v];
+        if constexpr (!kInterleaved) out[half + v] = z.v[v];
+      }
+    }
+  }
+};
+
+}  // namespace detail
+
+/// Phase 1 of block `block_x`, thread `thread`: the tile's (b, t) and the cos
+/// and sin (times the attention scaling; sin negated for the inverse) of each
+/// of its (token, frequency), into the block's shared memory `smem`.
+template <typename T>
+POSEMB_HD void rotary_tile_angles(const RotaryParams& p, const RotaryLaunch& plan, int64_t block_x,
+                                  int64_t thread, void* smem) {
+  using A = detail::acc_t<T>;
+  const detail::RotaryTile<A> tile(smem, p, plan);
+  const int64_t row0 = block_x * plan.tile;
+  const int64_t left = p.batch * p.seq - row0;
+  const int64_t tokens = left < plan.tile ? left : plan.tile;
+  for (int64_t j = thread; j < tokens; j += plan.block) {
+    tile.bt[2 * j] = (row0 + j) / p.seq;
+    tile.bt[2 * j + 1] = (row0 + j) % p.seq;
+  }
+  const A scale = detail::in_acc<A>(p.attention_scaling, p.attention_scaling_f32);
+  const A sin_scale = p.inverse ? -scale : scale;
+  const uint32_t half = static_cast<uint32_t>(p.half);
+  for (uint32_t j = thread; j < tokens * half; j += plan.block) {
+    const uint32_t token = j / half, i = j % half;
+    A s, c;
+    turns::position_sincos(detail::rotary_position(p, row0 + token), p.inv_freq[i], &s, &c);
+    tile.cos[j] = c * scale;
+    tile.sin[j] = s * sin_scale;
+  }
+}
+
+/// Phase 2 (after a block-wide barrier): the thread's work items of the tile
+/// and head group (block_x, block_y), and (out of place) the channels past
+/// rotary_dim.
+template <typename T, bool kInterleaved, bool kVector>
+POSEMB_HD void rotary_tile_rotate(const RotaryParams& p, const RotaryLaunch& plan, int64_t block_x,
+                                  int64_t block_y, int64_t thread, void* smem) {
+  using A = detail::acc_t<T>;
+  constexpr int V = rotary_chunk<T, kInterleaved, kVector>();
+  constexpr int kPairs = kInterleaved ? V / 2 : V;  // frequencies per item
+  const detail::RotaryTile<A> tile(smem, p, plan);
+  const int64_t row0 = block_x * plan.tile;
+  const int64_t left = p.batch * p.seq - row0;
+  const uint32_t tokens = static_cast<uint32_t>(left < plan.tile ? left : plan.tile);
+  const int64_t h0 = block_y * plan.heads_per_group, heads_left = p.q.heads + p.k.heads - h0;
+  const uint32_t group = static_cast<uint32_t>(heads_left < plan.heads_per_group ? heads_left : plan.heads_per_group);
+  const uint32_t per_head = static_cast<uint32_t>(p.half / kPairs);
+  const uint32_t items = tokens * group * per_head;
+
+  // Where item j reads and writes, and the angles it uses (32-bit index math).
+  auto locate = [&](uint32_t j, detail::RotaryItem<T, kInterleaved, V>& item, uint32_t* token) {
+    const uint32_t chunk = j % per_head, rest = j / per_head;
+    const int64_t h = h0 + rest % group;
+    *token = rest / group;
+    const bool is_q = h < p.q.heads;
+    const RotaryTensor& x = is_q ? p.q : p.k;
+    const int64_t head = is_q ? h : h - p.q.heads;
+    const int64_t b = tile.bt[2 * *token], t = tile.bt[2 * *token + 1];
+    const int64_t channel = static_cast<int64_t>(chunk) * V;
+    item.in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t + head * x.in_stride_h + channel;
+    item.out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t + head * x.out_stride_h + channel;
+    item.freq = static_cast<int64_t>(chunk) * kPairs;
+  };
+  const uint32_t step = static_cast<uint32_t>(plan.block);
+  for (uint32_t j = static_cast<uint32_t>(thread); j < items; j += 2 * step) {
+    detail::RotaryItem<T, kInterleaved, V> first, second;
+    uint32_t t0 = 0, t1 = 0;
+    const bool two = j + step < items;
+    locate(j, first, &t0);
+    first.load(p.half);
+    if (two) {
+      locate(j + step, second, &t1);
+      second.load(p.half);
+    }
+    first.store(p.half, tile.cos + t0 * p.half, tile.sin + t0 * p.half);
+    if (two) second.store(p.half, tile.cos + t1 * p.half, tile.sin + t1 * p.half);
+  }
+
+  // Channels past rotary_dim, out of place: copied (16 bytes at a time when aligned).
+  const int64_t tail = p.head_dim - 2 * p.half;
+  if (!p.copy_tail || tail <= 0) return;
+  const int64_t width = plan.tail_vector ? 16 / int64_t(sizeof(T)) : 1;
+  const uint32_t per_head_tail = static_cast<uint32_t>(tail / width);
+  for (uint32_t j = static_cast<uint32_t>(thread); j < tokens * group * per_head_tail; j += step) {
+    const uint32_t piece = j % per_head_tail, rest = j / per_head_tail;
+    const int64_t h = h0 + rest % group;
+    const uint32_t token = rest / group;
+    const bool is_q = h < p.q.heads;
+    const RotaryTensor& x = is_q ? p.q : p.k;
+    const int64_t head = is_q ? h : h - p.q.heads;
+    const int64_t b = tile.bt[2 * token], t = tile.bt[2 * token + 1];
+    const int64_t channel = 2 * p.half + static_cast<int64_t>(piece) * width;
+    const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t + head * x.in_stride_h + channel;
+    T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t + head * x.out_stride_h + channel;
+    if constexpr (kVector) {
+      if (plan.tail_vector) {
+        detail::store_vec<T, 16 / sizeof(T)>(out, detail::load_vec<T, 16 / sizeof(T)>(in));
+        continue;
+      }
+    }
+    *out = *in;
+  }
 }
 
 #ifdef POSEMB_LAUNCHERS
