@@ -18,6 +18,37 @@ bool available() {
 
 namespace {
 
+// u = p · F mod 2^64 for 4 uint64 lanes (AVX2 has no 64-bit multiply):
+// p_lo·F_lo + ((p_lo·F_hi + p_hi·F_lo) << 32), with p split into 32-bit halves.
+inline __m256i angle4(__m256i p_lo, __m256i p_hi, const uint64_t* F) {
+  const __m256i f = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(F));
+  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(f, 32), p_lo), _mm256_mul_epu32(f, p_hi));
+  return _mm256_add_epi64(_mm256_mul_epu32(f, p_lo), _mm256_slli_epi64(cross, 32));
+}
+
+// turns::split of 4 angles, quadrant and residual in the low 32 bits of each
+// lane. The residual's arithmetic shift by 30 keeps only its low 32 bits, so
+// a logical shift gives the same bits.
+inline void split4(__m256i u, __m256i* quadrant, __m256i* residual) {
+  const __m256i q = _mm256_srli_epi64(_mm256_add_epi64(u, _mm256_set1_epi64x(int64_t(1) << 61)), 62);
+  *quadrant = q;
+  *residual = _mm256_srli_epi64(_mm256_sub_epi64(u, _mm256_slli_epi64(q, 62)), 30);
+}
+
+// The low 32 bits of the 4 + 4 lanes of a and b, as 8 int32 in order.
+inline __m256i low_halves(__m256i a, __m256i b) {
+  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  return _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(a, even), _mm256_permutevar8x32_epi32(b, even), 0x20);
+}
+
+inline void split8(__m256i p_lo, __m256i p_hi, const uint64_t* F, __m256i* quadrant, __m256i* residual) {
+  __m256i q0, q1, r0, r1;
+  split4(angle4(p_lo, p_hi, F), &q0, &r0);
+  split4(angle4(p_lo, p_hi, F + 4), &q1, &r1);
+  *quadrant = low_halves(q0, q1);
+  *residual = low_halves(r0, r1);
+}
+
 inline __m256 load_as_float(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 load_as_float(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -89,22 +120,18 @@ void from_float(const float* src, c10::BFloat16* dst, int64_t n) { from_float_im
 void from_float(const float* src, c10::Half* dst, int64_t n) { from_float_impl(src, dst, n); }
 
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
+  const uint64_t p = static_cast<uint64_t>(position);
+  const __m256i p_lo = _mm256_set1_epi64x(static_cast<int64_t>(p & 0xffffffffu));
+  const __m256i p_hi = _mm256_set1_epi64x(static_cast<int64_t>(p >> 32));
   const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
   const __m256 to_radians = _mm256_set1_ps(turns::kResidualToRadians);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    // The 64-bit angles and their split, 8 scalar multiplies; then 8 wide,
-    // the same operations in the same order as turns::sincos, so the
+    // The same operations in the same order as turns::sincos, 8 wide, so the
     // results are bitwise those of the scalar path and the CUDA kernels.
-    alignas(32) int32_t quadrant[8], residual[8];
-    for (int j = 0; j < 8; ++j) {
-      int q;
-      turns::split(turns::angle(position, F[i + j]), &q, &residual[j]);
-      quadrant[j] = q;
-    }
-    const __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(quadrant));
-    const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(residual))),
-                                   to_radians);
+    __m256i q, residual;
+    split8(p_lo, p_hi, F + i, &q, &residual);
+    const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(residual), to_radians);
     const __m256 z = _mm256_mul_ps(r, r);
     __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(-1.9515295891e-4f), _mm256_set1_ps(8.3321608736e-3f));
     ps = _mm256_fmadd_ps(z, ps, _mm256_set1_ps(-1.6666654611e-1f));
