@@ -32,6 +32,15 @@ from .ops import (  # noqa: E402
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # posemb.hf on first use (it needs no transformers import either way).
+    if name == "hf":
+        import importlib
+
+        return importlib.import_module(".hf", __name__)
+    raise AttributeError(f"module 'posemb' has no attribute {name!r}")
 __all__ = [
     "bert_embeddings",
     "cmake_prefix_path",

@@ -24,18 +24,26 @@ are matched by the same names but not tested.
 """
 from __future__ import annotations
 
+import gc
 import sys
+import warnings
+import weakref
 from typing import Dict
 
 from torch import Tensor, nn
 
 from .nn import BertEmbeddings, RotaryEmbedding
 
-__all__ = ["patch", "unpatch"]
+__all__ = ["PatchError", "patch", "restore_functions", "unpatch"]
 
 _ABSOLUTE = {"BertEmbeddings"}
 _PADDING_AWARE = {"RobertaEmbeddings", "XLMRobertaEmbeddings", "CamembertEmbeddings"}
 _ROTARY = {"LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding"}
+
+
+# posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
+# functions are restored once there are none.
+_LIVE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 
 
 class RotaryPositions:
@@ -53,6 +61,7 @@ class HFRotary(nn.Module):
 
     def __init__(self, original: nn.Module) -> None:
         super().__init__()
+        _LIVE.add(self)
         # q and k are (batch, heads, seq, head_dim) in these models.
         self.rope = RotaryEmbedding.from_config(original.config, seq_dim=2).to(original.inv_freq.device)
         self.config = original.config
@@ -75,40 +84,82 @@ def _rotary_dispatch(original):
     return apply_rotary_pos_emb
 
 
-def _wrap_apply_rotary(module_name: str) -> None:
-    code = sys.modules.get(module_name)
-    fn = getattr(code, "apply_rotary_pos_emb", None)
-    if fn is not None and not hasattr(fn, "posemb_original"):
-        code.apply_rotary_pos_emb = _rotary_dispatch(fn)
-
-
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def patch(model: nn.Module) -> Dict[str, nn.Module]:
+def _is_posemb(module: nn.Module) -> bool:
+    return type(module).__module__.split(".")[0] == "posemb"
+
+
+class PatchError(RuntimeError):
+    """patch(strict=True) recognised nothing it could replace."""
+
+
+def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     """Replaces the model's embedding blocks with posemb's, in place.
 
-    Returns ``{qualified name: the module replaced}``; an empty dict when
-    nothing was recognised.
+    Returns ``{qualified name: the module replaced}``. When it recognises
+    nothing, it warns (or, with ``strict=True``, raises :class:`PatchError`)
+    and changes nothing. It is transactional: every replacement is built
+    before anything is changed, so a failure leaves the model and the
+    process as they were. posemb's own modules are never wrapped again, so
+    calling it twice replaces nothing the second time.
     """
-    replaced: Dict[str, nn.Module] = {}
-    for name, module in list(model.named_modules()):
+    planned: Dict[str, nn.Module] = {}
+    wrap_modules = []
+    for name, module in model.named_modules():
+        if _is_posemb(module) or any(name.startswith(done + ".") for done in planned):
+            continue
         kind = type(module).__name__
         if kind in _ABSOLUTE | _PADDING_AWARE:
-            new = BertEmbeddings.from_hf(module, padding_aware_positions=kind in _PADDING_AWARE)
+            planned[name] = BertEmbeddings.from_hf(module, padding_aware_positions=kind in _PADDING_AWARE)
         elif kind in _ROTARY:
-            _wrap_apply_rotary(type(module).__module__)
-            new = HFRotary(module)
-        else:
-            continue
+            planned[name] = HFRotary(module)
+            wrap_modules.append(type(module).__module__)
+    if not planned:
+        message = (f"posemb.hf.patch: nothing to replace in {type(model).__name__} (posemb knows "
+                   f"{sorted(_ABSOLUTE | _PADDING_AWARE | _ROTARY)}; already patched blocks are skipped)")
+        if strict:
+            raise PatchError(message)
+        warnings.warn(message, stacklevel=2)
+        return {}
+    # Everything is built: now change the model, and the modules' code.
+    replaced: Dict[str, nn.Module] = {}
+    for name, new in planned.items():
+        replaced[name] = model.get_submodule(name)
         _set_submodule(model, name, new)
-        replaced[name] = module
+    for module_name in wrap_modules:
+        code = sys.modules.get(module_name)
+        fn = getattr(code, "apply_rotary_pos_emb", None)
+        if fn is not None and not hasattr(fn, "posemb_original"):
+            code.apply_rotary_pos_emb = _rotary_dispatch(fn)
+            _WRAPPED[module_name] = fn
     return replaced
 
 
+# Module-level functions patch() replaced, by module, with their originals.
+_WRAPPED: Dict[str, object] = {}
+
+
 def unpatch(model: nn.Module, replaced: Dict[str, nn.Module]) -> None:
-    """Puts back the modules that :func:`patch` returned."""
+    """Puts back the modules that :func:`patch` returned. Once no posemb
+    rotary module is alive anywhere, the modules' ``apply_rotary_pos_emb``
+    are restored too (until then the wrapper forwards every call that is not
+    posemb's to the original, unchanged)."""
     for name, module in replaced.items():
         _set_submodule(model, name, module)
+    gc.collect()  # the replaced posemb modules, unless something else holds them
+    if not _LIVE:
+        restore_functions()
+
+
+def restore_functions() -> None:
+    """Restores every module-level function patch() wrapped. Models still
+    patched then fall back to nothing: call it only when none are in use."""
+    for module_name, original in list(_WRAPPED.items()):
+        code = sys.modules.get(module_name)
+        if code is not None and hasattr(getattr(code, "apply_rotary_pos_emb", None), "posemb_original"):
+            code.apply_rotary_pos_emb = original
+        del _WRAPPED[module_name]

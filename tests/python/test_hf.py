@@ -230,3 +230,60 @@ def test_patched_llama_built_on_meta_gives_the_same_logits(rope_type):
     posemb.hf.patch(normal)
     ids = torch.randint(0, 80, (2, 12), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(lazy(ids).logits, normal(ids).logits, rtol=0, atol=0)
+
+
+def test_patch_twice_replaces_nothing_the_second_time_and_warns():
+    model = small_llama("default").eval()
+    ids = torch.randint(0, 80, (1, 9))
+    first = posemb.hf.patch(model)
+    once = model(ids).logits
+    with pytest.warns(UserWarning, match="nothing to replace"):
+        assert posemb.hf.patch(model) == {}
+    with pytest.raises(posemb.hf.PatchError, match="nothing to replace"):
+        posemb.hf.patch(model, strict=True)
+    torch.testing.assert_close(model(ids).logits, once, rtol=0, atol=0)
+    posemb.hf.unpatch(model, first)
+
+
+def test_patch_of_an_unknown_model_warns_and_changes_nothing():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.warns(UserWarning, match="nothing to replace in Sequential"):
+        assert posemb.hf.patch(model) == {}
+
+
+def test_unpatch_restores_the_module_functions():
+    from transformers.models.llama import modeling_llama
+
+    original = modeling_llama.apply_rotary_pos_emb
+    assert not hasattr(original, "posemb_original")
+    model = small_llama("default").eval()
+    replaced = posemb.hf.patch(model)
+    assert modeling_llama.apply_rotary_pos_emb.posemb_original is original
+    posemb.hf.unpatch(model, replaced)
+    assert modeling_llama.apply_rotary_pos_emb is original
+
+
+def test_a_failed_patch_changes_nothing(monkeypatch):
+    from transformers.models.llama import modeling_llama
+
+    original = modeling_llama.apply_rotary_pos_emb
+    model = small_llama("default").eval()
+    before = {n: type(m) for n, m in model.named_modules()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot build")
+
+    monkeypatch.setattr(posemb.hf.HFRotary, "__init__", broken)
+    with pytest.raises(RuntimeError, match="cannot build"):
+        posemb.hf.patch(model)
+    assert {n: type(m) for n, m in model.named_modules()} == before
+    assert modeling_llama.apply_rotary_pos_emb is original
+
+
+def test_posemb_hf_is_there_after_import_posemb():
+    import subprocess
+    import sys
+
+    code = "import sys, posemb; m = posemb.hf; print('transformers' in sys.modules, m.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "posemb.hf"]
