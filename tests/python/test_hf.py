@@ -287,3 +287,20 @@ def test_posemb_hf_is_there_after_import_posemb():
     code = "import sys, posemb; m = posemb.hf; print('transformers' in sys.modules, m.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "posemb.hf"]
+
+
+def test_checkpoints_stay_interchangeable():
+    """A patched model's state_dict is the unpatched one's, both ways."""
+    plain = small_llama("default").eval()
+    patched = small_llama("default").eval()
+    posemb.hf.patch(patched)
+    a, b = plain.state_dict(), patched.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = small_llama("default")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    patched.load_state_dict(other.state_dict())
+    plain.load_state_dict(other.state_dict())
+    ids = torch.randint(0, 80, (1, 9))
+    torch.testing.assert_close(patched(ids).logits, plain(ids).logits, rtol=1e-4, atol=1e-4)
