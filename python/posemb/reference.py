@@ -85,7 +85,7 @@ def token_positions(
         off = offset.cpu().long().reshape(-1, 1) if isinstance(offset, Tensor) else torch.tensor([[offset]])
         positions = off + torch.arange(seq).reshape(1, seq)
     positions = positions.cpu().long()
-    positions = positions.reshape(-1, seq) if positions.dim() == 1 else positions
+    positions = positions.reshape(1, seq) if positions.dim() == 1 else positions  # (seq,)
     return positions.expand(batch, seq)
 
 
