@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis): drawn shapes (sizes 0 and 1, odd dims),
-views (transposes, channel strides, storage offsets), dtypes and position
+layouts (batch- and sequence-first), views (channel strides, storage offsets), dtypes and position
 schemes, for each op, against the fp64 reference of posemb.reference (pure
 PyTorch, written independently of the kernels); in place against out of
 place, bitwise. Derandomised and bounded, so CI runs the same 800 cases in
