@@ -5,6 +5,9 @@
 #include <c10/core/SymBool.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <limits>
+
 #include "posemb/rotary.h"
 #include "positions.h"
 #include "rotary_op.h"
@@ -177,6 +180,31 @@ RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const 
   return {q_out, k_out};
 }
 
+// True when q and k, written in place, could share an element: the same
+// storage with intersecting ranges, unless their layout proves the elements
+// apart (equal token strides, and each token's heads of q and of k in
+// disjoint ranges that fit in one token stride: q and k sliced from one
+// fused qkv projection). Written twice, a shared element would be turned twice.
+bool may_share_elements(const at::Tensor& q, const at::Tensor& k, int64_t heads_dim) {
+  if (q.numel() == 0 || k.numel() == 0) return false;
+  const at::MemOverlapStatus status = at::get_overlap_status(q, k);
+  if (status == at::MemOverlapStatus::No) return false;
+  if (status == at::MemOverlapStatus::Full) return true;
+  int64_t window = std::numeric_limits<int64_t>::max();
+  for (int64_t d = 0; d + 1 < q.dim(); ++d) {
+    if (d == heads_dim || (q.size(d) <= 1 && k.size(d) <= 1)) continue;
+    if (q.stride(d) != k.stride(d) || q.stride(d) <= 0) return true;
+    window = std::min(window, q.stride(d));
+  }
+  auto extent = [&](const at::Tensor& t) {
+    return t.size(heads_dim) == 0 ? 0 : (t.size(heads_dim) - 1) * t.stride(heads_dim) + t.size(-1);
+  };
+  if (q.stride(heads_dim) < 0 || k.stride(heads_dim) < 0) return true;
+  const int64_t q0 = q.storage_offset(), q1 = q0 + extent(q), k0 = k.storage_offset(), k1 = k0 + extent(k);
+  const bool apart = q1 <= k0 || k1 <= q0;
+  return !(apart && std::max(q1, k1) - std::min(q0, k0) <= window);
+}
+
 void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor& k,
                          const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                          const std::optional<at::Tensor>& offsets, int64_t offset,
@@ -188,6 +216,10 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
     TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, "posemb.rotary_: ",
                 t == &q ? "q" : "k", " has overlapping memory and cannot be written in place");
   }
+  const int64_t heads_dim = cu_seqlens.has_value() ? 1 : (seq_dim == 2 ? 1 : 2);
+  TORCH_CHECK(!may_share_elements(q, k, heads_dim), "posemb.rotary_: q and k share memory (the same "
+              "tensor, or overlapping slices of one qkv tensor) and cannot both be turned in place; pass "
+              "q and k that do not overlap, or use the out-of-place rotary");
   if (q.numel() == 0 && k.numel() == 0) return;
   std::vector<at::Tensor> keep;
   RotaryParams p = make_params(op, q, k, q, k, inv_freq, positions, offsets, offset, cu_seqlens,

@@ -355,3 +355,34 @@ def test_module_packed_sequences_choose_frequencies_by_their_own_positions(rope_
     for start, n in zip((0, 40), lengths):  # each sequence alone, batch-first
         alone = m(packed[start:start + n].unsqueeze(0))[0]
         torch.testing.assert_close(out[start:start + n], alone, rtol=0, atol=0)
+
+
+def test_in_place_q_and_k_that_share_memory_are_an_error():
+    inv_freq = torch.ones(4)
+    q = torch.randn(2, 5, 4, 8)
+    with pytest.raises(RuntimeError, match="posemb.rotary_: q and k share memory"):
+        posemb.rotary(q, q, inv_freq, inplace=True)
+    qkv = torch.randn(2, 5, 12, 8)
+    with pytest.raises(RuntimeError, match="q and k share memory"):
+        posemb.rotary(qkv[:, :, 0:6], qkv[:, :, 4:8], inv_freq, inplace=True)  # heads 4, 5 in both
+    hf = torch.randn(2, 12, 5, 8).transpose(1, 2)  # (batch, seq, heads, dim) over a (b, h, s, d) buffer
+    with pytest.raises(RuntimeError, match="q and k share memory"):
+        posemb.rotary(hf[:, :, 0:6], hf[:, :, 5:9], inv_freq, inplace=True)
+
+
+@pytest.mark.parametrize("seq_dim", [1, 2])
+def test_in_place_on_slices_of_one_fused_qkv_tensor(seq_dim):
+    """q, k (and v) sliced from one projection: disjoint, so in place works
+    and equals out of place, and v is untouched."""
+    inv_freq = posemb.rope.frequency_plan({"rope_theta": 1e4}, 8).inv_freq
+    qkv = torch.randn(2, 5, (4 + 2 + 2) * 8)
+    heads = qkv.view(2, 5, 8, 8)
+    if seq_dim == 2:
+        heads = heads.transpose(1, 2)  # (batch, heads, seq, dim), as Llama's attention has them
+        q, k, v = heads[:, :4], heads[:, 4:6], heads[:, 6:]
+    else:
+        q, k, v = heads[:, :, :4], heads[:, :, 4:6], heads[:, :, 6:]
+    expected_q, expected_k = posemb.rotary(q, k, inv_freq, seq_dim=seq_dim)
+    v_before = v.clone()
+    posemb.rotary(q, k, inv_freq, seq_dim=seq_dim, inplace=True)
+    assert torch.equal(q, expected_q) and torch.equal(k, expected_k) and torch.equal(v, v_before)
