@@ -152,6 +152,43 @@ class LearnedPositionalEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
         self.reset_parameters()
 
+    @classmethod
+    def from_sinusoidal(
+        cls,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        layout: str = "interleaved",
+        freqs: str = "vaswani",
+        base: float = 10000.0,
+        noise_std: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+        padding_idx: Optional[int] = None,
+        seq_dim: int = -2,
+        device=None,
+        dtype=None,
+    ) -> "LearnedPositionalEmbedding":
+        """A trainable table that starts as the sinusoidal encoding of
+        positions ``0 .. num_embeddings - 1`` (exact, rounded once to
+        ``dtype``), plus ``N(0, noise_std^2)`` noise when ``noise_std > 0``
+        (random plus sinusoid). The table is a parameter of shape
+        ``(num_embeddings, embedding_dim)``, trained through ``learned_add``."""
+        _check_finite("LearnedPositionalEmbedding", "noise_std", noise_std)
+        if noise_std < 0:
+            raise ValueError(f"LearnedPositionalEmbedding: noise_std must be >= 0, got {noise_std}")
+        module = cls(num_embeddings, embedding_dim, padding_idx=padding_idx, seq_dim=seq_dim, device=device,
+                     dtype=dtype)
+        table = ops.sinusoidal_table(num_embeddings, embedding_dim, layout=layout, freqs=freqs, base=base,
+                                     dtype=torch.float64)
+        if noise_std > 0:
+            table += noise_std * torch.randn(table.shape, generator=generator, dtype=torch.float64)
+        with torch.no_grad():
+            if not module.weight.is_meta:
+                module.weight.copy_(table)
+                if padding_idx is not None:
+                    module.weight[padding_idx].zero_()
+        return module
+
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight)
         if self.padding_idx is not None:

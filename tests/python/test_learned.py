@@ -198,3 +198,26 @@ def test_module_loads_embedding_state_dict_and_matches_nn_embedding(device):
     positions = posemb.make_positions(ids, 1)
     torch.testing.assert_close(m(x, input_ids=ids), x + table(positions))
     torch.testing.assert_close(m(x, offset=2), x + table.weight[2:6])
+
+
+@pytest.mark.parametrize("layout,freqs", [("interleaved", "vaswani"), ("half", "fairseq")])
+def test_table_initialised_from_the_sinusoidal_encoding_trains(layout, freqs):
+    m = posemb.nn.LearnedPositionalEmbedding.from_sinusoidal(64, 16, layout=layout, freqs=freqs)
+    table = posemb.sinusoidal_table(64, 16, layout=layout, freqs=freqs, dtype=torch.float64).float()
+    assert torch.equal(m.weight.detach(), table)  # the exact encoding, rounded once
+    assert m.weight.requires_grad and list(m.state_dict()) == ["weight"]
+    x = torch.randn(2, 10, 16)
+    torch.testing.assert_close(m(x), posemb.sinusoidal_add(x, layout=layout, freqs=freqs), rtol=0, atol=1e-6)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    m(x).pow(2).sum().backward()
+    opt.step()
+    assert not torch.equal(m.weight.detach()[:10], table[:10]) and torch.equal(m.weight.detach()[10:], table[10:])
+
+
+def test_table_from_the_sinusoidal_encoding_with_noise():
+    g = torch.Generator().manual_seed(0)
+    m = posemb.nn.LearnedPositionalEmbedding.from_sinusoidal(32, 8, noise_std=0.1, generator=g, dtype=torch.float64)
+    diff = m.weight.detach() - posemb.sinusoidal_table(32, 8, dtype=torch.float64)
+    assert 0.05 < diff.std().item() < 0.2
+    with pytest.raises(ValueError, match="noise_std must be >= 0"):
+        posemb.nn.LearnedPositionalEmbedding.from_sinusoidal(32, 8, noise_std=-1.0)
