@@ -236,7 +236,7 @@ BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
 }
 
 BertGrads bert_embeddings_backward_impl(
-    BertRunner run, TableGradRunner table_grad, const at::Tensor& grad,
+    BertRunner run, TableGradRunner run_table_grad, const at::Tensor& grad,
     const at::Tensor& input_ids, const at::Tensor& word_weight, const at::Tensor& position_weight,
     const at::Tensor& type_weight, const at::Tensor& ln_weight, const at::Tensor& mean,
     const at::Tensor& rstd, const std::optional<at::Tensor>& positions,
@@ -278,40 +278,18 @@ BertGrads bert_embeddings_backward_impl(
   p.grad_beta = grad_beta.data_ptr();
   run(p, word_weight);
 
-  // Each table: its tokens sorted stably by row, one fixed-order sum per row.
+  // Each table's gradient from grad_x (batch, seq, dim), the table gradient
+  // that learned_add uses too.
   const at::Tensor all_positions =
       resolve_positions(input_ids, kIdsDims, positions, std::nullopt, offset);
   const at::Tensor all_types = token_type_ids.has_value()
                                    ? broadcast_ids(*token_type_ids, input_ids)
                                    : at::zeros({batch, seq}, input_ids.options().dtype(at::kLong));
-  struct Table {
-    at::Tensor rows_of_tokens, grad;
-    std::optional<int64_t> padding_idx;
-  };
-  for (const Table& t : {Table{input_ids.to(at::kLong), grad_word, word_padding_idx},
-                         Table{all_positions, grad_position, position_padding_idx},
-                         Table{all_types, grad_type, std::nullopt}}) {
-    const at::Tensor tokens = t.rows_of_tokens.reshape({-1}).contiguous();
-    const auto [sorted, order] = at::sort(tokens, /*stable=*/true, 0, /*descending=*/false);
-    LearnedGradParams lp;
-    lp.grad = grad_x.data_ptr();
-    lp.batch = batch;
-    lp.seq = seq;
-    lp.dim = dim;
-    lp.g_stride_b = seq * dim;
-    lp.g_stride_t = dim;
-    lp.g_stride_d = 1;
-    lp.sorted_positions = sorted.data_ptr<int64_t>();
-    lp.order = order.data_ptr<int64_t>();
-    lp.num_tokens = tokens.numel();
-    lp.grad_weight = t.grad.data_ptr();
-    lp.num_embeddings = t.grad.size(0);
-    lp.has_padding_idx = t.padding_idx.has_value();
-    lp.padding_idx = t.padding_idx.value_or(0);
-    const at::Tensor partials = at::empty({learned_grad_chunks(lp), 2, dim}, acc);
-    lp.partials = partials.data_ptr();
-    table_grad(lp, word_weight);
-  }
+  const XDims grad_x_dims{/*seq=*/1, /*batch=*/0};
+  table_grad(run_table_grad, grad_x, grad_x_dims, input_ids, grad_word, word_padding_idx);
+  table_grad(run_table_grad, grad_x, grad_x_dims, all_positions, grad_position,
+             position_padding_idx);
+  table_grad(run_table_grad, grad_x, grad_x_dims, all_types, grad_type, std::nullopt);
   return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};
 }
 

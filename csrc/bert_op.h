@@ -9,15 +9,13 @@
 #include <tuple>
 
 #include "kernels/bert.cuh"
-#include "kernels/learned.cuh"
+#include "table_grad.h"
 
 namespace posemb::detail {
 
 /// Runs the forward (out, mean, rstd) or the backward up to the tables
 /// (grad_x, gamma, beta) on one backend; `table` carries dtype and device.
 using BertRunner = void (*)(const BertParams& params, const at::Tensor& table);
-/// Runs one table's gradient from the full-precision grad_x.
-using TableGradRunner = void (*)(const LearnedGradParams& params, const at::Tensor& table);
 
 using BertOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using BertGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -34,7 +32,7 @@ BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
                                  std::optional<int64_t> position_padding_idx);
 
 BertGrads bert_embeddings_backward_impl(
-    BertRunner run, TableGradRunner table_grad, const at::Tensor& grad,
+    BertRunner run, TableGradRunner run_table_grad, const at::Tensor& grad,
     const at::Tensor& input_ids, const at::Tensor& word_weight, const at::Tensor& position_weight,
     const at::Tensor& type_weight, const at::Tensor& ln_weight, const at::Tensor& mean,
     const at::Tensor& rstd, const std::optional<at::Tensor>& positions,
@@ -57,7 +55,7 @@ BertOutputs bert_embeddings_backend(const at::Tensor& input_ids, const at::Tenso
                               dropout_p, dropout_seed, word_padding_idx, position_padding_idx);
 }
 
-template <BertRunner run, TableGradRunner table_grad>
+template <BertRunner run, TableGradRunner run_table_grad>
 BertGrads bert_embeddings_backward_backend(
     const at::Tensor& grad, const at::Tensor& input_ids, const at::Tensor& word_weight,
     const at::Tensor& position_weight, const at::Tensor& type_weight, const at::Tensor& ln_weight,
@@ -65,7 +63,7 @@ BertGrads bert_embeddings_backward_backend(
     const std::optional<at::Tensor>& token_type_ids, c10::SymInt offset, double dropout_p,
     const std::optional<at::Tensor>& dropout_seed, std::optional<int64_t> word_padding_idx,
     std::optional<int64_t> position_padding_idx) {
-  return bert_embeddings_backward_impl(run, table_grad, grad, input_ids, word_weight,
+  return bert_embeddings_backward_impl(run, run_table_grad, grad, input_ids, word_weight,
                                        position_weight, type_weight, ln_weight, mean, rstd,
                                        positions, token_type_ids, offset.expect_int(), dropout_p,
                                        dropout_seed, word_padding_idx, position_padding_idx);

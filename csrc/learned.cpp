@@ -103,7 +103,7 @@ at::Tensor learned_add_impl(LearnedAddRunner run, const at::Tensor& x, const at:
   return y;
 }
 
-at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& grad,
+at::Tensor learned_add_backward_impl(TableGradRunner run, const at::Tensor& grad,
                                      const std::optional<at::Tensor>& positions,
                                      const std::optional<at::Tensor>& offsets, int64_t offset,
                                      int64_t seq_dim, int64_t num_embeddings,
@@ -113,30 +113,8 @@ at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& gr
   const XDims dims = x_dims("learned_add_backward", grad, seq_dim);
   at::Tensor grad_weight = at::empty({num_embeddings, grad.size(-1)}, grad.options());
   if (grad_weight.numel() == 0) return grad_weight;
-  const at::Tensor tokens =
-      resolve_positions(grad, dims, positions, offsets, offset).reshape({-1}).contiguous();
-  const auto [sorted, order] = at::sort(tokens, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  const BSDView gv = bsd_view(grad, dims);
-  LearnedGradParams p;
-  p.grad = grad.data_ptr();
-  p.batch = gv.batch;
-  p.seq = gv.seq;
-  p.dim = gv.dim;
-  p.g_stride_b = gv.stride_b;
-  p.g_stride_t = gv.stride_t;
-  p.g_stride_d = gv.stride_d;
-  p.sorted_positions = sorted.data_ptr<int64_t>();
-  p.order = order.data_ptr<int64_t>();
-  p.num_tokens = tokens.numel();
-  p.grad_weight = grad_weight.data_ptr();
-  p.num_embeddings = num_embeddings;
-  p.has_padding_idx = padding_idx.has_value();
-  p.padding_idx = padding_idx.value_or(0);
-  const auto acc = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor partials =
-      at::empty({learned_grad_chunks(p), 2, p.dim}, grad.options().dtype(acc));
-  p.partials = partials.data_ptr();
-  run(p, grad);
+  table_grad(run, grad, dims, resolve_positions(grad, dims, positions, offsets, offset),
+             grad_weight, padding_idx);
   return grad_weight;
 }
 

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "kernels/learned.cuh"
+#include "table_grad.h"
 
 namespace posemb::detail {
 
@@ -25,7 +26,6 @@ void check_learned_add_backward(const at::Tensor& grad, const std::optional<at::
                                 std::optional<int64_t> padding_idx);
 
 using LearnedAddRunner = void (*)(const LearnedParams& params, const at::Tensor& x);
-using LearnedGradRunner = void (*)(const LearnedGradParams& params, const at::Tensor& grad);
 
 /// learned_add on a backend: check (positions' values included), allocate, run.
 at::Tensor learned_add_impl(LearnedAddRunner run, const at::Tensor& x, const at::Tensor& weight,
@@ -33,9 +33,8 @@ at::Tensor learned_add_impl(LearnedAddRunner run, const at::Tensor& x, const at:
                             const std::optional<at::Tensor>& offsets, int64_t offset,
                             int64_t seq_dim, std::optional<int64_t> padding_idx);
 
-/// The weight gradient on a backend: tokens sorted stably by position, then
-/// one fixed-order sum per row (deterministic, no atomics).
-at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& grad,
+/// The weight gradient on a backend: the table gradient of csrc/table_grad.h.
+at::Tensor learned_add_backward_impl(TableGradRunner run, const at::Tensor& grad,
                                      const std::optional<at::Tensor>& positions,
                                      const std::optional<at::Tensor>& offsets, int64_t offset,
                                      int64_t seq_dim, int64_t num_embeddings,
@@ -50,7 +49,7 @@ at::Tensor learned_add_backend(const at::Tensor& x, const at::Tensor& weight,
                           padding_idx);
 }
 
-template <LearnedGradRunner run>
+template <TableGradRunner run>
 at::Tensor learned_add_backward_backend(const at::Tensor& grad,
                                        const std::optional<at::Tensor>& positions,
                                        const std::optional<at::Tensor>& offsets,

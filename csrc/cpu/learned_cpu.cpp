@@ -1,11 +1,12 @@
-// CPU kernels of learned_add and its weight gradient: the bodies of
-// kernels/learned.cuh, one row per iteration, rows split across threads.
+// CPU kernels of learned_add (rows split across threads, 8 wide on AVX2,
+// else the body of kernels/learned.cuh) and of its weight gradient (the
+// table gradient, cpu/table_grad_cpu.h).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "cpu/rows.h"
-#include "cpu/table_grad.h"
+#include "cpu/table_grad_cpu.h"
 #include "learned_op.h"
 
 namespace posemb::detail {
@@ -45,23 +46,16 @@ void learned_add_cpu_typed(const LearnedParams& p) {
   });
 }
 
-
 void run_learned_add_cpu(const LearnedParams& params, const at::Tensor& x) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "learned_add_cpu",
                                   [&] { learned_add_cpu_typed<scalar_t>(params); });
-}
-
-void run_learned_grad_cpu(const LearnedGradParams& params, const at::Tensor& grad) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
-                                  "learned_add_backward_cpu",
-                                  [&] { table_grad_cpu<scalar_t, scalar_t>(params); });
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
   m.impl("learned_add", &learned_add_backend<run_learned_add_cpu>);
-  m.impl("learned_add_backward", &learned_add_backward_backend<run_learned_grad_cpu>);
+  m.impl("learned_add_backward", &learned_add_backward_backend<run_table_grad_cpu>);
 }
 
 }  // namespace posemb::detail

@@ -1,6 +1,6 @@
 // CUDA registration of bert_embeddings and its backward: device guard,
 // current stream, launch checks. The kernels are in kernels/bert.cu and
-// kernels/learned.cu (the tables' gradients).
+// kernels/table_grad.cu (the tables' gradients).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -24,10 +24,10 @@ void run_backward(const BertParams& p, const at::Tensor& table) {
                                       c10::cuda::getCurrentCUDAStream()));
 }
 
-void run_table_grad(const LearnedGradParams& p, const at::Tensor& table) {
-  const c10::cuda::CUDAGuard guard(table.device());
-  C10_CUDA_CHECK(launch_learned_grad(p, dtype_tag(table.scalar_type()), /*grad_in_acc_type=*/true,
-                                     num_sms(table), c10::cuda::getCurrentCUDAStream()));
+void run_table_grad(const TableGradParams& p, const at::Tensor& grad_weight) {
+  const c10::cuda::CUDAGuard guard(grad_weight.device());
+  C10_CUDA_CHECK(launch_table_grad(p, dtype_tag(grad_weight.scalar_type()), num_sms(grad_weight),
+                                   c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace

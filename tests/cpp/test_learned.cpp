@@ -8,6 +8,7 @@
 
 #include "cpu/scalar_ops.h"
 #include "kernels/learned.cuh"
+#include "kernels/table_grad.cuh"
 #include "positions.h"
 #include "dtype_device.h"
 #include "posemb/posemb.h"
@@ -120,7 +121,7 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     const auto tokens = hot_positions.reshape({-1}).contiguous();
     const auto [sorted, order] = torch::sort(tokens, /*stable=*/true, 0, false);
     auto grad_weight = torch::full({50, dim}, 1234.0);
-    posemb::LearnedGradParams g;
+    posemb::TableGradParams g;
     g.grad = grad.data_ptr();
     g.batch = 3;
     g.seq = 9;
@@ -128,7 +129,7 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     g.g_stride_b = grad.stride(0);
     g.g_stride_t = grad.stride(1);
     g.g_stride_d = grad.stride(2);
-    g.sorted_positions = sorted.data_ptr<int64_t>();
+    g.sorted_rows = sorted.data_ptr<int64_t>();
     g.order = order.data_ptr<int64_t>();
     g.num_tokens = tokens.numel();
     g.grad_weight = grad_weight.data_ptr();
@@ -136,18 +137,18 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     g.has_padding_idx = true;
     g.padding_idx = 7;
     g.chunk_tokens = 4;
-    auto partials = torch::full({posemb::learned_grad_chunks(g), 2, dim}, 1234.0);
+    auto partials = torch::full({posemb::table_grad_chunks(g), 2, dim}, 1234.0);
     g.partials = partials.data_ptr();
-    const auto chunks = posemb::plan_learned_grad_chunks(g, 3);
+    const auto chunks = posemb::plan_table_grad_chunks(g, 3);
     for (int64_t block = 0; block < chunks.grid; ++block)
       for (int64_t thread = 0; thread < chunks.block; ++thread)
-        for (int64_t j = block; j < posemb::learned_grad_chunks(g); j += chunks.grid)
-          posemb::learned_grad_chunk<float, float>(g, j, thread, chunks.block);
-    const auto rows = posemb::plan_learned_grad_rows(g, 3);
+        for (int64_t j = block; j < posemb::table_grad_chunks(g); j += chunks.grid)
+          posemb::table_grad_chunk<float, float>(g, j, thread, chunks.block);
+    const auto rows = posemb::plan_table_grad_rows(g, 3);
     for (int64_t block = 0; block < rows.grid; ++block)
       for (int64_t thread = 0; thread < rows.block; ++thread)
         for (int64_t n = block; n < g.num_embeddings; n += rows.grid)
-          posemb::learned_grad_combine<float>(g, n, thread, rows.block);
+          posemb::table_grad_combine<float>(g, n, thread, rows.block);
     EXPECT_TRUE(torch::allclose(grad_weight, wr.grad(), 1e-5, 1e-5)) << "aligned " << aligned;
     EXPECT_EQ(grad_weight[7].abs().sum().item<float>(), 0.0f);
   }
