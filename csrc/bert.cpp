@@ -153,11 +153,14 @@ void check_index_values(const char* op, const at::Tensor& ids, const at::Tensor&
   }
 }
 
-BertParams make_params(const at::Tensor& ids, const at::Tensor& word, const at::Tensor& position,
-                       const at::Tensor& type, const at::Tensor& gamma,
-                       const std::optional<at::Tensor>& positions,
-                       const std::optional<at::Tensor>& types, int64_t offset, double dropout_p,
-                       const std::optional<at::Tensor>& seed, std::vector<at::Tensor>& keep) {
+}  // namespace
+
+BertParams make_bert_params(const at::Tensor& ids, const at::Tensor& word,
+                            const at::Tensor& position, const at::Tensor& type,
+                            const at::Tensor& gamma, const std::optional<at::Tensor>& positions,
+                            const std::optional<at::Tensor>& types, int64_t offset,
+                            double dropout_p, const std::optional<at::Tensor>& seed,
+                            std::vector<at::Tensor>& keep) {
   auto rows = [&keep](const at::Tensor& t) {  // unit column stride for the kernels
     if (t.stride(1) == 1) return t;
     keep.push_back(t.contiguous());
@@ -196,10 +199,6 @@ BertParams make_params(const at::Tensor& ids, const at::Tensor& word, const at::
   return p;
 }
 
-at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-}  // namespace
-
 BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
                                  const at::Tensor& word_weight, const at::Tensor& position_weight,
                                  const at::Tensor& type_weight, const at::Tensor& ln_weight,
@@ -223,8 +222,8 @@ BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
   at::Tensor mean = at::empty({batch, seq}, stats), rstd = at::empty({batch, seq}, stats);
   if (out.numel() == 0) return {out, mean, rstd};
   std::vector<at::Tensor> keep;
-  BertParams p = make_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
-                             positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
+  BertParams p = make_bert_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
+                                  positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
   keep.push_back(ln_bias.contiguous());
   p.beta = keep.back().data_ptr();
   p.eps = eps;
@@ -263,8 +262,8 @@ BertGrads bert_embeddings_backward_impl(
     return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};
   }
   std::vector<at::Tensor> keep;
-  BertParams p = make_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
-                             positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
+  BertParams p = make_bert_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
+                                  positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
   const at::Tensor g = grad.contiguous(), mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
   at::Tensor grad_x = at::empty({batch, seq, dim}, acc);
   p.row_chunks = bert_row_chunks(batch * seq);
@@ -342,17 +341,10 @@ at::Tensor bert_embeddings(const at::Tensor& input_ids, const at::Tensor& word_w
                            const std::optional<at::Tensor>& dropout_seed,
                            std::optional<int64_t> word_padding_idx,
                            std::optional<int64_t> position_padding_idx) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("posemb::bert_embeddings", "")
-          .typed<detail::BertOutputs(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-              const std::optional<at::Tensor>&, c10::SymInt, double, double,
-              const std::optional<at::Tensor>&, std::optional<int64_t>, std::optional<int64_t>)>();
-  return std::get<0>(op.call(input_ids, word_weight, position_weight, type_weight, ln_weight,
-                             ln_bias, positions, token_type_ids, c10::SymInt(offset), eps,
-                             dropout_p, dropout_seed, word_padding_idx, position_padding_idx));
+  return std::get<0>(detail::BertEmbeddingsOp::handle().call(
+      input_ids, word_weight, position_weight, type_weight, ln_weight, ln_bias, positions,
+      token_type_ids, c10::SymInt(offset), eps, dropout_p, dropout_seed, word_padding_idx,
+      position_padding_idx));
 }
 
 TORCH_LIBRARY_IMPL(posemb, Meta, m) {

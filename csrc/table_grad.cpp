@@ -18,9 +18,7 @@ TableGradParams make_table_grad_params(const at::Tensor& grad, const XDims& dims
   p.batch = gv.batch;
   p.seq = gv.seq;
   p.dim = gv.dim;
-  p.g_stride_b = gv.stride_b;
-  p.g_stride_t = gv.stride_t;
-  p.g_stride_d = gv.stride_d;
+  p.grad_rows = gv.rows;
   p.sorted_rows = sorted.data_ptr<int64_t>();
   p.order = order.data_ptr<int64_t>();
   p.num_tokens = tokens.numel();

@@ -23,8 +23,7 @@ struct LearnedParams {
   void* y = nullptr;             // [batch, seq, dim]
   const void* weight = nullptr;  // [num_embeddings, dim]
   int64_t batch = 0, seq = 0, dim = 0, num_embeddings = 0;
-  int64_t x_stride_b = 0, x_stride_t = 0, x_stride_d = 1;
-  int64_t y_stride_b = 0, y_stride_t = 0, y_stride_d = 1;
+  StridedRows x_rows, y_rows;
   int64_t w_stride_n = 0, w_stride_d = 1;
   PositionParams pos;
 };
@@ -38,10 +37,11 @@ POSEMB_HD constexpr int learned_elems_per_step() {
 /// True when every row of x, y and weight can be read in 128-bit vectors.
 inline bool learned_vectorizable(const LearnedParams& p, int64_t elem_size) {
   const int64_t v = 16 / elem_size;
-  return p.dim % v == 0 && p.x_stride_d == 1 && p.y_stride_d == 1 && p.w_stride_d == 1 &&
-         p.x_stride_b % v == 0 && p.x_stride_t % v == 0 && p.y_stride_b % v == 0 &&
-         p.y_stride_t % v == 0 && p.w_stride_n % v == 0 && detail::is_aligned(p.x, 16) &&
-         detail::is_aligned(p.y, 16) && detail::is_aligned(p.weight, 16);
+  return p.dim % v == 0 && p.x_rows.stride_inner == 1 && p.y_rows.stride_inner == 1 &&
+         p.w_stride_d == 1 && p.x_rows.stride_b % v == 0 && p.x_rows.stride_t % v == 0 &&
+         p.y_rows.stride_b % v == 0 && p.y_rows.stride_t % v == 0 && p.w_stride_n % v == 0 &&
+         detail::is_aligned(p.x, 16) && detail::is_aligned(p.y, 16) &&
+         detail::is_aligned(p.weight, 16);
 }
 
 /// Row `row` (= b * seq + t) of y, channel steps first, first + stride, ...
@@ -55,8 +55,8 @@ POSEMB_HD void learned_add_row(const LearnedParams& p, int64_t row, int64_t firs
   const int64_t b = row / p.seq, t = row % p.seq;
   const int64_t pos = token_position(p.pos, b, t);
   const bool in_range = pos >= 0 && pos < p.num_embeddings;
-  const T* x = static_cast<const T*>(p.x) + b * p.x_stride_b + t * p.x_stride_t;
-  T* y = static_cast<T*>(p.y) + b * p.y_stride_b + t * p.y_stride_t;
+  const T* x = static_cast<const T*>(p.x) + p.x_rows.row(b, t);
+  T* y = static_cast<T*>(p.y) + p.y_rows.row(b, t);
   const T* w = static_cast<const T*>(p.weight) + (in_range ? pos : 0) * p.w_stride_n;
   const A nan = static_cast<A>(NAN);
   for (int64_t d = first * K; d < p.dim; d += stride * K) {
@@ -69,8 +69,8 @@ POSEMB_HD void learned_add_row(const LearnedParams& p, int64_t row, int64_t firs
       }
       detail::store_vec<T, K>(y + d, xv);
     } else {
-      const A sum = in_range ? Ops::to_acc(x[d * p.x_stride_d]) + Ops::to_acc(w[d * p.w_stride_d]) : nan;
-      y[d * p.y_stride_d] = Ops::from_acc(sum);
+      const A sum = in_range ? Ops::to_acc(x[d * p.x_rows.stride_inner]) + Ops::to_acc(w[d * p.w_stride_d]) : nan;
+      y[d * p.y_rows.stride_inner] = Ops::from_acc(sum);
     }
   }
 }

@@ -19,8 +19,7 @@ struct RotaryTensor {
   const void* in = nullptr;
   void* out = nullptr;  // may equal in (the in-place op)
   int64_t heads = 0;
-  int64_t in_stride_b = 0, in_stride_t = 0, in_stride_h = 0;    // head_dim stride is 1
-  int64_t out_stride_b = 0, out_stride_t = 0, out_stride_h = 0;
+  StridedRows in_rows, out_rows;  // inner: heads (head_dim has stride 1)
 };
 
 /// Arguments of one rotary launch. Tokens are row = b * seq + t; packed
@@ -68,25 +67,25 @@ POSEMB_HD void rotate_heads(const RotaryParams& p, const RotaryTensor& x, int64_
   using Ops = ScalarOps<T>;
   const int64_t i0 = kInterleaved ? 2 * i : i;
   const int64_t i1 = kInterleaved ? 2 * i + 1 : i + p.half;
-  const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t;
-  T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t;
+  const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t);
+  T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t);
   for (int64_t h = 0; h < x.heads; ++h) {
-    const A a = Ops::to_acc(in[h * x.in_stride_h + i0]);
-    const A z = Ops::to_acc(in[h * x.in_stride_h + i1]);
-    out[h * x.out_stride_h + i0] = Ops::from_acc(a * c - z * s);
-    out[h * x.out_stride_h + i1] = Ops::from_acc(z * c + a * s);
+    const A a = Ops::to_acc(in[h * x.in_rows.stride_inner + i0]);
+    const A z = Ops::to_acc(in[h * x.in_rows.stride_inner + i1]);
+    out[h * x.out_rows.stride_inner + i0] = Ops::from_acc(a * c - z * s);
+    out[h * x.out_rows.stride_inner + i1] = Ops::from_acc(z * c + a * s);
   }
 }
 
 template <typename T>
 POSEMB_HD void copy_tail(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_t t,
                          int64_t first, int64_t stride) {
-  const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t;
-  T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t;
+  const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t);
+  T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t);
   const int64_t tail = p.head_dim - 2 * p.half;
   for (int64_t j = first; j < x.heads * tail; j += stride) {
     const int64_t h = j / tail, d = 2 * p.half + j % tail;
-    out[h * x.out_stride_h + d] = in[h * x.in_stride_h + d];
+    out[h * x.out_rows.stride_inner + d] = in[h * x.in_rows.stride_inner + d];
   }
 }
 

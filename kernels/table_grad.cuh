@@ -10,6 +10,7 @@
 
 #include "kernels/launch_plan.cuh"
 #include "kernels/math.cuh"
+#include "kernels/positions.cuh"
 
 namespace posemb {
 
@@ -19,12 +20,12 @@ namespace posemb {
 /// summed by many blocks, chunk partials then added in chunk order:
 /// deterministic, since the cut depends on the sizes only.
 struct TableGradParams {
-  const void* grad = nullptr;  // [batch, seq, dim], any strides
+  const void* grad = nullptr;  // [batch, seq, dim], any strides (grad_rows)
   // grad's type is the table's, or its accumulation type (BERT's fp32
   // grad_x for a bf16 table): the launcher makes it the passes' G.
   bool grad_in_acc_type = false;
   int64_t batch = 0, seq = 0, dim = 0;
-  int64_t g_stride_b = 0, g_stride_t = 0, g_stride_d = 1;
+  StridedRows grad_rows;
   const int64_t* sorted_rows = nullptr;  // [num_tokens] each token's table row, ascending
   const int64_t* order = nullptr;        // [num_tokens] token index b * seq + t
   int64_t num_tokens = 0;
@@ -68,7 +69,7 @@ POSEMB_HD A grad_at(const TableGradParams& p, int64_t k, int64_t d) {
   const int64_t token = p.order[k];
   const int64_t b = token / p.seq, t = token % p.seq;
   return static_cast<A>(ScalarOps<G>::to_acc(
-      static_cast<const G*>(p.grad)[b * p.g_stride_b + t * p.g_stride_t + d * p.g_stride_d]));
+      static_cast<const G*>(p.grad)[p.grad_rows.row(b, t) + d * p.grad_rows.stride_inner]));
 }
 
 POSEMB_HD bool zero_row(const TableGradParams& p, int64_t n) {

@@ -31,11 +31,11 @@ void table_grad_cpu(const TableGradParams& p) {
         const int64_t hi = lower_bound(p.sorted_rows, p.num_tokens, n + 1);
         for (int64_t k = lo; k < hi; ++k) {
           const int64_t token = p.order[k], b = token / p.seq, t = token % p.seq;
-          const G* g = static_cast<const G*>(p.grad) + b * p.g_stride_b + t * p.g_stride_t;
-          if (p.g_stride_d == 1) {
+          const G* g = static_cast<const G*>(p.grad) + p.grad_rows.row(b, t);
+          if (p.grad_rows.stride_inner == 1) {
             load_row(g, row.data(), D);
           } else {
-            for (int64_t d = 0; d < D; ++d) row[d] = ScalarOps<G>::to_acc(g[d * p.g_stride_d]);
+            for (int64_t d = 0; d < D; ++d) row[d] = ScalarOps<G>::to_acc(g[d * p.grad_rows.stride_inner]);
           }
           for (int64_t d = 0; d < D; ++d) acc[d] += row[d];
         }

@@ -88,12 +88,8 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     p.seq = 9;
     p.dim = dim;
     p.num_embeddings = 50;
-    p.x_stride_b = x.stride(0);
-    p.x_stride_t = x.stride(1);
-    p.x_stride_d = x.stride(2);
-    p.y_stride_b = y.stride(0);
-    p.y_stride_t = y.stride(1);
-    p.y_stride_d = y.stride(2);
+    p.x_rows = {x.stride(0), x.stride(1), x.stride(2)};
+    p.y_rows = {y.stride(0), y.stride(1), y.stride(2)};
     p.w_stride_n = w.stride(0);
     p.w_stride_d = w.stride(1);
     p.pos.positions = positions.data_ptr();
@@ -126,9 +122,7 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     g.batch = 3;
     g.seq = 9;
     g.dim = dim;
-    g.g_stride_b = grad.stride(0);
-    g.g_stride_t = grad.stride(1);
-    g.g_stride_d = grad.stride(2);
+    g.grad_rows = {grad.stride(0), grad.stride(1), grad.stride(2)};
     g.sorted_rows = sorted.data_ptr<int64_t>();
     g.order = order.data_ptr<int64_t>();
     g.num_tokens = tokens.numel();
