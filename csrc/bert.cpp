@@ -153,11 +153,14 @@ void check_index_values(const char* op, const at::Tensor& ids, const at::Tensor&
   }
 }
 
-BertParams make_params(const at::Tensor& ids, const at::Tensor& word, const at::Tensor& position,
-                       const at::Tensor& type, const at::Tensor& gamma,
-                       const std::optional<at::Tensor>& positions,
-                       const std::optional<at::Tensor>& types, int64_t offset, double dropout_p,
-                       const std::optional<at::Tensor>& seed, std::vector<at::Tensor>& keep) {
+}  // namespace
+
+BertParams make_bert_params(const at::Tensor& ids, const at::Tensor& word,
+                            const at::Tensor& position, const at::Tensor& type,
+                            const at::Tensor& gamma, const std::optional<at::Tensor>& positions,
+                            const std::optional<at::Tensor>& types, int64_t offset,
+                            double dropout_p, const std::optional<at::Tensor>& seed,
+                            std::vector<at::Tensor>& keep) {
   auto rows = [&keep](const at::Tensor& t) {  // unit column stride for the kernels
     if (t.stride(1) == 1) return t;
     keep.push_back(t.contiguous());
@@ -196,10 +199,6 @@ BertParams make_params(const at::Tensor& ids, const at::Tensor& word, const at::
   return p;
 }
 
-at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-}  // namespace
-
 BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
                                  const at::Tensor& word_weight, const at::Tensor& position_weight,
                                  const at::Tensor& type_weight, const at::Tensor& ln_weight,
@@ -223,8 +222,8 @@ BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
   at::Tensor mean = at::empty({batch, seq}, stats), rstd = at::empty({batch, seq}, stats);
   if (out.numel() == 0) return {out, mean, rstd};
   std::vector<at::Tensor> keep;
-  BertParams p = make_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
-                             positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
+  BertParams p = make_bert_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
+                                  positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
   keep.push_back(ln_bias.contiguous());
   p.beta = keep.back().data_ptr();
   p.eps = eps;
@@ -236,7 +235,7 @@ BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
 }
 
 BertGrads bert_embeddings_backward_impl(
-    BertRunner run, TableGradRunner table_grad, const at::Tensor& grad,
+    BertRunner run, TableGradRunner run_table_grad, const at::Tensor& grad,
     const at::Tensor& input_ids, const at::Tensor& word_weight, const at::Tensor& position_weight,
     const at::Tensor& type_weight, const at::Tensor& ln_weight, const at::Tensor& mean,
     const at::Tensor& rstd, const std::optional<at::Tensor>& positions,
@@ -263,8 +262,8 @@ BertGrads bert_embeddings_backward_impl(
     return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};
   }
   std::vector<at::Tensor> keep;
-  BertParams p = make_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
-                             positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
+  BertParams p = make_bert_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
+                                  positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
   const at::Tensor g = grad.contiguous(), mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
   at::Tensor grad_x = at::empty({batch, seq, dim}, acc);
   p.row_chunks = bert_row_chunks(batch * seq);
@@ -278,40 +277,18 @@ BertGrads bert_embeddings_backward_impl(
   p.grad_beta = grad_beta.data_ptr();
   run(p, word_weight);
 
-  // Each table: its tokens sorted stably by row, one fixed-order sum per row.
+  // Each table's gradient from grad_x (batch, seq, dim), the table gradient
+  // that learned_add uses too.
   const at::Tensor all_positions =
       resolve_positions(input_ids, kIdsDims, positions, std::nullopt, offset);
   const at::Tensor all_types = token_type_ids.has_value()
                                    ? broadcast_ids(*token_type_ids, input_ids)
                                    : at::zeros({batch, seq}, input_ids.options().dtype(at::kLong));
-  struct Table {
-    at::Tensor rows_of_tokens, grad;
-    std::optional<int64_t> padding_idx;
-  };
-  for (const Table& t : {Table{input_ids.to(at::kLong), grad_word, word_padding_idx},
-                         Table{all_positions, grad_position, position_padding_idx},
-                         Table{all_types, grad_type, std::nullopt}}) {
-    const at::Tensor tokens = t.rows_of_tokens.reshape({-1}).contiguous();
-    const auto [sorted, order] = at::sort(tokens, /*stable=*/true, 0, /*descending=*/false);
-    LearnedGradParams lp;
-    lp.grad = grad_x.data_ptr();
-    lp.batch = batch;
-    lp.seq = seq;
-    lp.dim = dim;
-    lp.g_stride_b = seq * dim;
-    lp.g_stride_t = dim;
-    lp.g_stride_d = 1;
-    lp.sorted_positions = sorted.data_ptr<int64_t>();
-    lp.order = order.data_ptr<int64_t>();
-    lp.num_tokens = tokens.numel();
-    lp.grad_weight = t.grad.data_ptr();
-    lp.num_embeddings = t.grad.size(0);
-    lp.has_padding_idx = t.padding_idx.has_value();
-    lp.padding_idx = t.padding_idx.value_or(0);
-    const at::Tensor partials = at::empty({learned_grad_chunks(lp), 2, dim}, acc);
-    lp.partials = partials.data_ptr();
-    table_grad(lp, word_weight);
-  }
+  const XDims grad_x_dims{/*seq=*/1, /*batch=*/0};
+  table_grad(run_table_grad, grad_x, grad_x_dims, input_ids, grad_word, word_padding_idx);
+  table_grad(run_table_grad, grad_x, grad_x_dims, all_positions, grad_position,
+             position_padding_idx);
+  table_grad(run_table_grad, grad_x, grad_x_dims, all_types, grad_type, std::nullopt);
   return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};
 }
 
@@ -364,17 +341,10 @@ at::Tensor bert_embeddings(const at::Tensor& input_ids, const at::Tensor& word_w
                            const std::optional<at::Tensor>& dropout_seed,
                            std::optional<int64_t> word_padding_idx,
                            std::optional<int64_t> position_padding_idx) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("posemb::bert_embeddings", "")
-          .typed<detail::BertOutputs(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-              const std::optional<at::Tensor>&, c10::SymInt, double, double,
-              const std::optional<at::Tensor>&, std::optional<int64_t>, std::optional<int64_t>)>();
-  return std::get<0>(op.call(input_ids, word_weight, position_weight, type_weight, ln_weight,
-                             ln_bias, positions, token_type_ids, c10::SymInt(offset), eps,
-                             dropout_p, dropout_seed, word_padding_idx, position_padding_idx));
+  return std::get<0>(detail::BertEmbeddingsOp::handle().call(
+      input_ids, word_weight, position_weight, type_weight, ln_weight, ln_bias, positions,
+      token_type_ids, c10::SymInt(offset), eps, dropout_p, dropout_seed, word_padding_idx,
+      position_padding_idx));
 }
 
 TORCH_LIBRARY_IMPL(posemb, Meta, m) {

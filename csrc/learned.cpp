@@ -68,6 +68,29 @@ void check_position_values(const char* op, const at::Tensor& resolved, int64_t n
 
 }  // namespace
 
+LearnedParams make_learned_params(const at::Tensor& x, const at::Tensor& y,
+                                  const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& positions,
+                                  const std::optional<at::Tensor>& offsets, int64_t offset,
+                                  int64_t seq_dim, std::vector<at::Tensor>& keep) {
+  const XDims dims = x_dims("learned_add", x, seq_dim);
+  const BSDView xv = bsd_view(x, dims);
+  LearnedParams p;
+  p.x = x.data_ptr();
+  p.y = y.data_ptr();
+  p.weight = weight.data_ptr();
+  p.batch = xv.batch;
+  p.seq = xv.seq;
+  p.dim = xv.dim;
+  p.num_embeddings = weight.size(0);
+  p.x_rows = xv.rows;
+  p.y_rows = bsd_view(y, dims).rows;
+  p.w_stride_n = weight.stride(0);
+  p.w_stride_d = weight.stride(1);
+  p.pos = make_position_params(x, dims, positions, offsets, offset, keep);
+  return p;
+}
+
 at::Tensor learned_add_impl(LearnedAddRunner run, const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>& positions,
                             const std::optional<at::Tensor>& offsets, int64_t offset,
@@ -80,30 +103,12 @@ at::Tensor learned_add_impl(LearnedAddRunner run, const at::Tensor& x, const at:
   }
   at::Tensor y = at::empty(x.sizes(), x.options());
   if (x.numel() == 0) return y;
-  const BSDView xv = bsd_view(x, dims), yv = bsd_view(y, dims);
   std::vector<at::Tensor> keep;
-  LearnedParams p;
-  p.x = x.data_ptr();
-  p.y = y.data_ptr();
-  p.weight = weight.data_ptr();
-  p.batch = xv.batch;
-  p.seq = xv.seq;
-  p.dim = xv.dim;
-  p.num_embeddings = weight.size(0);
-  p.x_stride_b = xv.stride_b;
-  p.x_stride_t = xv.stride_t;
-  p.x_stride_d = xv.stride_d;
-  p.y_stride_b = yv.stride_b;
-  p.y_stride_t = yv.stride_t;
-  p.y_stride_d = yv.stride_d;
-  p.w_stride_n = weight.stride(0);
-  p.w_stride_d = weight.stride(1);
-  p.pos = make_position_params(x, dims, positions, offsets, offset, keep);
-  run(p, x);
+  run(make_learned_params(x, y, weight, positions, offsets, offset, seq_dim, keep), x);
   return y;
 }
 
-at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& grad,
+at::Tensor learned_add_backward_impl(TableGradRunner run, const at::Tensor& grad,
                                      const std::optional<at::Tensor>& positions,
                                      const std::optional<at::Tensor>& offsets, int64_t offset,
                                      int64_t seq_dim, int64_t num_embeddings,
@@ -113,30 +118,8 @@ at::Tensor learned_add_backward_impl(LearnedGradRunner run, const at::Tensor& gr
   const XDims dims = x_dims("learned_add_backward", grad, seq_dim);
   at::Tensor grad_weight = at::empty({num_embeddings, grad.size(-1)}, grad.options());
   if (grad_weight.numel() == 0) return grad_weight;
-  const at::Tensor tokens =
-      resolve_positions(grad, dims, positions, offsets, offset).reshape({-1}).contiguous();
-  const auto [sorted, order] = at::sort(tokens, /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  const BSDView gv = bsd_view(grad, dims);
-  LearnedGradParams p;
-  p.grad = grad.data_ptr();
-  p.batch = gv.batch;
-  p.seq = gv.seq;
-  p.dim = gv.dim;
-  p.g_stride_b = gv.stride_b;
-  p.g_stride_t = gv.stride_t;
-  p.g_stride_d = gv.stride_d;
-  p.sorted_positions = sorted.data_ptr<int64_t>();
-  p.order = order.data_ptr<int64_t>();
-  p.num_tokens = tokens.numel();
-  p.grad_weight = grad_weight.data_ptr();
-  p.num_embeddings = num_embeddings;
-  p.has_padding_idx = padding_idx.has_value();
-  p.padding_idx = padding_idx.value_or(0);
-  const auto acc = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor partials =
-      at::empty({learned_grad_chunks(p), 2, p.dim}, grad.options().dtype(acc));
-  p.partials = partials.data_ptr();
-  run(p, grad);
+  table_grad(run, grad, dims, resolve_positions(grad, dims, positions, offsets, offset),
+             grad_weight, padding_idx);
   return grad_weight;
 }
 
@@ -167,13 +150,8 @@ at::Tensor learned_add(const at::Tensor& x, const at::Tensor& weight,
                        const std::optional<at::Tensor>& positions,
                        const std::optional<at::Tensor>& offsets, int64_t offset, int64_t seq_dim,
                        std::optional<int64_t> padding_idx) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::learned_add", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                         const std::optional<at::Tensor>&,
-                                         const std::optional<at::Tensor>&, c10::SymInt, int64_t,
-                                         std::optional<int64_t>)>();
-  return op.call(x, weight, positions, offsets, c10::SymInt(offset), seq_dim, padding_idx);
+  return detail::LearnedAddOp::handle().call(x, weight, positions, offsets, c10::SymInt(offset),
+                                             seq_dim, padding_idx);
 }
 
 TORCH_LIBRARY_IMPL(posemb, Meta, m) {

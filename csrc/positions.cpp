@@ -30,10 +30,18 @@ XDims x_dims(const char* op, const at::Tensor& x, int64_t seq_dim) {
   return {s, rank == 3 ? 1 - s : -1};
 }
 
+StridedRows strided_rows(const at::Tensor& t, int64_t batch_dim, int64_t seq_dim,
+                         int64_t inner_dim) {
+  StridedRows r;
+  r.stride_b = batch_dim >= 0 ? t.stride(batch_dim) : 0;
+  r.stride_t = t.stride(seq_dim);
+  r.stride_inner = t.stride(inner_dim);
+  return r;
+}
+
 BSDView bsd_view(const at::Tensor& t, const XDims& dims) {
-  const bool batched = dims.batch >= 0;
-  return {batched ? t.size(dims.batch) : 1, t.size(dims.seq), t.size(-1),
-          batched ? t.stride(dims.batch) : 0, t.stride(dims.seq), t.stride(-1)};
+  return {dims.batch >= 0 ? t.size(dims.batch) : 1, t.size(dims.seq), t.size(-1),
+          strided_rows(t, dims.batch, dims.seq, -1)};
 }
 
 void check_positions(const char* op, const at::Tensor& x, const XDims& dims,

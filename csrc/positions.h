@@ -23,11 +23,16 @@ struct XDims {
 /// where the sequence is.
 XDims x_dims(const char* op, const at::Tensor& x, int64_t seq_dim);
 
+/// The kernels' view of t's dimensions batch_dim (-1: none, stride 0),
+/// seq_dim and inner_dim.
+StridedRows strided_rows(const at::Tensor& t, int64_t batch_dim, int64_t seq_dim,
+                         int64_t inner_dim);
+
 /// Sizes and strides of t in its logical (batch, seq, dim) view; a tensor
 /// without a batch dimension has batch 1 and batch stride 0.
 struct BSDView {
   int64_t batch, seq, dim;
-  int64_t stride_b, stride_t, stride_d;
+  StridedRows rows;
 };
 BSDView bsd_view(const at::Tensor& t, const XDims& dims);
 

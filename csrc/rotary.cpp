@@ -97,12 +97,8 @@ RotaryTensor rotary_tensor(const char* op, const char* name, const at::Tensor& i
   r.in = in.data_ptr();
   r.out = out.data_ptr();
   r.heads = in.size(d.heads);
-  r.in_stride_b = d.batch >= 0 ? in.stride(d.batch) : 0;
-  r.in_stride_t = in.stride(d.seq);
-  r.in_stride_h = in.stride(d.heads);
-  r.out_stride_b = d.batch >= 0 ? out.stride(d.batch) : 0;
-  r.out_stride_t = out.stride(d.seq);
-  r.out_stride_h = out.stride(d.heads);
+  r.in_rows = strided_rows(in, d.batch, d.seq, d.heads);
+  r.out_rows = strided_rows(out, d.batch, d.seq, d.heads);
   return r;
 }
 
@@ -116,12 +112,16 @@ void check_cu_seqlens_values(const char* op, const at::Tensor& c, int64_t tokens
               "number of tokens (", tokens, "), got ", l.cpu());
 }
 
-RotaryParams make_params(const char* op, const at::Tensor& q, const at::Tensor& k,
-                         const at::Tensor& q_out, const at::Tensor& k_out,
-                         const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
-                         const std::optional<at::Tensor>& offsets, int64_t offset,
-                         const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                         bool interleaved, int64_t seq_dim, std::vector<at::Tensor>& keep) {
+}  // namespace
+
+RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::Tensor& k,
+                                const at::Tensor& q_out, const at::Tensor& k_out,
+                                const at::Tensor& inv_freq,
+                                const std::optional<at::Tensor>& positions,
+                                const std::optional<at::Tensor>& offsets, int64_t offset,
+                                const std::optional<at::Tensor>& cu_seqlens,
+                                double attention_scaling, bool interleaved, int64_t seq_dim,
+                                std::vector<at::Tensor>& keep) {
   const RotaryDims d = rotary_dims(op, q, cu_seqlens.has_value(), seq_dim);
   RotaryParams p;
   p.q = rotary_tensor(op, "q", q, q_out, d);
@@ -155,8 +155,6 @@ RotaryParams make_params(const char* op, const at::Tensor& q, const at::Tensor& 
   return p;
 }
 
-}  // namespace
-
 RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const at::Tensor& q,
                           const at::Tensor& k, const at::Tensor& inv_freq,
                           const std::optional<at::Tensor>& positions,
@@ -173,8 +171,9 @@ RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const 
   };
   const at::Tensor qi = innermost(q), ki = innermost(k);
   std::vector<at::Tensor> keep;
-  RotaryParams p = make_params(op, qi, ki, q_out, k_out, inv_freq, positions, offsets, offset,
-                               cu_seqlens, attention_scaling, interleaved, seq_dim, keep);
+  RotaryParams p = make_rotary_params(op, qi, ki, q_out, k_out, inv_freq, positions, offsets,
+                                      offset, cu_seqlens, attention_scaling, interleaved, seq_dim,
+                                      keep);
   p.inverse = inverse;
   run(p, q);
   return {q_out, k_out};
@@ -222,30 +221,22 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
               "q and k that do not overlap, or use the out-of-place rotary");
   if (q.numel() == 0 && k.numel() == 0) return;
   std::vector<at::Tensor> keep;
-  RotaryParams p = make_params(op, q, k, q, k, inv_freq, positions, offsets, offset, cu_seqlens,
-                               attention_scaling, interleaved, seq_dim, keep);
+  RotaryParams p = make_rotary_params(op, q, k, q, k, inv_freq, positions, offsets, offset,
+                                      cu_seqlens, attention_scaling, interleaved, seq_dim, keep);
   p.copy_tail = false;  // in place, the channels past rotary_dim are already there
   run(p, q);
 }
 
 namespace {
 
+template <bool kInverse>
 RotaryOutputs rotary_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
                           const std::optional<at::Tensor>& positions,
                           const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                           const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
                           bool interleaved, int64_t seq_dim) {
-  check_rotary("rotary", q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
-  return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options())};
-}
-
-RotaryOutputs rotary_backward_meta(const at::Tensor& q, const at::Tensor& k,
-                                   const at::Tensor& inv_freq,
-                                   const std::optional<at::Tensor>& positions,
-                                   const std::optional<at::Tensor>& offsets, c10::SymInt offset,
-                                   const std::optional<at::Tensor>& cu_seqlens,
-                                   double attention_scaling, bool interleaved, int64_t seq_dim) {
-  check_rotary("rotary_backward", q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
+  check_rotary(kInverse ? "rotary_backward" : "rotary", q, k, inv_freq, positions, offsets, offset,
+               cu_seqlens, seq_dim);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options())};
 }
 
@@ -260,11 +251,6 @@ void rotary_inplace_meta(const at::Tensor& q, const at::Tensor& k, const at::Ten
 }  // namespace
 }  // namespace detail
 
-using RotarySig = detail::RotaryOutputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                        const std::optional<at::Tensor>&,
-                                        const std::optional<at::Tensor>&, c10::SymInt,
-                                        const std::optional<at::Tensor>&, double, bool, int64_t);
-
 std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor& k,
                                           const at::Tensor& inv_freq,
                                           const std::optional<at::Tensor>& positions,
@@ -273,30 +259,21 @@ std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor&
                                           const std::optional<at::Tensor>& cu_seqlens,
                                           double attention_scaling, bool interleaved,
                                           int64_t seq_dim) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::rotary", "")
-                       .typed<RotarySig>();
-  return op.call(q, k, inv_freq, positions, offsets, c10::SymInt(offset), cu_seqlens,
-                 attention_scaling, interleaved, seq_dim);
+  return detail::RotaryOp::handle().call(q, k, inv_freq, positions, offsets, c10::SymInt(offset),
+                                         cu_seqlens, attention_scaling, interleaved, seq_dim);
 }
 
 void rotary_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
              const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& offsets,
              int64_t offset, const std::optional<at::Tensor>& cu_seqlens,
              double attention_scaling, bool interleaved, int64_t seq_dim) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::rotary_", "")
-                       .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                   const std::optional<at::Tensor>&,
-                                   const std::optional<at::Tensor>&, c10::SymInt,
-                                   const std::optional<at::Tensor>&, double, bool, int64_t)>();
-  op.call(q, k, inv_freq, positions, offsets, c10::SymInt(offset), cu_seqlens, attention_scaling,
-          interleaved, seq_dim);
+  detail::RotaryInplaceOp::handle().call(q, k, inv_freq, positions, offsets, c10::SymInt(offset),
+                                          cu_seqlens, attention_scaling, interleaved, seq_dim);
 }
 
 TORCH_LIBRARY_IMPL(posemb, Meta, m) {
-  m.impl("rotary", &detail::rotary_meta);
-  m.impl("rotary_backward", &detail::rotary_backward_meta);
+  m.impl("rotary", &detail::rotary_meta<false>);
+  m.impl("rotary_backward", &detail::rotary_meta<true>);
   m.impl("rotary_", &detail::rotary_inplace_meta);
 }
 

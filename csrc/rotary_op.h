@@ -1,5 +1,7 @@
-// Internal: checks and backend wrappers of rotary, rotary_ and
-// rotary_backward, shared by the CPU, CUDA and Meta registrations.
+// Internal: the op glue of rotary, rotary_ and rotary_backward, shared by
+// their CPU, CUDA, Meta and autograd registrations and the public C++
+// functions: the typed op handles, the checks, the kernel params and the
+// backend adapters.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,17 +12,50 @@
 #include <vector>
 
 #include "kernels/rotary.cuh"
+#include "op.h"
 
 namespace posemb::detail {
 
-using RotaryRunner = void (*)(const RotaryParams& params, const at::Tensor& q);
+// ---------------------------------------------------------------- the ops
+
 using RotaryOutputs = std::tuple<at::Tensor, at::Tensor>;
+
+// rotary and rotary_backward share a signature; rotary_ returns nothing.
+using RotarySig = RotaryOutputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                c10::SymInt, const std::optional<at::Tensor>&, double, bool,
+                                int64_t);
+using RotaryOp = Op<"posemb::rotary", RotarySig>;
+using RotaryBackwardOp = Op<"posemb::rotary_backward", RotarySig>;
+using RotaryInplaceOp =
+    Op<"posemb::rotary_",
+       void(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+            const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, c10::SymInt,
+            const std::optional<at::Tensor>&, double, bool, int64_t)>;
+
+// ------------------------------------------------------- checks and params
 
 /// Checks the arguments of `op` on real or fake tensors.
 void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
                   const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                   const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
                   const std::optional<at::Tensor>& cu_seqlens, int64_t seq_dim);
+
+/// Kernel parameters for checked real tensors: q and k are read, q_out and
+/// k_out written (the same tensors in place); cu_seqlens' values are checked
+/// here (one host sync). Copies are kept in `keep`.
+RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::Tensor& k,
+                                const at::Tensor& q_out, const at::Tensor& k_out,
+                                const at::Tensor& inv_freq,
+                                const std::optional<at::Tensor>& positions,
+                                const std::optional<at::Tensor>& offsets, int64_t offset,
+                                const std::optional<at::Tensor>& cu_seqlens,
+                                double attention_scaling, bool interleaved, int64_t seq_dim,
+                                std::vector<at::Tensor>& keep);
+
+// ---------------------------------------------------------------- backends
+
+using RotaryRunner = void (*)(const RotaryParams& params, const at::Tensor& q);
 
 /// Out of place: rotate q and k into new tensors (inverse: the backward).
 RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const at::Tensor& q,
@@ -37,6 +72,7 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
                          const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
                          bool interleaved, int64_t seq_dim);
 
+/// The registered kernels: the ops' signatures, a backend's runner bound.
 template <RotaryRunner run, bool kInverse>
 RotaryOutputs rotary_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
                              const std::optional<at::Tensor>& positions,

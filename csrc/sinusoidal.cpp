@@ -1,6 +1,7 @@
 // sinusoidal_add, sinusoidal_add_, sinusoidal_add_backward, sinusoidal_table
-// and make_positions: argument checks, Meta (fake) kernels, the composite
-// ops, and the public C++ functions that call the dispatcher.
+// and make_positions: argument checks, the backend-neutral part of the
+// kernels, Meta (fake) kernels, the composite ops, and the public C++
+// functions that call the dispatcher.
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <c10/core/SymBool.h>
@@ -69,20 +70,15 @@ SinusoidalParams make_sinusoidal_params(const SinusoidalSpec& spec, const at::Te
                                         std::optional<int64_t> padding_idx,
                                         std::vector<at::Tensor>& keep) {
   const XDims dims = x_dims("sinusoidal_add", x, seq_dim);
-  const BSDView xv = bsd_view(x, dims), yv = bsd_view(y, dims);
+  const BSDView xv = bsd_view(x, dims);
   SinusoidalParams p;
   p.x = x.data_ptr();
   p.y = y.data_ptr();
   p.batch = xv.batch;
   p.seq = xv.seq;
   p.dim = xv.dim;
-  p.x_stride_b = xv.stride_b;
-  p.x_stride_t = xv.stride_t;
-  p.x_stride_d = xv.stride_d;
-  p.y_stride_b = yv.stride_b;
-  p.y_stride_t = yv.stride_t;
-  p.y_stride_d = yv.stride_d;
-
+  p.x_rows = xv.rows;
+  p.y_rows = bsd_view(y, dims).rows;
   p.pos = make_position_params(x, dims, positions, offsets, offset, keep);
   p.has_padding_idx = padding_idx.has_value();
   p.padding_idx = padding_idx.value_or(0);
@@ -93,6 +89,39 @@ SinusoidalParams make_sinusoidal_params(const SinusoidalSpec& spec, const at::Te
   p.scale = scale;
   p.scale_f32 = static_cast<float>(scale);
   return p;
+}
+
+at::Tensor sinusoidal_add_impl(SinusoidalRunner run, const at::Tensor& x,
+                               const std::optional<at::Tensor>& positions,
+                               const std::optional<at::Tensor>& offsets, int64_t offset,
+                               int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                               double base, double scale, std::optional<int64_t> padding_idx) {
+  const auto spec = check_sinusoidal_add("sinusoidal_add", x, positions, offsets, offset, seq_dim,
+                                         layout, freqs, base, padding_idx);
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  if (x.numel() == 0) return y;
+  std::vector<at::Tensor> keep;
+  run(make_sinusoidal_params(spec, x, y, positions, offsets, offset, seq_dim, scale, padding_idx,
+                             keep),
+      x);
+  return y;
+}
+
+void sinusoidal_add_inplace_impl(SinusoidalRunner run, const at::Tensor& x,
+                                 const std::optional<at::Tensor>& positions,
+                                 const std::optional<at::Tensor>& offsets, int64_t offset,
+                                 int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                                 double base, double scale, std::optional<int64_t> padding_idx) {
+  const auto spec = check_sinusoidal_add("sinusoidal_add_", x, positions, offsets, offset, seq_dim,
+                                         layout, freqs, base, padding_idx);
+  TORCH_CHECK(at::has_internal_overlap(x) != at::MemOverlap::Yes,
+              "posemb.sinusoidal_add_: x has overlapping memory (an expanded view?) and cannot ",
+              "be written in place; use sinusoidal_add");
+  if (x.numel() == 0) return;
+  std::vector<at::Tensor> keep;
+  run(make_sinusoidal_params(spec, x, x, positions, offsets, offset, seq_dim, scale, padding_idx,
+                             keep),
+      x);
 }
 
 namespace {
@@ -132,15 +161,9 @@ at::Tensor sinusoidal_table_composite(c10::SymInt num_positions, c10::SymInt dim
                            .dtype(dtype.value_or(at::kFloat))
                            .device(device.value_or(at::kCPU));
   at::Tensor table = at::zeros_symint({num_positions, dim}, options);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::sinusoidal_add_", "")
-                       .typed<void(const at::Tensor&, const std::optional<at::Tensor>&,
-                                          const std::optional<at::Tensor>&, c10::SymInt, int64_t,
-                                          std::string_view, std::string_view, double, double,
-                                          std::optional<int64_t>)>();
   // 0 * 1 + PE is PE exactly.
-  op.call(table, std::nullopt, std::nullopt, std::move(offset), 0, layout, freqs, base,
-          1.0, padding_idx);
+  SinusoidalAddInplaceOp::handle().call(table, std::nullopt, std::nullopt, std::move(offset), 0,
+                                        layout, freqs, base, 1.0, padding_idx);
   return table;
 }
 
@@ -159,65 +182,37 @@ at::Tensor make_positions_composite(const at::Tensor& input_ids, int64_t padding
 }  // namespace
 }  // namespace detail
 
-namespace {
-
-using SinusoidalAddSig = at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&,
-                                    const std::optional<at::Tensor>&, c10::SymInt, int64_t,
-                                    std::string_view, std::string_view, double, double,
-                                    std::optional<int64_t>);
-using SinusoidalAddInplaceSig = void(const at::Tensor&, const std::optional<at::Tensor>&,
-                                            const std::optional<at::Tensor>&, c10::SymInt,
-                                            int64_t, std::string_view, std::string_view, double,
-                                            double, std::optional<int64_t>);
-
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
-}  // namespace
-
 at::Tensor sinusoidal_add(const at::Tensor& x, const std::optional<at::Tensor>& positions,
                           const std::optional<at::Tensor>& offsets, int64_t offset,
                           int64_t seq_dim, const std::string& layout, const std::string& freqs,
                           double base, double scale, std::optional<int64_t> padding_idx) {
-  static auto op = find_op<SinusoidalAddSig>("posemb::sinusoidal_add");
-  return op.call(x, positions, offsets, c10::SymInt(offset), seq_dim, layout, freqs, base, scale,
-                 padding_idx);
+  return detail::SinusoidalAddOp::handle().call(x, positions, offsets, c10::SymInt(offset),
+                                                seq_dim, layout, freqs, base, scale, padding_idx);
 }
 
 at::Tensor& sinusoidal_add_(at::Tensor& x, const std::optional<at::Tensor>& positions,
                             const std::optional<at::Tensor>& offsets, int64_t offset,
                             int64_t seq_dim, const std::string& layout, const std::string& freqs,
                             double base, double scale, std::optional<int64_t> padding_idx) {
-  static auto op = find_op<SinusoidalAddInplaceSig>("posemb::sinusoidal_add_");
-  op.call(x, positions, offsets, c10::SymInt(offset), seq_dim, layout, freqs, base, scale,
-          padding_idx);
+  detail::SinusoidalAddInplaceOp::handle().call(x, positions, offsets, c10::SymInt(offset),
+                                                seq_dim, layout, freqs, base, scale, padding_idx);
   return x;
 }
 
 at::Tensor sinusoidal_add_backward(const at::Tensor& grad, double scale) {
-  static auto op =
-      find_op<at::Tensor(const at::Tensor&, double)>("posemb::sinusoidal_add_backward");
-  return op.call(grad, scale);
+  return detail::SinusoidalAddBackwardOp::handle().call(grad, scale);
 }
 
 at::Tensor sinusoidal_table(int64_t num_positions, int64_t dim, int64_t offset,
                             const std::string& layout, const std::string& freqs, double base,
                             std::optional<int64_t> padding_idx, at::TensorOptions options) {
-  static auto op =
-      find_op<at::Tensor(c10::SymInt, c10::SymInt, c10::SymInt, std::string_view,
-                         std::string_view, double, std::optional<int64_t>,
-                         std::optional<at::ScalarType>, std::optional<at::Device>)>(
-          "posemb::sinusoidal_table");
-  return op.call(c10::SymInt(num_positions), c10::SymInt(dim), c10::SymInt(offset), layout, freqs,
-                 base, padding_idx, c10::typeMetaToScalarType(options.dtype()), options.device());
+  return detail::SinusoidalTableOp::handle().call(
+      c10::SymInt(num_positions), c10::SymInt(dim), c10::SymInt(offset), layout, freqs, base,
+      padding_idx, c10::typeMetaToScalarType(options.dtype()), options.device());
 }
 
 at::Tensor make_positions(const at::Tensor& input_ids, int64_t padding_idx) {
-  static auto op =
-      find_op<at::Tensor(const at::Tensor&, int64_t)>("posemb::make_positions");
-  return op.call(input_ids, padding_idx);
+  return detail::MakePositionsOp::handle().call(input_ids, padding_idx);
 }
 
 TORCH_LIBRARY_IMPL(posemb, Meta, m) {

@@ -1,11 +1,11 @@
-// Internal: the argument checks and the kernel wrapper that the CPU, CUDA and
-// Meta registrations of sinusoidal_add / sinusoidal_add_ share, so every
-// backend (fake tensors included) accepts and rejects exactly the same calls.
+// Internal: the op glue of the sinusoidal family, shared by its CPU, CUDA,
+// Meta and autograd registrations and its public C++ functions: the typed
+// handle of each op, the argument checks (so every backend, fake tensors
+// included, accepts and rejects the same calls), the kernel params, and the
+// backend adapters.
 #pragma once
 
-#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <c10/core/SymInt.h>
 
 #include <optional>
@@ -13,8 +13,32 @@
 #include <vector>
 
 #include "kernels/sinusoidal.cuh"
+#include "op.h"
 
 namespace posemb::detail {
+
+// ---------------------------------------------------------------- the ops
+
+using SinusoidalAddOp =
+    Op<"posemb::sinusoidal_add",
+       at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&,
+                  const std::optional<at::Tensor>&, c10::SymInt, int64_t, std::string_view,
+                  std::string_view, double, double, std::optional<int64_t>)>;
+using SinusoidalAddInplaceOp =
+    Op<"posemb::sinusoidal_add_",
+       void(const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+            c10::SymInt, int64_t, std::string_view, std::string_view, double, double,
+            std::optional<int64_t>)>;
+using SinusoidalAddBackwardOp =
+    Op<"posemb::sinusoidal_add_backward", at::Tensor(const at::Tensor&, double)>;
+using SinusoidalTableOp =
+    Op<"posemb::sinusoidal_table",
+       at::Tensor(c10::SymInt, c10::SymInt, c10::SymInt, std::string_view, std::string_view,
+                  double, std::optional<int64_t>, std::optional<at::ScalarType>,
+                  std::optional<at::Device>)>;
+using MakePositionsOp = Op<"posemb::make_positions", at::Tensor(const at::Tensor&, int64_t)>;
+
+// ------------------------------------------------------- checks and params
 
 /// The encoding an op call asks for, once its arguments are checked.
 struct SinusoidalSpec {
@@ -43,44 +67,43 @@ SinusoidalParams make_sinusoidal_params(const SinusoidalSpec& spec, const at::Te
                                         std::optional<int64_t> padding_idx,
                                         std::vector<at::Tensor>& keep);
 
+// ---------------------------------------------------------------- backends
+
 /// Runs sinusoidal_add on one backend for checked, non-empty params.
 using SinusoidalRunner = void (*)(const SinusoidalParams& params, const at::Tensor& x);
 
 /// The out-of-place op on a backend: check, allocate, run.
-template <SinusoidalRunner run>
-at::Tensor sinusoidal_add_backend(const at::Tensor& x, const std::optional<at::Tensor>& positions,
-                                 const std::optional<at::Tensor>& offsets, c10::SymInt offset,
-                                 int64_t seq_dim, std::string_view layout, std::string_view freqs,
-                                 double base, double scale, std::optional<int64_t> padding_idx) {
-  const auto spec = check_sinusoidal_add("sinusoidal_add", x, positions, offsets, offset, seq_dim,
-                                         layout, freqs, base, padding_idx);
-  at::Tensor y = at::empty(x.sizes(), x.options());
-  if (x.numel() == 0) return y;
-  std::vector<at::Tensor> keep;
-  run(make_sinusoidal_params(spec, x, y, positions, offsets, offset.expect_int(), seq_dim, scale,
-                             padding_idx, keep),
-      x);
-  return y;
-}
+at::Tensor sinusoidal_add_impl(SinusoidalRunner run, const at::Tensor& x,
+                               const std::optional<at::Tensor>& positions,
+                               const std::optional<at::Tensor>& offsets, int64_t offset,
+                               int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                               double base, double scale, std::optional<int64_t> padding_idx);
 
 /// The in-place op on a backend.
+void sinusoidal_add_inplace_impl(SinusoidalRunner run, const at::Tensor& x,
+                                 const std::optional<at::Tensor>& positions,
+                                 const std::optional<at::Tensor>& offsets, int64_t offset,
+                                 int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                                 double base, double scale, std::optional<int64_t> padding_idx);
+
+/// The registered kernels: the ops' signatures, a backend's runner bound.
+template <SinusoidalRunner run>
+at::Tensor sinusoidal_add_backend(const at::Tensor& x, const std::optional<at::Tensor>& positions,
+                                  const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                                  int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                                  double base, double scale, std::optional<int64_t> padding_idx) {
+  return sinusoidal_add_impl(run, x, positions, offsets, offset.expect_int(), seq_dim, layout,
+                             freqs, base, scale, padding_idx);
+}
+
 template <SinusoidalRunner run>
 void sinusoidal_add_inplace_backend(const at::Tensor& x, const std::optional<at::Tensor>& positions,
-                                           const std::optional<at::Tensor>& offsets,
-                                           c10::SymInt offset, int64_t seq_dim,
-                                           std::string_view layout, std::string_view freqs,
-                                           double base, double scale,
-                                           std::optional<int64_t> padding_idx) {
-  const auto spec = check_sinusoidal_add("sinusoidal_add_", x, positions, offsets, offset, seq_dim,
-                                         layout, freqs, base, padding_idx);
-  TORCH_CHECK(at::has_internal_overlap(x) != at::MemOverlap::Yes,
-              "posemb.sinusoidal_add_: x has overlapping memory (an expanded view?) and cannot ",
-              "be written in place; use sinusoidal_add");
-  if (x.numel() == 0) return;
-  std::vector<at::Tensor> keep;
-  run(make_sinusoidal_params(spec, x, x, positions, offsets, offset.expect_int(), seq_dim, scale,
-                             padding_idx, keep),
-      x);
+                                    const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                                    int64_t seq_dim, std::string_view layout,
+                                    std::string_view freqs, double base, double scale,
+                                    std::optional<int64_t> padding_idx) {
+  sinusoidal_add_inplace_impl(run, x, positions, offsets, offset.expect_int(), seq_dim, layout,
+                              freqs, base, scale, padding_idx);
 }
 
 }  // namespace posemb::detail

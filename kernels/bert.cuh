@@ -230,7 +230,7 @@ cudaError_t launch_bert_forward(const BertParams& params, DType dtype, int num_s
                                 cudaStream_t stream);
 
 /// Launches bert_embeddings' backward up to the tables: grad_x and the
-/// LayerNorm gradients. The tables' gradients follow via launch_learned_grad.
+/// LayerNorm gradients. The tables' gradients follow via launch_table_grad.
 cudaError_t launch_bert_backward(const BertParams& params, DType dtype, int num_sms,
                                  cudaStream_t stream);
 #endif

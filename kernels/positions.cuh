@@ -1,4 +1,5 @@
-// Where each token sits: the position schemes every family shares.
+// Where each token sits: its row in memory and its position (the position
+// schemes every family shares).
 #pragma once
 
 #include <cstdint>
@@ -6,6 +7,14 @@
 #include "kernels/math.cuh"
 
 namespace posemb {
+
+/// The strides, in elements, of a tensor seen as (batch, seq, inner): token
+/// (b, t)'s row starts at row(b, t); stride_inner steps through the row
+/// (channels; heads for rotary, whose channels are contiguous).
+struct StridedRows {
+  int64_t stride_b = 0, stride_t = 0, stride_inner = 1;
+  POSEMB_HD int64_t row(int64_t b, int64_t t) const { return b * stride_b + t * stride_t; }
+};
 
 /// Position of token (b, t): positions[b, t] when given, else offsets[b] + t
 /// when given, else offset + t. Scheme and index widths are runtime values:

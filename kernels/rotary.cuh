@@ -22,8 +22,7 @@ struct RotaryTensor {
   const void* in = nullptr;
   void* out = nullptr;  // may equal in (the in-place op)
   int64_t heads = 0;
-  int64_t in_stride_b = 0, in_stride_t = 0, in_stride_h = 0;    // head_dim stride is 1
-  int64_t out_stride_b = 0, out_stride_t = 0, out_stride_h = 0;
+  StridedRows in_rows, out_rows;  // inner: heads (head_dim has stride 1)
 };
 
 /// Arguments of one rotary launch. Tokens are row = b * seq + t; packed
@@ -72,25 +71,25 @@ POSEMB_HD void rotate_heads(const RotaryParams& p, const RotaryTensor& x, int64_
   using Ops = ScalarOps<T>;
   const int64_t i0 = kInterleaved ? 2 * i : i;
   const int64_t i1 = kInterleaved ? 2 * i + 1 : i + p.half;
-  const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t;
-  T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t;
+  const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t);
+  T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t);
   for (int64_t h = 0; h < x.heads; ++h) {
-    const A a = Ops::to_acc(in[h * x.in_stride_h + i0]);
-    const A z = Ops::to_acc(in[h * x.in_stride_h + i1]);
-    out[h * x.out_stride_h + i0] = Ops::from_acc(a * c - z * s);
-    out[h * x.out_stride_h + i1] = Ops::from_acc(z * c + a * s);
+    const A a = Ops::to_acc(in[h * x.in_rows.stride_inner + i0]);
+    const A z = Ops::to_acc(in[h * x.in_rows.stride_inner + i1]);
+    out[h * x.out_rows.stride_inner + i0] = Ops::from_acc(a * c - z * s);
+    out[h * x.out_rows.stride_inner + i1] = Ops::from_acc(z * c + a * s);
   }
 }
 
 template <typename T>
 POSEMB_HD void copy_tail(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_t t,
                          int64_t first, int64_t stride) {
-  const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t;
-  T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t;
+  const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t);
+  T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t);
   const int64_t tail = p.head_dim - 2 * p.half;
   for (int64_t j = first; j < x.heads * tail; j += stride) {
     const int64_t h = j / tail, d = 2 * p.half + j % tail;
-    out[h * x.out_stride_h + d] = in[h * x.in_stride_h + d];
+    out[h * x.out_rows.stride_inner + d] = in[h * x.in_rows.stride_inner + d];
   }
 }
 
@@ -153,9 +152,9 @@ inline RotaryLaunch plan_rotary(const RotaryParams& p, int64_t elem_size, int64_
   const int64_t vec = 16 / elem_size;
   auto aligned = [&](const RotaryTensor& x) {
     return x.heads == 0 ||
-           (detail::is_aligned(x.in, 16) && detail::is_aligned(x.out, 16) && x.in_stride_b % vec == 0 &&
-            x.in_stride_t % vec == 0 && x.in_stride_h % vec == 0 && x.out_stride_b % vec == 0 &&
-            x.out_stride_t % vec == 0 && x.out_stride_h % vec == 0);
+           (detail::is_aligned(x.in, 16) && detail::is_aligned(x.out, 16) && x.in_rows.stride_b % vec == 0 &&
+            x.in_rows.stride_t % vec == 0 && x.in_rows.stride_inner % vec == 0 &&
+            x.out_rows.stride_b % vec == 0 && x.out_rows.stride_t % vec == 0 && x.out_rows.stride_inner % vec == 0);
   };
   const int64_t rotated = p.interleaved ? 2 * p.half : p.half;  // channels a chunk walk covers
   plan.vector = rotated % vec == 0 && aligned(p.q) && aligned(p.k);
@@ -307,8 +306,8 @@ POSEMB_HD void rotary_tile_rotate(const RotaryParams& p, const RotaryLaunch& pla
     const int64_t head = is_q ? h : h - p.q.heads;
     const int64_t b = tile.bt[2 * *token], t = tile.bt[2 * *token + 1];
     const int64_t channel = static_cast<int64_t>(chunk) * V;
-    item.in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t + head * x.in_stride_h + channel;
-    item.out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t + head * x.out_stride_h + channel;
+    item.in = static_cast<const T*>(x.in) + x.in_rows.row(b, t) + head * x.in_rows.stride_inner + channel;
+    item.out = static_cast<T*>(x.out) + x.out_rows.row(b, t) + head * x.out_rows.stride_inner + channel;
     item.freq = static_cast<int64_t>(chunk) * kPairs;
   };
   const uint32_t step = static_cast<uint32_t>(plan.block);
@@ -340,8 +339,8 @@ POSEMB_HD void rotary_tile_rotate(const RotaryParams& p, const RotaryLaunch& pla
     const int64_t head = is_q ? h : h - p.q.heads;
     const int64_t b = tile.bt[2 * token], t = tile.bt[2 * token + 1];
     const int64_t channel = 2 * p.half + static_cast<int64_t>(piece) * width;
-    const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t + head * x.in_stride_h + channel;
-    T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t + head * x.out_stride_h + channel;
+    const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t) + head * x.in_rows.stride_inner + channel;
+    T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t) + head * x.out_rows.stride_inner + channel;
     if constexpr (kVector) {
       if (plan.tail_vector) {
         detail::store_vec<T, 16 / sizeof(T)>(out, detail::load_vec<T, 16 / sizeof(T)>(in));

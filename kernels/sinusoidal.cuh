@@ -24,8 +24,7 @@ struct SinusoidalParams {
   const void* x = nullptr;  // [batch, seq, dim]
   void* y = nullptr;        // [batch, seq, dim]
   int64_t batch = 0, seq = 0, dim = 0;
-  int64_t x_stride_b = 0, x_stride_t = 0, x_stride_d = 1;
-  int64_t y_stride_b = 0, y_stride_t = 0, y_stride_d = 1;
+  StridedRows x_rows, y_rows;
 
   PositionParams pos;
 
@@ -68,10 +67,11 @@ inline SinusoidalLaunch plan_sinusoidal_launch(const SinusoidalParams& p, int64_
   const int64_t half = p.dim / 2;
   const int64_t vec_elems = 16 / elem_size;
   const int64_t pairs = p.layout == SinusoidalLayout::Interleaved ? vec_elems / 2 : vec_elems;
-  const bool strides_ok = p.x_stride_b % vec_elems == 0 && p.x_stride_t % vec_elems == 0 &&
-                          p.y_stride_b % vec_elems == 0 && p.y_stride_t % vec_elems == 0;
-  plan.vector = pairs >= 1 && half % pairs == 0 && half > 0 && p.x_stride_d == 1 &&
-                p.y_stride_d == 1 && strides_ok && detail::is_aligned(p.x, 16) &&
+  const bool strides_ok =
+      p.x_rows.stride_b % vec_elems == 0 && p.x_rows.stride_t % vec_elems == 0 &&
+      p.y_rows.stride_b % vec_elems == 0 && p.y_rows.stride_t % vec_elems == 0;
+  plan.vector = pairs >= 1 && half % pairs == 0 && half > 0 && p.x_rows.stride_inner == 1 &&
+                p.y_rows.stride_inner == 1 && strides_ok && detail::is_aligned(p.x, 16) &&
                 detail::is_aligned(p.y, 16);
   const int64_t per_group = plan.vector ? pairs : 1;
   plan.groups = half / per_group + (p.dim % 2);
@@ -108,8 +108,8 @@ template <typename T, SinusoidalLayout L, bool kVector, int K, typename A>
 POSEMB_HD void sinusoidal_apply(const SinusoidalParams& p, int64_t b, int64_t t, int64_t i0,
                                 const A* s, const A* c, A scale) {
   using Ops = ScalarOps<T>;
-  const T* x = static_cast<const T*>(p.x) + b * p.x_stride_b + t * p.x_stride_t;
-  T* y = static_cast<T*>(p.y) + b * p.y_stride_b + t * p.y_stride_t;
+  const T* x = static_cast<const T*>(p.x) + p.x_rows.row(b, t);
+  T* y = static_cast<T*>(p.y) + p.y_rows.row(b, t);
   const int64_t half = p.dim / 2;
   if constexpr (kVector && L == SinusoidalLayout::Interleaved) {
     auto v = load_vec<T, 2 * K>(x + 2 * i0);
@@ -135,10 +135,10 @@ POSEMB_UNROLL
       const int64_t i = i0 + k;
       const int64_t cs = L == SinusoidalLayout::Interleaved ? 2 * i : i;
       const int64_t cc = L == SinusoidalLayout::Interleaved ? 2 * i + 1 : half + i;
-      const T xs = x[cs * p.x_stride_d];
-      const T xc = x[cc * p.x_stride_d];
-      y[cs * p.y_stride_d] = Ops::from_acc(Ops::to_acc(xs) * scale + s[k]);
-      y[cc * p.y_stride_d] = Ops::from_acc(Ops::to_acc(xc) * scale + c[k]);
+      const T xs = x[cs * p.x_rows.stride_inner];
+      const T xc = x[cc * p.x_rows.stride_inner];
+      y[cs * p.y_rows.stride_inner] = Ops::from_acc(Ops::to_acc(xs) * scale + s[k]);
+      y[cc * p.y_rows.stride_inner] = Ops::from_acc(Ops::to_acc(xc) * scale + c[k]);
     }
   }
 }
@@ -173,10 +173,10 @@ POSEMB_UNROLL
 
       if (odd_tail) {
         for (int64_t b = b_begin; b < b_end; ++b) {
-          const T* x = static_cast<const T*>(p.x) + b * p.x_stride_b + t * p.x_stride_t;
-          T* y = static_cast<T*>(p.y) + b * p.y_stride_b + t * p.y_stride_t;
+          const T* x = static_cast<const T*>(p.x) + p.x_rows.row(b, t);
+          T* y = static_cast<T*>(p.y) + p.y_rows.row(b, t);
           const int64_t d = p.dim - 1;
-          y[d * p.y_stride_d] = Ops::from_acc(Ops::to_acc(x[d * p.x_stride_d]) * scale);
+          y[d * p.y_rows.stride_inner] = Ops::from_acc(Ops::to_acc(x[d * p.x_rows.stride_inner]) * scale);
         }
         continue;
       }

@@ -11,27 +11,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-using BertSig = BertOutputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                            c10::SymInt, double, double, const std::optional<at::Tensor>&,
-                            std::optional<int64_t>, std::optional<int64_t>);
-using BertBackwardSig = BertGrads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                  const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                  const at::Tensor&, const at::Tensor&,
-                                  const std::optional<at::Tensor>&,
-                                  const std::optional<at::Tensor>&, c10::SymInt, double,
-                                  const std::optional<at::Tensor>&, std::optional<int64_t>,
-                                  std::optional<int64_t>);
-
-std::optional<at::Tensor> optional(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
-std::optional<int64_t> optional_int(const c10::IValue& v) {
-  return v.isNone() ? std::nullopt : std::optional<int64_t>(v.toInt());
-}
-
 class BertEmbeddings : public torch::autograd::Function<BertEmbeddings> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input_ids,
@@ -44,12 +23,9 @@ class BertEmbeddings : public torch::autograd::Function<BertEmbeddings> {
                                std::optional<int64_t> word_padding_idx,
                                std::optional<int64_t> position_padding_idx) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("posemb::bert_embeddings", "")
-                         .typed<BertSig>();
-    auto [out, mean, rstd] =
-        op.call(input_ids, word, position, type, gamma, beta, positions, token_type_ids, offset,
-                eps, dropout_p, dropout_seed, word_padding_idx, position_padding_idx);
+    auto [out, mean, rstd] = BertEmbeddingsOp::handle().call(
+        input_ids, word, position, type, gamma, beta, positions, token_type_ids, offset, eps,
+        dropout_p, dropout_seed, word_padding_idx, position_padding_idx);
     ctx->save_for_backward({input_ids, word, position, type, gamma, mean, rstd,
                             positions.value_or(at::Tensor()), token_type_ids.value_or(at::Tensor()),
                             dropout_seed.value_or(at::Tensor())});
@@ -62,16 +38,13 @@ class BertEmbeddings : public torch::autograd::Function<BertEmbeddings> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("posemb::bert_embeddings_backward", "")
-                         .typed<BertBackwardSig>();
     const auto s = ctx->get_saved_variables();
-    auto [gw, gp, gt, gg, gb] =
-        op.call(grad_outputs[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], optional(s[7]),
-                optional(s[8]), ctx->saved_data["offset"].toSymInt(),
-                ctx->saved_data["dropout_p"].toDouble(), optional(s[9]),
-                optional_int(ctx->saved_data["word_padding_idx"]),
-                optional_int(ctx->saved_data["position_padding_idx"]));
+    auto [gw, gp, gt, gg, gb] = BertEmbeddingsBackwardOp::handle().call(
+        grad_outputs[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], optional_tensor(s[7]),
+        optional_tensor(s[8]), ctx->saved_data["offset"].toSymInt(),
+        ctx->saved_data["dropout_p"].toDouble(), optional_tensor(s[9]),
+        ctx->saved_data["word_padding_idx"].toOptional<int64_t>(),
+        ctx->saved_data["position_padding_idx"].toOptional<int64_t>());
     variable_list grads(14);
     grads[1] = gw;
     grads[2] = gp;

@@ -3,19 +3,13 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "learned_op.h"
+
 namespace posemb::detail {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-using LearnedAddSig = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                 const std::optional<at::Tensor>&,
-                                 const std::optional<at::Tensor>&, c10::SymInt, int64_t,
-                                 std::optional<int64_t>);
-using LearnedAddBackwardSig = at::Tensor(const at::Tensor&, const std::optional<at::Tensor>&,
-                                         const std::optional<at::Tensor>&, c10::SymInt, int64_t,
-                                         c10::SymInt, std::optional<int64_t>);
 
 class LearnedAdd : public torch::autograd::Function<LearnedAdd> {
  public:
@@ -24,34 +18,26 @@ class LearnedAdd : public torch::autograd::Function<LearnedAdd> {
                             const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                             int64_t seq_dim, std::optional<int64_t> padding_idx) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("posemb::learned_add", "")
-                         .typed<LearnedAddSig>();
     ctx->save_for_backward({positions.value_or(at::Tensor()), offsets.value_or(at::Tensor())});
     ctx->saved_data["offset"] = offset;
     ctx->saved_data["seq_dim"] = seq_dim;
     ctx->saved_data["num_embeddings"] = weight.sym_size(0);
     ctx->saved_data["padding_idx"] = padding_idx;
-    return op.call(x, weight, positions, offsets, std::move(offset), seq_dim, padding_idx);
+    return LearnedAddOp::handle().call(x, weight, positions, offsets, std::move(offset), seq_dim,
+                                       padding_idx);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("posemb::learned_add_backward", "")
-                         .typed<LearnedAddBackwardSig>();
     const auto saved = ctx->get_saved_variables();
-    auto optional = [](const at::Tensor& t) {
-      return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-    };
     variable_list grads(7);
     const at::Tensor& grad = grad_outputs[0];
     if (ctx->needs_input_grad(0)) grads[0] = grad;
     if (ctx->needs_input_grad(1)) {
-      const auto& padding = ctx->saved_data["padding_idx"];
-      grads[1] = op.call(grad, optional(saved[0]), optional(saved[1]),
-                         ctx->saved_data["offset"].toSymInt(), ctx->saved_data["seq_dim"].toInt(),
-                         ctx->saved_data["num_embeddings"].toSymInt(),
-                         padding.isNone() ? std::nullopt : std::optional<int64_t>(padding.toInt()));
+      grads[1] = LearnedAddBackwardOp::handle().call(
+          grad, optional_tensor(saved[0]), optional_tensor(saved[1]),
+          ctx->saved_data["offset"].toSymInt(), ctx->saved_data["seq_dim"].toInt(),
+          ctx->saved_data["num_embeddings"].toSymInt(),
+          ctx->saved_data["padding_idx"].toOptional<int64_t>());
     }
     return grads;
   }

@@ -13,23 +13,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-using RotarySig = RotaryOutputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                                c10::SymInt, const std::optional<at::Tensor>&, double, bool,
-                                int64_t);
-using RotaryInplaceSig = void(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                              c10::SymInt, const std::optional<at::Tensor>&, double, bool, int64_t);
-
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> find(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
-std::optional<at::Tensor> optional(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
 // Saves what the backward needs (the arguments but q and k).
 void save(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
           const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& offsets,
@@ -49,18 +32,18 @@ void save(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const 
 }
 
 variable_list rotary_grads(AutogradContext* ctx, const variable_list& grad_outputs) {
-  static auto op = find<RotarySig>("posemb::rotary_backward");
   const auto s = ctx->get_saved_variables();
   auto grad_or_zeros = [&](const at::Tensor& g, const char* like, const char* sizes) {
     if (g.defined()) return g;
     return at::zeros_symint(ctx->saved_data[sizes].toSymIntVector(),
                             ctx->saved_data[like].toTensor().options());
   };
-  auto [gq, gk] = op.call(grad_or_zeros(grad_outputs[0], "q_like", "q_sizes"),
-                          grad_or_zeros(grad_outputs[1], "k_like", "k_sizes"), s[0], optional(s[1]),
-                          optional(s[2]), ctx->saved_data["offset"].toSymInt(), optional(s[3]),
-                          ctx->saved_data["attention_scaling"].toDouble(),
-                          ctx->saved_data["interleaved"].toBool(), ctx->saved_data["seq_dim"].toInt());
+  auto [gq, gk] = RotaryBackwardOp::handle().call(
+      grad_or_zeros(grad_outputs[0], "q_like", "q_sizes"),
+      grad_or_zeros(grad_outputs[1], "k_like", "k_sizes"), s[0], optional_tensor(s[1]),
+      optional_tensor(s[2]), ctx->saved_data["offset"].toSymInt(), optional_tensor(s[3]),
+      ctx->saved_data["attention_scaling"].toDouble(), ctx->saved_data["interleaved"].toBool(),
+      ctx->saved_data["seq_dim"].toInt());
   variable_list grads(10);
   grads[0] = gq;
   grads[1] = gk;
@@ -75,11 +58,11 @@ class Rotary : public torch::autograd::Function<Rotary> {
                                const std::optional<at::Tensor>& cu_seqlens,
                                double attention_scaling, bool interleaved, int64_t seq_dim) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = find<RotarySig>("posemb::rotary");
     save(ctx, q, k, inv_freq, positions, offsets, offset, cu_seqlens, attention_scaling,
          interleaved, seq_dim);
-    auto [q_out, k_out] = op.call(q, k, inv_freq, positions, offsets, offset, cu_seqlens,
-                                  attention_scaling, interleaved, seq_dim);
+    auto [q_out, k_out] = RotaryOp::handle().call(q, k, inv_freq, positions, offsets, offset,
+                                                  cu_seqlens, attention_scaling, interleaved,
+                                                  seq_dim);
     return {q_out, k_out};
   }
 
@@ -97,11 +80,10 @@ class RotaryInplace : public torch::autograd::Function<RotaryInplace> {
                                double attention_scaling, bool interleaved, int64_t seq_dim) {
     // Below Autograd but above ADInplaceOrView, which bumps the versions.
     at::AutoDispatchBelowAutograd guard;
-    static auto op = find<RotaryInplaceSig>("posemb::rotary_");
     save(ctx, q, k, inv_freq, positions, offsets, offset, cu_seqlens, attention_scaling,
          interleaved, seq_dim);
-    op.call(q, k, inv_freq, positions, offsets, offset, cu_seqlens, attention_scaling, interleaved,
-            seq_dim);
+    RotaryInplaceOp::handle().call(q, k, inv_freq, positions, offsets, offset, cu_seqlens,
+                                   attention_scaling, interleaved, seq_dim);
     ctx->mark_dirty({q, k});
     return {q, k};
   }
@@ -135,11 +117,11 @@ void rotary_inplace_view(c10::DispatchKeySet keys, const at::Tensor& q, const at
                          const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                          const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
                          bool interleaved, int64_t seq_dim) {
-  static auto op = find<RotaryInplaceSig>("posemb::rotary_");
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, q, k, inv_freq, positions, offsets,
-                  std::move(offset), cu_seqlens, attention_scaling, interleaved, seq_dim);
+    RotaryInplaceOp::handle().redispatch(keys & c10::after_ADInplaceOrView_keyset, q, k,
+                                         inv_freq, positions, offsets, std::move(offset),
+                                         cu_seqlens, attention_scaling, interleaved, seq_dim);
   }
   torch::autograd::impl::bump_version(q);
   torch::autograd::impl::bump_version(k);

@@ -4,7 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "posemb/sinusoidal.h"
+#include "sinusoidal_op.h"
 
 namespace posemb::detail {
 namespace {
@@ -17,30 +17,8 @@ using torch::autograd::variable_list;
 variable_list sinusoidal_grads(AutogradContext* ctx, const variable_list& grad_outputs) {
   const double scale = ctx->saved_data["scale"].toDouble();
   variable_list grads(10);
-  grads[0] = posemb::sinusoidal_add_backward(grad_outputs[0], scale);
+  grads[0] = SinusoidalAddBackwardOp::handle().call(grad_outputs[0], scale);
   return grads;
-}
-
-at::Tensor call_sinusoidal_add(const at::Tensor& x, const std::optional<at::Tensor>& positions,
-                               const std::optional<at::Tensor>& offsets, c10::SymInt offset,
-                               int64_t seq_dim, std::string_view layout, std::string_view freqs,
-                               double base, double scale, std::optional<int64_t> padding_idx) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::sinusoidal_add", "")
-                       .typed<decltype(call_sinusoidal_add)>();
-  return op.call(x, positions, offsets, std::move(offset), seq_dim, layout, freqs, base, scale,
-                 padding_idx);
-}
-
-void call_sinusoidal_add_(const at::Tensor& x, const std::optional<at::Tensor>& positions,
-                                 const std::optional<at::Tensor>& offsets, c10::SymInt offset,
-                                 int64_t seq_dim, std::string_view layout, std::string_view freqs,
-                                 double base, double scale, std::optional<int64_t> padding_idx) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::sinusoidal_add_", "")
-                       .typed<decltype(call_sinusoidal_add_)>();
-  op.call(x, positions, offsets, std::move(offset), seq_dim, layout, freqs, base, scale,
-          padding_idx);
 }
 
 class SinusoidalAdd : public torch::autograd::Function<SinusoidalAdd> {
@@ -52,8 +30,8 @@ class SinusoidalAdd : public torch::autograd::Function<SinusoidalAdd> {
                             double base, double scale, std::optional<int64_t> padding_idx) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->saved_data["scale"] = scale;
-    return call_sinusoidal_add(x, positions, offsets, std::move(offset), seq_dim, layout, freqs,
-                               base, scale, padding_idx);
+    return SinusoidalAddOp::handle().call(x, positions, offsets, std::move(offset), seq_dim,
+                                          layout, freqs, base, scale, padding_idx);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -71,8 +49,8 @@ class SinusoidalAddInplace : public torch::autograd::Function<SinusoidalAddInpla
     // Below Autograd but above ADInplaceOrView, which bumps x's version.
     at::AutoDispatchBelowAutograd guard;
     ctx->saved_data["scale"] = scale;
-    call_sinusoidal_add_(x, positions, offsets, std::move(offset), seq_dim, layout, freqs, base,
-                         scale, padding_idx);
+    SinusoidalAddInplaceOp::handle().call(x, positions, offsets, std::move(offset), seq_dim,
+                                          layout, freqs, base, scale, padding_idx);
     ctx->mark_dirty({x});
     return x;
   }
@@ -92,12 +70,11 @@ at::Tensor sinusoidal_add_autograd(const at::Tensor& x, const std::optional<at::
 }
 
 void sinusoidal_add_inplace_autograd(const at::Tensor& x,
-                                            const std::optional<at::Tensor>& positions,
-                                            const std::optional<at::Tensor>& offsets,
-                                            c10::SymInt offset, int64_t seq_dim,
-                                            std::string_view layout, std::string_view freqs,
-                                            double base, double scale,
-                                            std::optional<int64_t> padding_idx) {
+                                     const std::optional<at::Tensor>& positions,
+                                     const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                                     int64_t seq_dim, std::string_view layout,
+                                     std::string_view freqs, double base, double scale,
+                                     std::optional<int64_t> padding_idx) {
   SinusoidalAddInplace::apply(x, positions, offsets, std::move(offset), seq_dim, layout, freqs,
                               base, scale, padding_idx);
 }
@@ -105,19 +82,15 @@ void sinusoidal_add_inplace_autograd(const at::Tensor& x,
 // The in-place op bumps x's version counter, so autograd notices when a
 // tensor it saved is overwritten.
 void sinusoidal_add_inplace_view(c10::DispatchKeySet keys, const at::Tensor& x,
-                                        const std::optional<at::Tensor>& positions,
-                                        const std::optional<at::Tensor>& offsets,
-                                        c10::SymInt offset, int64_t seq_dim,
-                                        std::string_view layout, std::string_view freqs,
-                                        double base, double scale,
-                                        std::optional<int64_t> padding_idx) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::sinusoidal_add_", "")
-                       .typed<decltype(call_sinusoidal_add_)>();
+                                 const std::optional<at::Tensor>& positions,
+                                 const std::optional<at::Tensor>& offsets, c10::SymInt offset,
+                                 int64_t seq_dim, std::string_view layout, std::string_view freqs,
+                                 double base, double scale, std::optional<int64_t> padding_idx) {
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    op.redispatch(keys & c10::after_ADInplaceOrView_keyset, x, positions, offsets,
-                  std::move(offset), seq_dim, layout, freqs, base, scale, padding_idx);
+    SinusoidalAddInplaceOp::handle().redispatch(keys & c10::after_ADInplaceOrView_keyset, x,
+                                                positions, offsets, std::move(offset), seq_dim,
+                                                layout, freqs, base, scale, padding_idx);
   }
   torch::autograd::impl::bump_version(x);
 }

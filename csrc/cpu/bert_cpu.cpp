@@ -7,7 +7,7 @@
 
 #include "bert_op.h"
 #include "cpu/rows.h"
-#include "cpu/table_grad.h"
+#include "cpu/table_grad_cpu.h"
 
 namespace posemb::detail {
 namespace {
@@ -114,7 +114,6 @@ void backward_typed(const BertParams& p) {
   for (int64_t d = 0; d < D; ++d) bert_norm_grad_final<T>(p, d);
 }
 
-
 void run_forward(const BertParams& p, const at::Tensor& table) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(),
                                   "bert_embeddings_cpu", [&] { forward_typed<scalar_t>(p); });
@@ -125,16 +124,11 @@ void run_backward(const BertParams& p, const at::Tensor& table) {
                                   "bert_embeddings_backward_cpu", [&] { backward_typed<scalar_t>(p); });
 }
 
-void run_table_grad(const LearnedGradParams& p, const at::Tensor& table) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(),
-                                  "bert_embeddings_table_grad_cpu", [&] { table_grad_cpu<acc_t<scalar_t>, scalar_t>(p); });
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CPU, m) {
   m.impl("bert_embeddings", &bert_embeddings_backend<run_forward>);
-  m.impl("bert_embeddings_backward", &bert_embeddings_backward_backend<run_backward, run_table_grad>);
+  m.impl("bert_embeddings_backward", &bert_embeddings_backward_backend<run_backward, run_table_grad_cpu>);
 }
 
 }  // namespace posemb::detail

@@ -25,8 +25,8 @@ void rotate_rows(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_
   const int64_t half = p.half, tail = p.head_dim - 2 * half;
   A *a = buf, *z = buf + half, *ya = buf + 2 * half, *yz = buf + 3 * half;
   for (int64_t h = 0; h < x.heads; ++h) {
-    const T* in = static_cast<const T*>(x.in) + b * x.in_stride_b + t * x.in_stride_t + h * x.in_stride_h;
-    T* out = static_cast<T*>(x.out) + b * x.out_stride_b + t * x.out_stride_t + h * x.out_stride_h;
+    const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t) + h * x.in_rows.stride_inner;
+    T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t) + h * x.out_rows.stride_inner;
     load_row(in, a, half);
     load_row(in + half, z, half);
     for (int64_t i = 0; i < half; ++i) {

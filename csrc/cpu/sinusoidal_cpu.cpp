@@ -34,7 +34,7 @@ void sincos_row(int64_t position, const uint64_t* F, int64_t n, A* s, A* c, bool
 template <typename T, typename A>
 void fused_row(const SinusoidalParams& p, const T* x, T* y, const A* enc, A scale, bool vectorised) {
   using Ops = ScalarOps<T>;
-  const bool unit_stride = p.x_stride_d == 1 && p.y_stride_d == 1;
+  const bool unit_stride = p.x_rows.stride_inner == 1 && p.y_rows.stride_inner == 1;
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (std::is_same_v<A, float>) {
     if (vectorised && unit_stride) return avx2::fused_row(x, y, enc, scale, p.dim);
@@ -44,7 +44,7 @@ void fused_row(const SinusoidalParams& p, const T* x, T* y, const A* enc, A scal
     for (int64_t d = 0; d < p.dim; ++d) y[d] = Ops::from_acc(Ops::to_acc(x[d]) * scale + enc[d]);
   } else {
     for (int64_t d = 0; d < p.dim; ++d) {
-      y[d * p.y_stride_d] = Ops::from_acc(Ops::to_acc(x[d * p.x_stride_d]) * scale + enc[d]);
+      y[d * p.y_rows.stride_inner] = Ops::from_acc(Ops::to_acc(x[d * p.x_rows.stride_inner]) * scale + enc[d]);
     }
   }
 }
@@ -90,8 +90,8 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
         for (int64_t row = block; row < block_end; ++row) {
           const int64_t t = shared ? row : row % p.seq;
           const int64_t bb = shared ? b : row / p.seq;
-          const T* x = static_cast<const T*>(p.x) + bb * p.x_stride_b + t * p.x_stride_t;
-          T* y = static_cast<T*>(p.y) + bb * p.y_stride_b + t * p.y_stride_t;
+          const T* x = static_cast<const T*>(p.x) + p.x_rows.row(bb, t);
+          T* y = static_cast<T*>(p.y) + p.y_rows.row(bb, t);
           fused_row(p, x, y, enc.data() + (row - block) * p.dim, scale, vectorised);
         }
       }

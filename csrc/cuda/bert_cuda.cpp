@@ -1,40 +1,18 @@
-// CUDA registration of bert_embeddings and its backward: device guard,
-// current stream, launch checks. The kernels are in kernels/bert.cu and
-// kernels/learned.cu (the tables' gradients).
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+// CUDA registration of bert_embeddings and its backward: the launchers of
+// kernels/bert.cu and kernels/table_grad.cu (the tables' gradients) through
+// run_cuda (device guard, current stream, launch check).
 #include <torch/library.h>
 
 #include "bert_op.h"
 #include "cuda/device.h"
 
 namespace posemb::detail {
-namespace {
-
-void run_forward(const BertParams& p, const at::Tensor& table) {
-  const c10::cuda::CUDAGuard guard(table.device());
-  C10_CUDA_CHECK(launch_bert_forward(p, dtype_tag(table.scalar_type()), num_sms(table),
-                                     c10::cuda::getCurrentCUDAStream()));
-}
-
-void run_backward(const BertParams& p, const at::Tensor& table) {
-  const c10::cuda::CUDAGuard guard(table.device());
-  C10_CUDA_CHECK(launch_bert_backward(p, dtype_tag(table.scalar_type()), num_sms(table),
-                                      c10::cuda::getCurrentCUDAStream()));
-}
-
-void run_table_grad(const LearnedGradParams& p, const at::Tensor& table) {
-  const c10::cuda::CUDAGuard guard(table.device());
-  C10_CUDA_CHECK(launch_learned_grad(p, dtype_tag(table.scalar_type()), /*grad_in_acc_type=*/true,
-                                     num_sms(table), c10::cuda::getCurrentCUDAStream()));
-}
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CUDA, m) {
-  m.impl("bert_embeddings", &bert_embeddings_backend<run_forward>);
-  m.impl("bert_embeddings_backward", &bert_embeddings_backward_backend<run_backward, run_table_grad>);
+  m.impl("bert_embeddings", &bert_embeddings_backend<run_cuda<BertParams, launch_bert_forward>>);
+  m.impl("bert_embeddings_backward",
+         &bert_embeddings_backward_backend<run_cuda<BertParams, launch_bert_backward>,
+                                           run_cuda<TableGradParams, launch_table_grad>>);
 }
 
 }  // namespace posemb::detail

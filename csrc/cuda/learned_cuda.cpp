@@ -1,34 +1,17 @@
-// CUDA registration of learned_add and its backward: device guard, current
-// stream, launch check. The kernels are in kernels/learned.cu.
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+// CUDA registration of learned_add and its backward: the launchers of
+// kernels/learned.cu and kernels/table_grad.cu (the weight's gradient)
+// through run_cuda (device guard, current stream, launch check).
 #include <torch/library.h>
 
 #include "cuda/device.h"
 #include "learned_op.h"
 
 namespace posemb::detail {
-namespace {
-
-void run_learned_add_cuda(const LearnedParams& params, const at::Tensor& x) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  C10_CUDA_CHECK(launch_learned_add(params, dtype_tag(x.scalar_type()), num_sms(x),
-                                    c10::cuda::getCurrentCUDAStream()));
-}
-
-void run_learned_grad_cuda(const LearnedGradParams& params, const at::Tensor& grad) {
-  const c10::cuda::CUDAGuard guard(grad.device());
-  C10_CUDA_CHECK(launch_learned_grad(params, dtype_tag(grad.scalar_type()),
-                                     /*grad_in_acc_type=*/false, num_sms(grad),
-                                     c10::cuda::getCurrentCUDAStream()));
-}
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(posemb, CUDA, m) {
-  m.impl("learned_add", &learned_add_backend<run_learned_add_cuda>);
-  m.impl("learned_add_backward", &learned_add_backward_backend<run_learned_grad_cuda>);
+  m.impl("learned_add", &learned_add_backend<run_cuda<LearnedParams, launch_learned_add>>);
+  m.impl("learned_add_backward",
+         &learned_add_backward_backend<run_cuda<TableGradParams, launch_table_grad>>);
 }
 
 }  // namespace posemb::detail

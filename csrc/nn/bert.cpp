@@ -2,6 +2,7 @@
 
 #include <ostream>
 
+#include "op.h"
 #include "posemb/bert.h"
 
 namespace posemb::nn {
@@ -57,10 +58,10 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids,
   const double p = options.hidden_dropout_prob();
   std::optional<at::Tensor> seed;
   if (is_training() && p > 0) seed = torch::randint(0, int64_t(1) << 62, {}, torch::kLong);
-  const auto types = token_type_ids.defined() ? std::optional<at::Tensor>(token_type_ids) : std::nullopt;
   return posemb::bert_embeddings(
       input_ids, word_embeddings->weight, position_embeddings->weight,
-      token_type_embeddings->weight, LayerNorm->weight, LayerNorm->bias, positions, types,
+      token_type_embeddings->weight, LayerNorm->weight, LayerNorm->bias, positions,
+      detail::optional_tensor(token_type_ids),
       positions ? 0 : cache_length, options.layer_norm_eps(), p, seed,
       word_embeddings->options.padding_idx(), position_embeddings->options.padding_idx());
 }

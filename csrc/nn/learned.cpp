@@ -2,6 +2,7 @@
 
 #include <ostream>
 
+#include "op.h"
 #include "posemb/learned.h"
 #include "posemb/sinusoidal.h"
 
@@ -44,9 +45,8 @@ void LearnedPositionalEmbeddingImpl::pretty_print(std::ostream& stream) const {
 torch::Tensor LearnedPositionalEmbeddingImpl::forward(const torch::Tensor& x,
                                                       const torch::Tensor& positions,
                                                       int64_t offset) {
-  const auto pos = positions.defined() ? std::optional<at::Tensor>(positions) : std::nullopt;
-  return posemb::learned_add(x, weight, pos, std::nullopt, offset, options.seq_dim(),
-                             options.padding_idx());
+  return posemb::learned_add(x, weight, detail::optional_tensor(positions), std::nullopt, offset,
+                             options.seq_dim(), options.padding_idx());
 }
 
 torch::Tensor LearnedPositionalEmbeddingImpl::forward_offsets(const torch::Tensor& x,

@@ -2,6 +2,7 @@
 
 #include <ostream>
 
+#include "op.h"
 #include "posemb/rotary.h"
 
 namespace posemb::nn {
@@ -40,9 +41,9 @@ std::tuple<torch::Tensor, torch::Tensor> RotaryEmbeddingImpl::forward(const torc
                                                                       const torch::Tensor& k,
                                                                       const torch::Tensor& positions,
                                                                       int64_t offset) {
-  const auto pos = positions.defined() ? std::optional<at::Tensor>(positions) : std::nullopt;
-  return posemb::rotary(q, k, inv_freq, pos, std::nullopt, offset, std::nullopt,
-                        options.attention_scaling(), options.interleaved(), options.seq_dim());
+  return posemb::rotary(q, k, inv_freq, detail::optional_tensor(positions), std::nullopt, offset,
+                        std::nullopt, options.attention_scaling(), options.interleaved(),
+                        options.seq_dim());
 }
 
 }  // namespace posemb::nn

@@ -2,6 +2,7 @@
 
 #include <ostream>
 
+#include "op.h"
 #include "posemb/sinusoidal.h"
 
 namespace posemb::nn {
@@ -47,10 +48,9 @@ torch::Tensor SinusoidalPositionalEmbeddingImpl::forward(const torch::Tensor& x,
                                                          const torch::Tensor& positions,
                                                          int64_t offset) {
   check_dim(options, x);
-  const auto pos = positions.defined() ? std::optional<at::Tensor>(positions) : std::nullopt;
-  return posemb::sinusoidal_add(x, pos, std::nullopt, offset, options.seq_dim(), options.layout(),
-                                options.freqs(), options.base(), options.scale(),
-                                options.padding_idx());
+  return posemb::sinusoidal_add(x, detail::optional_tensor(positions), std::nullopt, offset,
+                                options.seq_dim(), options.layout(), options.freqs(),
+                                options.base(), options.scale(), options.padding_idx());
 }
 
 torch::Tensor SinusoidalPositionalEmbeddingImpl::forward_offsets(const torch::Tensor& x,

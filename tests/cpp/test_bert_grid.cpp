@@ -8,13 +8,11 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels/bert.cuh"
+#include "bert_op.h"
 #include "cpu/scalar_ops.h"
 #include "posemb/posemb.h"
 
 namespace {
-
-using Outputs = std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>;
 
 TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
   torch::manual_seed(11);
@@ -25,16 +23,9 @@ TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
   auto gamma = torch::randn({D}), beta = torch::randn({D});
   const auto seed = torch::tensor(int64_t(5));
   for (auto* t : {&word, &pos, &type, &gamma, &beta}) t->requires_grad_(true);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("posemb::bert_embeddings", "")
-                       .typed<Outputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      const std::optional<at::Tensor>&,
-                                      const std::optional<at::Tensor>&, c10::SymInt, double,
-                                      double, const std::optional<at::Tensor>&,
-                                      std::optional<int64_t>, std::optional<int64_t>)>();
-  const auto [out, mean, rstd] = op.call(ids, word, pos, type, gamma, beta, std::nullopt, types,
-                                         c10::SymInt(2), 1e-12, 0.2, seed, 0, std::nullopt);
+  const auto [out, mean, rstd] = posemb::detail::BertEmbeddingsOp::handle().call(
+      ids, word, pos, type, gamma, beta, std::nullopt, types, c10::SymInt(2), 1e-12, 0.2, seed, 0,
+      std::nullopt);
   const auto grad = torch::randn({B, T, D});
   out.backward(grad);
 

@@ -8,6 +8,7 @@
 
 #include "cpu/scalar_ops.h"
 #include "kernels/learned.cuh"
+#include "kernels/table_grad.cuh"
 #include "positions.h"
 #include "dtype_device.h"
 #include "posemb/posemb.h"
@@ -87,12 +88,8 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     p.seq = 9;
     p.dim = dim;
     p.num_embeddings = 50;
-    p.x_stride_b = x.stride(0);
-    p.x_stride_t = x.stride(1);
-    p.x_stride_d = x.stride(2);
-    p.y_stride_b = y.stride(0);
-    p.y_stride_t = y.stride(1);
-    p.y_stride_d = y.stride(2);
+    p.x_rows = {x.stride(0), x.stride(1), x.stride(2)};
+    p.y_rows = {y.stride(0), y.stride(1), y.stride(2)};
     p.w_stride_n = w.stride(0);
     p.w_stride_d = w.stride(1);
     p.pos.positions = positions.data_ptr();
@@ -120,15 +117,13 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     const auto tokens = hot_positions.reshape({-1}).contiguous();
     const auto [sorted, order] = torch::sort(tokens, /*stable=*/true, 0, false);
     auto grad_weight = torch::full({50, dim}, 1234.0);
-    posemb::LearnedGradParams g;
+    posemb::TableGradParams g;
     g.grad = grad.data_ptr();
     g.batch = 3;
     g.seq = 9;
     g.dim = dim;
-    g.g_stride_b = grad.stride(0);
-    g.g_stride_t = grad.stride(1);
-    g.g_stride_d = grad.stride(2);
-    g.sorted_positions = sorted.data_ptr<int64_t>();
+    g.grad_rows = {grad.stride(0), grad.stride(1), grad.stride(2)};
+    g.sorted_rows = sorted.data_ptr<int64_t>();
     g.order = order.data_ptr<int64_t>();
     g.num_tokens = tokens.numel();
     g.grad_weight = grad_weight.data_ptr();
@@ -136,18 +131,18 @@ TEST(LearnedGridWalk, MatchesCpuOps) {
     g.has_padding_idx = true;
     g.padding_idx = 7;
     g.chunk_tokens = 4;
-    auto partials = torch::full({posemb::learned_grad_chunks(g), 2, dim}, 1234.0);
+    auto partials = torch::full({posemb::table_grad_chunks(g), 2, dim}, 1234.0);
     g.partials = partials.data_ptr();
-    const auto chunks = posemb::plan_learned_grad_chunks(g, 3);
+    const auto chunks = posemb::plan_table_grad_chunks(g, 3);
     for (int64_t block = 0; block < chunks.grid; ++block)
       for (int64_t thread = 0; thread < chunks.block; ++thread)
-        for (int64_t j = block; j < posemb::learned_grad_chunks(g); j += chunks.grid)
-          posemb::learned_grad_chunk<float, float>(g, j, thread, chunks.block);
-    const auto rows = posemb::plan_learned_grad_rows(g, 3);
+        for (int64_t j = block; j < posemb::table_grad_chunks(g); j += chunks.grid)
+          posemb::table_grad_chunk<float, float>(g, j, thread, chunks.block);
+    const auto rows = posemb::plan_table_grad_rows(g, 3);
     for (int64_t block = 0; block < rows.grid; ++block)
       for (int64_t thread = 0; thread < rows.block; ++thread)
         for (int64_t n = block; n < g.num_embeddings; n += rows.grid)
-          posemb::learned_grad_combine<float>(g, n, thread, rows.block);
+          posemb::table_grad_combine<float>(g, n, thread, rows.block);
     EXPECT_TRUE(torch::allclose(grad_weight, wr.grad(), 1e-5, 1e-5)) << "aligned " << aligned;
     EXPECT_EQ(grad_weight[7].abs().sum().item<float>(), 0.0f);
   }

@@ -103,12 +103,8 @@ TEST_P(RotaryGridWalk, MatchesCpuOp) {
     r.in = in.data_ptr();
     r.out = out.data_ptr();
     r.heads = in.size(2);
-    r.in_stride_b = in.stride(0);
-    r.in_stride_t = in.stride(1);
-    r.in_stride_h = in.stride(2);
-    r.out_stride_b = out.stride(0);
-    r.out_stride_t = out.stride(1);
-    r.out_stride_h = out.stride(2);
+    r.in_rows = {in.stride(0), in.stride(1), in.stride(2)};
+    r.out_rows = {out.stride(0), out.stride(1), out.stride(2)};
   };
   fill(p.q, q, q_out);
   fill(p.k, k, k_out);

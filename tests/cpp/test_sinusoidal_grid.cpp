@@ -119,8 +119,8 @@ TEST(SinusoidalGridWalk, PlanSplitsDecodeBatchAcrossBlocks) {
   p.batch = 256;
   p.seq = 1;
   p.dim = 128;
-  p.x_stride_b = p.y_stride_b = 128;
-  p.x_stride_t = p.y_stride_t = 128;
+  p.x_rows.stride_b = p.y_rows.stride_b = 128;
+  p.x_rows.stride_t = p.y_rows.stride_t = 128;
   const auto plan = posemb::plan_sinusoidal_launch(p, 4, 132);
   EXPECT_EQ(plan.rows, 1);
   EXPECT_GT(plan.grid_y, 1);

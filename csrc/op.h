@@ -1,0 +1,46 @@
+// Internal: what the op glue of every family shares (each family's own is in
+// csrc/X_op.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+
+namespace posemb::detail {
+
+/// An op's name as a template argument.
+template <std::size_t N>
+struct OpName {
+  char value[N];
+  constexpr OpName(const char (&name)[N]) { std::copy_n(name, N, value); }  // NOLINT: implicit
+};
+
+/// A posemb op as C++ calls it: its name and signature, declared once per op
+/// in its family's X_op.h (`using RotaryOp = Op<"posemb::rotary", ...>`).
+template <OpName name, typename Sig>
+struct Op {
+  /// The typed dispatcher handle, found at first use (every schema is
+  /// registered by then) and kept.
+  static const c10::TypedOperatorHandle<Sig>& handle() {
+    static const auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(name.value, "").template typed<Sig>();
+    return op;
+  }
+};
+
+/// An undefined tensor (the modules' "not given", autograd's saved "none") as
+/// the ops' std::nullopt.
+inline std::optional<at::Tensor> optional_tensor(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+/// The accumulation dtype of a table or activation dtype: fp64 for fp64,
+/// fp32 otherwise (the kernels' acc_t).
+inline at::ScalarType acc_type(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace posemb::detail

@@ -1,0 +1,45 @@
+#include "table_grad.h"
+
+#include <ATen/ATen.h>
+
+namespace posemb::detail {
+
+TableGradParams make_table_grad_params(const at::Tensor& grad, const XDims& dims,
+                                       const at::Tensor& rows_of_tokens,
+                                       const at::Tensor& grad_weight,
+                                       std::optional<int64_t> padding_idx,
+                                       std::vector<at::Tensor>& keep) {
+  const at::Tensor tokens = rows_of_tokens.to(at::kLong).reshape({-1}).contiguous();
+  auto [sorted, order] = at::sort(tokens, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const BSDView gv = bsd_view(grad, dims);
+  TableGradParams p;
+  p.grad = grad.data_ptr();
+  p.grad_in_acc_type = grad.scalar_type() != grad_weight.scalar_type();
+  p.batch = gv.batch;
+  p.seq = gv.seq;
+  p.dim = gv.dim;
+  p.grad_rows = gv.rows;
+  p.sorted_rows = sorted.data_ptr<int64_t>();
+  p.order = order.data_ptr<int64_t>();
+  p.num_tokens = tokens.numel();
+  p.grad_weight = grad_weight.data_ptr();
+  p.num_embeddings = grad_weight.size(0);
+  p.has_padding_idx = padding_idx.has_value();
+  p.padding_idx = padding_idx.value_or(0);
+  const auto acc = grad_weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  keep.push_back(at::empty({table_grad_chunks(p), 2, p.dim}, grad_weight.options().dtype(acc)));
+  p.partials = keep.back().data_ptr();
+  keep.push_back(std::move(sorted));
+  keep.push_back(std::move(order));
+  return p;
+}
+
+void table_grad(TableGradRunner run, const at::Tensor& grad, const XDims& dims,
+                const at::Tensor& rows_of_tokens, const at::Tensor& grad_weight,
+                std::optional<int64_t> padding_idx) {
+  std::vector<at::Tensor> keep;
+  run(make_table_grad_params(grad, dims, rows_of_tokens, grad_weight, padding_idx, keep),
+      grad_weight);
+}
+
+}  // namespace posemb::detail
