@@ -254,3 +254,12 @@ def test_inputs_are_not_written(device):
     before = [t.clone() for t in inputs]
     posemb.bert_embeddings(ids, *w, **kw, dropout_p=0.2, training=True)
     assert all(torch.equal(a, b) for a, b in zip(before, inputs))
+
+
+def test_second_order_gradients_are_a_clear_error():
+    tables = [torch.randn(20, 8, requires_grad=True), torch.randn(12, 8), torch.randn(2, 8),
+              torch.ones(8), torch.zeros(8)]
+    ids = torch.randint(0, 20, (2, 6))
+    (g,) = torch.autograd.grad(posemb.bert_embeddings(ids, *tables).pow(3).sum(), tables[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="posemb.bert_embeddings: second-order gradients"):
+        g.sum().backward()

@@ -221,3 +221,14 @@ def test_table_from_the_sinusoidal_encoding_with_noise():
     assert 0.05 < diff.std().item() < 0.2
     with pytest.raises(ValueError, match="noise_std must be >= 0"):
         posemb.nn.LearnedPositionalEmbedding.from_sinusoidal(32, 8, noise_std=-1.0)
+
+
+def test_second_order_gradients_are_a_clear_error():
+    """Never a silent None: differentiating the backward raises, naming the op;
+    a create_graph=True backward that goes no further still works."""
+    w = torch.randn(10, 8, requires_grad=True)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    (gw,) = torch.autograd.grad(posemb.learned_add(x, w).pow(2).sum(), w, create_graph=True)
+    torch.testing.assert_close(gw, torch.autograd.grad((x + w[:5]).pow(2).sum(), w)[0])
+    with pytest.raises(RuntimeError, match="posemb.learned_add: second-order gradients"):
+        gw.sum().backward()

@@ -386,3 +386,15 @@ def test_in_place_on_slices_of_one_fused_qkv_tensor(seq_dim):
     v_before = v.clone()
     posemb.rotary(q, k, inv_freq, seq_dim=seq_dim, inplace=True)
     assert torch.equal(q, expected_q) and torch.equal(k, expected_k) and torch.equal(v, v_before)
+
+
+def test_second_order_gradients():
+    """rotary's backward is linear: its own gradient is rotary again."""
+    torch.manual_seed(0)
+    inv_freq = posemb.rope.frequency_plan({"rope_theta": 1e4}, 8).inv_freq
+    q = torch.randn(2, 3, 2, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, 1, 8, dtype=torch.float64, requires_grad=True)
+    f = lambda q, k: posemb.rotary(q, k, inv_freq, offset=5, attention_scaling=1.5)  # noqa: E731
+    assert torch.autograd.gradgradcheck(f, (q, k))
+    (gq,) = torch.autograd.grad(f(q, k)[0].pow(2).sum(), q, create_graph=True)
+    assert gq.requires_grad and gq.grad_fn is not None
