@@ -83,8 +83,9 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
     TORCH_CHECK(shape_ok, "posemb.", op, ": token_type_ids must be broadcastable to input_ids' ",
                 "shape ", ids.sym_sizes(), ", got ", t.sym_sizes());
   }
-  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, "posemb.", op,
-              ": dropout_p must be in [0, 1), got ", dropout_p);
+  // 1 drops everything (zeros, as nn.Dropout(1.0)): no uniform in [0, 1) is kept.
+  TORCH_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0, "posemb.", op,
+              ": dropout_p must be in [0, 1], got ", dropout_p);
   if (seed.has_value()) {
     // (Meta: the fake kernel sees every tensor on the meta device.)
     TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1 &&

@@ -157,8 +157,11 @@ at::Tensor sinusoidal_table_composite(c10::SymInt num_positions, c10::SymInt dim
   TORCH_SYM_CHECK(num_positions.sym_ge(0), "posemb.sinusoidal_table: num_positions must be ",
                   "non-negative, got ", num_positions);
   TORCH_SYM_CHECK(dim.sym_ge(0), "posemb.sinusoidal_table: dim must be non-negative, got ", dim);
+  const at::ScalarType type = dtype.value_or(at::kFloat);
+  TORCH_CHECK(type == at::kFloat || type == at::kDouble || type == at::kHalf || type == at::kBFloat16,
+              "posemb.sinusoidal_table: dtype must be float32, float64, float16 or bfloat16, got ", type);
   const auto options = at::TensorOptions()
-                           .dtype(dtype.value_or(at::kFloat))
+                           .dtype(type)
                            .device(device.value_or(at::kCPU));
   at::Tensor table = at::zeros_symint({num_positions, dim}, options);
   // 0 * 1 + PE is PE exactly.

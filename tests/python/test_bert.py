@@ -192,7 +192,7 @@ ERRORS = [
     (lambda t, w: OP(t(2, 3).long(), w[0], t(40, 8), *w[2:]), "position_weight must have hidden size 16"),
     (lambda t, w: OP(t(2, 3).long(), *w[:3], t(8), w[4]), r"ln_weight must be \(hidden,\)"),
     (lambda t, w: OP(t(2, 3).long(), *w, offset=38), r"positions offset .. offset \+ seq - 1 = 38 .. 40 must be in"),
-    (lambda t, w: OP(t(2, 3).long(), *w, dropout_p=1.0), r"dropout_p must be in \[0, 1\)"),
+    (lambda t, w: OP(t(2, 3).long(), *w, dropout_p=1.5), r"dropout_p must be in \[0, 1\]"),
     (lambda t, w: OP(t(2, 3).long(), *w, dropout_seed=t(2).long()), "dropout_seed must be one int64 on the CPU"),
     (lambda t, w: OP(t(2, 3).long(), *w, word_padding_idx=30), r"word_padding_idx must be in \[0, 30\)"),
     (lambda t, w: OP(t(2, 3).long(), *w, token_type_ids=t(2, 4).long()), "token_type_ids must be broadcastable"),
@@ -263,3 +263,11 @@ def test_second_order_gradients_are_a_clear_error():
     (g,) = torch.autograd.grad(posemb.bert_embeddings(ids, *tables).pow(3).sum(), tables[0], create_graph=True)
     with pytest.raises(RuntimeError, match="posemb.bert_embeddings: second-order gradients"):
         g.sum().backward()
+
+
+def test_dropout_of_one_gives_zeros_as_nn_dropout():
+    block = posemb.nn.BertEmbeddings(30, 8, max_position_embeddings=12, hidden_dropout_prob=1.0).train()
+    out = block(input_ids=torch.randint(0, 30, (2, 5)))
+    assert torch.equal(out, torch.zeros_like(out))
+    out.sum().backward()
+    assert block.word_embeddings.weight.grad.abs().sum() == 0

@@ -300,3 +300,9 @@ def test_module_has_no_state_and_matches_functional(device):
                                                                         scale=4.0, padding_idx=1).float().to(device))
     with pytest.raises(ValueError, match="embedding_dim=16"):
         m(torch.randn(2, 5, 8, device=device))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_table_of_a_non_float_dtype_names_the_table_op(dtype):
+    with pytest.raises(RuntimeError, match="posemb.sinusoidal_table: dtype must be float32"):
+        posemb.sinusoidal_table(4, 8, dtype=dtype)
