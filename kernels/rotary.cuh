@@ -1,9 +1,11 @@
 // rotary: turn each pair of channels of q and k by position * inv_freq[i].
 //
 // Torch-free. The body handles one token: for each of its frequencies the
-// sin/cos is computed once and applied to every head of q and of k. The CPU
-// calls it per token with (first, stride) = (0, 1); the CUDA kernel with one
-// block per token and its threads across the frequencies.
+// sin/cos is computed once and applied to every head of q and of k. The CUDA
+// kernel calls it with one block per token and its threads across the
+// frequencies; the CPU kernel only for the interleaved pairing, per token with
+// (first, stride) = (0, 1) (it turns the half pairing's rows whole,
+// csrc/cpu/rotary_cpu.cpp).
 #pragma once
 
 #include <cstdint>

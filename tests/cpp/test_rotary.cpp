@@ -1,14 +1,12 @@
-// posemb::nn::RotaryEmbedding and rotary from C++, and the CUDA launch grid
-// of rotary walked on the CPU.
+// posemb::nn::RotaryEmbedding and rotary from C++. (The CUDA launch walked
+// on the CPU: test_rotary_grid.cpp.)
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <sstream>
 
-#include "cpu/scalar_ops.h"
 #include "dtype_device.h"
 #include "posemb/posemb.h"
-#include "kernels/rotary.cuh"
 
 namespace {
 
@@ -54,43 +52,6 @@ TEST(Rotary, ErrorsAndPrettyPrint) {
   std::ostringstream s;
   rope->pretty_print(s);
   EXPECT_EQ(s.str(), "posemb::nn::RotaryEmbedding(head_dim=64, rotary_dim=64, interleaved=true)");
-}
-
-// Every block, thread and grid-stride step of the CUDA launch, on the CPU.
-TEST(RotaryGridWalk, MatchesCpuOp) {
-  torch::manual_seed(4);
-  const auto q = torch::randn({3, 7, 5, 40}), k = torch::randn({3, 7, 2, 40});
-  const auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, 36, 2).to(torch::kFloat) / 36);
-  const auto positions = torch::randint(0, 1 << 20, {3, 7});
-  const auto [eq, ek] = posemb::rotary(q, k, inv_freq, positions);
-  auto q_out = torch::full_like(q, 1234.0), k_out = torch::full_like(k, 1234.0);
-  posemb::RotaryParams p;
-  auto fill = [](posemb::RotaryTensor& r, const torch::Tensor& in, torch::Tensor& out) {
-    r.in = in.data_ptr();
-    r.out = out.data_ptr();
-    r.heads = in.size(2);
-    r.in_rows = {in.stride(0), in.stride(1), in.stride(2)};
-    r.out_rows = {out.stride(0), out.stride(1), out.stride(2)};
-  };
-  fill(p.q, q, q_out);
-  fill(p.k, k, k_out);
-  p.batch = 3;
-  p.seq = 7;
-  p.head_dim = 40;
-  p.inv_freq = inv_freq.data_ptr<float>();
-  p.half = 18;
-  p.pos.positions = positions.data_ptr();
-  p.pos.pos_stride_b = positions.stride(0);
-  p.pos.pos_stride_t = positions.stride(1);
-  for (int64_t sms : {1, 132}) {
-    const auto plan = posemb::plan_rotary(p, sms);
-    for (int64_t b = 0; b < plan.grid; ++b)
-      for (int64_t t = 0; t < plan.block; ++t)
-        for (int64_t row = b; row < p.batch * p.seq; row += plan.grid)
-          posemb::rotary_token<float, false>(p, row, t, plan.block);
-    EXPECT_TRUE(torch::allclose(q_out, eq, 1e-6, 1e-6)) << "sms " << sms;
-    EXPECT_TRUE(torch::allclose(k_out, ek, 1e-6, 1e-6)) << "sms " << sms;
-  }
 }
 
 }  // namespace
