@@ -33,13 +33,9 @@ TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
   std::vector<torch::Tensor> keep;
   auto p = posemb::detail::make_bert_params(ids, word, pos, type, gamma, std::nullopt, types, 2,
                                             0.2, seed, keep);
-  p.beta = beta.data_ptr();
-  p.eps = 1e-12;
   auto walk_out = grid_walk::poisoned({B, T, D}), walk_mean = torch::empty({B, T}),
        walk_rstd = torch::empty({B, T});
-  p.out = walk_out.data_ptr();
-  p.mean = walk_mean.data_ptr();
-  p.rstd = walk_rstd.data_ptr();
+  posemb::detail::set_bert_forward(p, beta, 1e-12, walk_out, walk_mean, walk_rstd, keep);
 
   // bert_forward_kernel on one SM (rows by grid-stride), its threads' parts summed.
   const auto plan = posemb::plan_bert_rows(p, 1);
@@ -64,14 +60,8 @@ TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
   p.row_chunks = 2;
   auto partials = torch::empty({2, p.row_chunks, D});
   auto grad_gamma = torch::empty({D}), grad_beta = torch::empty({D});
-  const auto grad_c = grad.contiguous();
-  p.grad_out = grad_c.data_ptr();
-  p.mean = mean.data_ptr();
-  p.rstd = rstd.data_ptr();
-  p.grad_x = grad_x.data_ptr();
-  p.norm_partials = partials.data_ptr();
-  p.grad_gamma = grad_gamma.data_ptr();
-  p.grad_beta = grad_beta.data_ptr();
+  posemb::detail::set_bert_backward(p, grad, mean, rstd, grad_x, partials, grad_gamma, grad_beta,
+                                    keep);
   grid_walk::each_block_row(plan, B * T, [&](int64_t row) {
     float s1 = 0, s2 = 0;
     for (int64_t tid = 0; tid < block; ++tid) {
