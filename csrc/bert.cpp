@@ -200,6 +200,33 @@ BertParams make_bert_params(const at::Tensor& ids, const at::Tensor& word,
   return p;
 }
 
+void set_bert_forward(BertParams& p, const at::Tensor& ln_bias, double eps, const at::Tensor& out,
+                      const at::Tensor& mean, const at::Tensor& rstd,
+                      std::vector<at::Tensor>& keep) {
+  keep.push_back(ln_bias.contiguous());
+  p.beta = keep.back().data_ptr();
+  p.eps = eps;
+  p.out = out.data_ptr();
+  p.mean = mean.data_ptr();
+  p.rstd = rstd.data_ptr();
+}
+
+void set_bert_backward(BertParams& p, const at::Tensor& grad, const at::Tensor& mean,
+                       const at::Tensor& rstd, const at::Tensor& grad_x,
+                       const at::Tensor& norm_partials, const at::Tensor& grad_gamma,
+                       const at::Tensor& grad_beta, std::vector<at::Tensor>& keep) {
+  keep.push_back(grad.contiguous());
+  p.grad_out = keep.back().data_ptr();
+  keep.push_back(mean.contiguous());
+  p.mean = keep.back().data_ptr();
+  keep.push_back(rstd.contiguous());
+  p.rstd = keep.back().data_ptr();
+  p.grad_x = grad_x.data_ptr();
+  p.norm_partials = norm_partials.data_ptr();
+  p.grad_gamma = grad_gamma.data_ptr();
+  p.grad_beta = grad_beta.data_ptr();
+}
+
 BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
                                  const at::Tensor& word_weight, const at::Tensor& position_weight,
                                  const at::Tensor& type_weight, const at::Tensor& ln_weight,
@@ -225,12 +252,7 @@ BertOutputs bert_embeddings_impl(BertRunner run, const at::Tensor& input_ids,
   std::vector<at::Tensor> keep;
   BertParams p = make_bert_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
                                   positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
-  keep.push_back(ln_bias.contiguous());
-  p.beta = keep.back().data_ptr();
-  p.eps = eps;
-  p.out = out.data_ptr();
-  p.mean = mean.data_ptr();
-  p.rstd = rstd.data_ptr();
+  set_bert_forward(p, ln_bias, eps, out, mean, rstd, keep);
   run(p, word_weight);
   return {out, mean, rstd};
 }
@@ -265,17 +287,10 @@ BertGrads bert_embeddings_backward_impl(
   std::vector<at::Tensor> keep;
   BertParams p = make_bert_params(input_ids, word_weight, position_weight, type_weight, ln_weight,
                                   positions, token_type_ids, offset, dropout_p, dropout_seed, keep);
-  const at::Tensor g = grad.contiguous(), mean_c = mean.contiguous(), rstd_c = rstd.contiguous();
   at::Tensor grad_x = at::empty({batch, seq, dim}, acc);
   p.row_chunks = bert_row_chunks(batch * seq);
-  at::Tensor partials = at::empty({2, p.row_chunks, dim}, acc);
-  p.grad_out = g.data_ptr();
-  p.mean = mean_c.data_ptr();
-  p.rstd = rstd_c.data_ptr();
-  p.grad_x = grad_x.data_ptr();
-  p.norm_partials = partials.data_ptr();
-  p.grad_gamma = grad_gamma.data_ptr();
-  p.grad_beta = grad_beta.data_ptr();
+  const at::Tensor partials = at::empty({2, p.row_chunks, dim}, acc);
+  set_bert_backward(p, grad, mean, rstd, grad_x, partials, grad_gamma, grad_beta, keep);
   run(p, word_weight);
 
   // Each table's gradient from grad_x (batch, seq, dim), the table gradient

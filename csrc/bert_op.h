@@ -49,6 +49,20 @@ BertParams make_bert_params(const at::Tensor& ids, const at::Tensor& word,
                             double dropout_p, const std::optional<at::Tensor>& seed,
                             std::vector<at::Tensor>& keep);
 
+/// The forward's own fields: ln_bias, eps, and the outputs out (batch, seq,
+/// hidden), mean and rstd (batch, seq).
+void set_bert_forward(BertParams& p, const at::Tensor& ln_bias, double eps, const at::Tensor& out,
+                      const at::Tensor& mean, const at::Tensor& rstd,
+                      std::vector<at::Tensor>& keep);
+
+/// The backward's own fields: grad and the forward's mean and rstd, read;
+/// grad_x, the LayerNorm partials [2, p.row_chunks, hidden], grad_gamma and
+/// grad_beta, written.
+void set_bert_backward(BertParams& p, const at::Tensor& grad, const at::Tensor& mean,
+                       const at::Tensor& rstd, const at::Tensor& grad_x,
+                       const at::Tensor& norm_partials, const at::Tensor& grad_gamma,
+                       const at::Tensor& grad_beta, std::vector<at::Tensor>& keep);
+
 // ---------------------------------------------------------------- backends
 
 /// Runs the forward (out, mean, rstd) or the backward up to the tables

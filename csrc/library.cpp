@@ -1,5 +1,7 @@
 // The schema of every posemb op, declared once. Kernels register themselves
-// per dispatch key in their own files (cpu/, cuda/, autograd/, sinusoidal.cpp).
+// per dispatch key in their own files: csrc/{cpu,cuda,autograd}/X_*.cpp, and
+// csrc/X.cpp for Meta (fake) and composite kernels. C++ calls an op through
+// its Op<...> in csrc/X_op.h.
 #include <torch/library.h>
 
 TORCH_LIBRARY(posemb, m) {

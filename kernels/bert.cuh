@@ -2,10 +2,12 @@
 // then dropout; and its backward.
 //
 // Torch-free. Every pass over a token row is a __host__ __device__ function
-// over the channels first, first + stride, ...: the CPU kernels call them with
-// (0, 1) and add up plainly, the CUDA kernels with (thread, block size) and
-// add up across the block (kernels/bert.cu). Rows are recomputed from the tables
-// in each pass rather than stored: they are a few KB and stay in cache.
+// over the channels first, first + stride, ...: the CUDA kernels call them
+// with (thread, block size) and add up across the block (kernels/bert.cu),
+// and tests/cpp/test_bert_grid.cpp walks them on the CPU. The CPU kernels
+// (csrc/cpu/bert_cpu.cpp) run each row whole with the same formulas and share
+// only bert_norm_grad_final. Rows are recomputed from the tables in each pass
+// rather than stored: they are a few KB and stay in cache.
 #pragma once
 
 #include <algorithm>

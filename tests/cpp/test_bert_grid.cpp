@@ -1,22 +1,22 @@
 // Walks the CUDA kernels of bert_embeddings on the CPU: every block's row
-// passes (kernels/bert.cuh) for every thread, the block sums emulated by adding
-// the threads' parts, and the gamma/beta chunk and final passes; compares
-// with the CPU op. What stays for the GPU battery is the warp-shuffle sum.
+// passes (kernels/bert.cuh) for every thread of the production plan, the
+// block sums emulated by adding the threads' parts, and the gamma/beta chunk
+// and final passes; compares with the CPU op. What stays for the GPU battery
+// is the warp-shuffle sum.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <tuple>
+#include <cmath>
 #include <vector>
 
 #include "bert_op.h"
-#include "cpu/scalar_ops.h"
-#include "posemb/posemb.h"
+#include "grid_walk.h"
 
 namespace {
 
 TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
   torch::manual_seed(11);
-  const int64_t B = 3, T = 7, D = 45, block = 32;  // D > block: grid-stride over channels
+  const int64_t B = 3, T = 7, D = 300;  // D > 256 threads: grid-stride over channels
   const auto ids = torch::randint(0, 20, {B, T});
   const auto types = torch::randint(0, 2, {B, T});
   auto word = torch::randn({20, D}), pos = torch::randn({16, D}), type = torch::randn({2, D});
@@ -29,35 +29,18 @@ TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
   const auto grad = torch::randn({B, T, D});
   out.backward(grad);
 
-  posemb::BertParams p;
-  p.batch = B;
-  p.seq = T;
-  p.dim = D;
-  p.ids = ids.data_ptr();
-  p.ids_stride_b = T;
-  p.ids_stride_t = 1;
-  p.pos.offset = 2;
-  p.types = types.data_ptr();
-  p.types_stride_b = T;
-  p.types_stride_t = 1;
-  p.word = word.data_ptr();
-  p.position = pos.data_ptr();
-  p.type = type.data_ptr();
-  p.word_stride = p.position_stride = p.type_stride = D;
-  p.gamma = gamma.data_ptr();
-  p.beta = beta.data_ptr();
-  p.eps = 1e-12;
-  p.dropout = true;
-  p.dropout_p = 0.2f;
-  p.seed = 5;
-  auto walk_out = torch::full({B, T, D}, 1234.0), walk_mean = torch::empty({B, T}),
+  // The forward's params as bert_embeddings builds them: positions 2 + t, dropout 0.2.
+  std::vector<torch::Tensor> keep;
+  auto p = posemb::detail::make_bert_params(ids, word, pos, type, gamma, std::nullopt, types, 2,
+                                            0.2, seed, keep);
+  auto walk_out = grid_walk::poisoned({B, T, D}), walk_mean = torch::empty({B, T}),
        walk_rstd = torch::empty({B, T});
-  p.out = walk_out.data_ptr();
-  p.mean = walk_mean.data_ptr();
-  p.rstd = walk_rstd.data_ptr();
+  posemb::detail::set_bert_forward(p, beta, 1e-12, walk_out, walk_mean, walk_rstd, keep);
 
-  // bert_forward_kernel, one block per row, its threads' parts summed.
-  for (int64_t row = 0; row < B * T; ++row) {
+  // bert_forward_kernel on one SM (rows by grid-stride), its threads' parts summed.
+  const auto plan = posemb::plan_bert_rows(p, 1);
+  const int64_t block = plan.block;
+  grid_walk::each_block_row(plan, B * T, [&](int64_t row) {
     float sum = 0, sq = 0;
     for (int64_t tid = 0; tid < block; ++tid) sum += posemb::bert_row_sum<float>(p, row, tid, block);
     const float m = sum / D;
@@ -66,25 +49,20 @@ TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
     for (int64_t tid = 0; tid < block; ++tid) posemb::bert_row_write<float>(p, row, tid, block, m, r);
     walk_mean.view(-1)[row] = m;
     walk_rstd.view(-1)[row] = r;
-  }
+  });
   EXPECT_TRUE(torch::allclose(walk_out, out, 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(walk_mean, mean, 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(walk_rstd, rstd, 1e-5, 1e-6));
 
-  // bert_grad_x_kernel, then the gamma/beta chunk and final kernels.
+  // bert_grad_x_kernel, then the gamma/beta chunk and final kernels, with the
+  // backward's fields as bert_embeddings_backward sets them (but two chunks).
   auto grad_x = torch::empty({B * T, D});
   p.row_chunks = 2;
   auto partials = torch::empty({2, p.row_chunks, D});
   auto grad_gamma = torch::empty({D}), grad_beta = torch::empty({D});
-  const auto grad_c = grad.contiguous();
-  p.grad_out = grad_c.data_ptr();
-  p.mean = mean.data_ptr();
-  p.rstd = rstd.data_ptr();
-  p.grad_x = grad_x.data_ptr();
-  p.norm_partials = partials.data_ptr();
-  p.grad_gamma = grad_gamma.data_ptr();
-  p.grad_beta = grad_beta.data_ptr();
-  for (int64_t row = 0; row < B * T; ++row) {
+  posemb::detail::set_bert_backward(p, grad, mean, rstd, grad_x, partials, grad_gamma, grad_beta,
+                                    keep);
+  grid_walk::each_block_row(plan, B * T, [&](int64_t row) {
     float s1 = 0, s2 = 0;
     for (int64_t tid = 0; tid < block; ++tid) {
       float a, b;
@@ -93,7 +71,7 @@ TEST(BertGridWalk, ForwardAndBackwardMatchCpuOps) {
       s2 += b;
     }
     for (int64_t tid = 0; tid < block; ++tid) posemb::bert_row_grad_write<float>(p, row, tid, block, s1, s2);
-  }
+  });
   for (int64_t chunk = 0; chunk < p.row_chunks; ++chunk)
     for (int64_t d = 0; d < D; ++d) posemb::bert_norm_grad_chunk<float>(p, chunk, d);
   for (int64_t d = 0; d < D; ++d) posemb::bert_norm_grad_final<float>(p, d);

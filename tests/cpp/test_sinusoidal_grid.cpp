@@ -9,9 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu/scalar_ops.h"
+#include "grid_walk.h"
 #include "posemb/sinusoidal.h"
-#include "kernels/sinusoidal.cuh"
 #include "sinusoidal_op.h"
 
 namespace {
@@ -22,16 +21,15 @@ using posemb::SinusoidalParams;
 
 template <typename T, SinusoidalLayout L>
 void walk_layout(const SinusoidalParams& p, const SinusoidalLaunch& plan) {
-  for (int64_t by = 0; by < plan.grid_y; ++by)
-    for (int64_t bx = 0; bx < plan.grid_x; ++bx)
-      for (int64_t tx = 0; tx < plan.block_dim; ++tx) {
-        const posemb::GridCoord at{bx, by, tx};
-        if (plan.vector) {
-          posemb::sinusoidal_add_body<T, L, true>(p, plan, at);
-        } else {
-          posemb::sinusoidal_add_body<T, L, false>(p, plan, at);
-        }
-      }
+  grid_walk::each_thread_2d(plan.grid_x, plan.grid_y, plan.block_dim,
+                            [&](int64_t bx, int64_t by, int64_t tx) {
+    const posemb::GridCoord at{bx, by, tx};
+    if (plan.vector) {
+      posemb::sinusoidal_add_body<T, L, true>(p, plan, at);
+    } else {
+      posemb::sinusoidal_add_body<T, L, false>(p, plan, at);
+    }
+  });
 }
 
 template <typename T>
@@ -88,7 +86,7 @@ void check_case(const Case& c, torch::Dtype dtype, int64_t num_sms) {
   const auto x = c.make_x(torch::dtype(dtype));
   const auto expected = posemb::sinusoidal_add(x, c.positions, c.offsets, c.offset, c.seq_dim, c.layout,
                                                c.freqs, 10000.0, 1.5, c.padding_idx);
-  auto y = torch::full(x.sizes(), 1234.0, torch::dtype(dtype));  // poison: every element must be written
+  auto y = grid_walk::poisoned(x.sizes(), torch::dtype(dtype));
   const auto spec = posemb::detail::check_sinusoidal_add("walk", x, c.positions, c.offsets, c.offset,
                                                          c.seq_dim, c.layout, c.freqs, 10000.0,
                                                          c.padding_idx);

@@ -1,4 +1,6 @@
-"""Shared fixtures: devices, dtypes and the sample inputs every test uses."""
+"""Shared fixtures and helpers: devices, dtypes, ulp_distance, and the
+sinusoidal samples (SAMPLES, op_args) that test_sinusoidal.py and
+test_learned.py run over; the BERT and rotary tests build their own inputs."""
 from __future__ import annotations
 
 import dataclasses
