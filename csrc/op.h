@@ -15,7 +15,8 @@ namespace posemb::detail {
 template <std::size_t N>
 struct OpName {
   char value[N];
-  constexpr OpName(const char (&name)[N]) { std::copy_n(name, N, value); }  // NOLINT: implicit
+  // Implicit, so that Op<"posemb::x", Sig> takes the literal.
+  constexpr OpName(const char (&name)[N]) { std::copy_n(name, N, value); }  // NOLINT
 };
 
 /// A posemb op as C++ calls it: its name and signature, declared once per op

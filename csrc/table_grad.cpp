@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "op.h"
+
 namespace posemb::detail {
 
 TableGradParams make_table_grad_params(const at::Tensor& grad, const XDims& dims,
@@ -26,8 +28,8 @@ TableGradParams make_table_grad_params(const at::Tensor& grad, const XDims& dims
   p.num_embeddings = grad_weight.size(0);
   p.has_padding_idx = padding_idx.has_value();
   p.padding_idx = padding_idx.value_or(0);
-  const auto acc = grad_weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  keep.push_back(at::empty({table_grad_chunks(p), 2, p.dim}, grad_weight.options().dtype(acc)));
+  const auto acc = grad_weight.options().dtype(acc_type(grad_weight.scalar_type()));
+  keep.push_back(at::empty({table_grad_chunks(p), 2, p.dim}, acc));
   p.partials = keep.back().data_ptr();
   keep.push_back(std::move(sorted));
   keep.push_back(std::move(order));
