@@ -91,12 +91,18 @@ inline uint64_t from_long_double(long double w) {
 /// The angle in turns of `position` at frequency F (units of 2^-64 turn).
 POSEMB_HD uint64_t angle(int64_t position, uint64_t F) { return static_cast<uint64_t>(position) * F; }
 
-/// u as a quadrant (nearest quarter turn, 0..3) and a residual of at most
-/// 1/8 turn, as a signed 32-bit count of 2^-34 turn.
-POSEMB_HD void split(uint64_t u, int* quadrant, int32_t* residual) {
+/// The nearest quarter turn of u (its quadrant, 0..3) and what is left, at
+/// most 1/8 turn either way, in units of 2^-64 turn.
+POSEMB_HD int64_t nearest_quarter(uint64_t u, int* quadrant) {
   const uint64_t q = (u + (uint64_t(1) << 61)) >> 62;
   *quadrant = static_cast<int>(q & 3);
-  *residual = static_cast<int32_t>(static_cast<int64_t>(u - (q << 62)) >> 30);
+  return static_cast<int64_t>(u - (q << 62));
+}
+
+/// u as a quadrant and a residual as a signed 32-bit count of 2^-34 turn
+/// (the fp32 path's precision).
+POSEMB_HD void split(uint64_t u, int* quadrant, int32_t* residual) {
+  *residual = static_cast<int32_t>(nearest_quarter(u, quadrant) >> 30);
 }
 
 constexpr double kTwoPi = 6.283185307179586476925;
@@ -104,6 +110,12 @@ constexpr double kTwoPi = 6.283185307179586476925;
 // the fp64 path, which keeps all 64 bits. (Folded at compile time.)
 constexpr float kResidualToRadians = static_cast<float>(kTwoPi / 17179869184.0);
 constexpr double kTurnToRadians = kTwoPi / 18446744073709551616.0;
+
+// The fp32 minimax coefficients on |r| <= π/4, shared with the AVX2 loop
+// (csrc/cpu/avx2.cpp), which must compute the same bits.
+// (Scalars: a constexpr array would not exist in device code.)
+constexpr float kSin3 = -1.6666654611e-1f, kSin5 = 8.3321608736e-3f, kSin7 = -1.9515295891e-4f;
+constexpr float kCos4 = 4.166664568298827e-2f, kCos6 = -1.388731625493765e-3f, kCos8 = 2.443315711809948e-5f;
 
 /// sin and cos of r, |r| <= π/4, fp32: minimax polynomials, exactly rounded
 /// FMAs, so the host and the device agree to the bit. Max error 1 ulp.
@@ -114,11 +126,11 @@ POSEMB_HD void sincos_small(float r, float* s, float* c) {
 #define POSEMB_FMAF std::fma
 #endif
   const float z = r * r;
-  float ps = POSEMB_FMAF(z, -1.9515295891e-4f, 8.3321608736e-3f);
-  ps = POSEMB_FMAF(z, ps, -1.6666654611e-1f);
+  float ps = POSEMB_FMAF(z, kSin7, kSin5);
+  ps = POSEMB_FMAF(z, ps, kSin3);
   *s = POSEMB_FMAF(r * z, ps, r);
-  float pc = POSEMB_FMAF(z, 2.443315711809948e-5f, -1.388731625493765e-3f);
-  pc = POSEMB_FMAF(z, pc, 4.166664568298827e-2f);
+  float pc = POSEMB_FMAF(z, kCos8, kCos6);
+  pc = POSEMB_FMAF(z, pc, kCos4);
   pc = POSEMB_FMAF(z, pc, -0.5f);
   *c = POSEMB_FMAF(z, pc, 1.0f);
 #undef POSEMB_FMAF
@@ -165,11 +177,11 @@ POSEMB_HD void sincos(uint64_t u, float* s, float* c) {
 }
 
 POSEMB_HD void sincos(uint64_t u, double* s, double* c) {
-  const uint64_t q = (u + (uint64_t(1) << 61)) >> 62;
-  const double r = static_cast<double>(static_cast<int64_t>(u - (q << 62))) * kTurnToRadians;
+  int quadrant;
+  const double r = static_cast<double>(nearest_quarter(u, &quadrant)) * kTurnToRadians;
   double sr, cr;
   sincos_small(r, &sr, &cr);
-  rotate_quadrant(static_cast<int>(q & 3), sr, cr, s, c);
+  rotate_quadrant(quadrant, sr, cr, s, c);
 }
 
 /// sin and cos of position · w, w given as its turns F.

@@ -133,11 +133,11 @@ void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* 
     split8(p_lo, p_hi, F + i, &q, &residual);
     const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(residual), to_radians);
     const __m256 z = _mm256_mul_ps(r, r);
-    __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(-1.9515295891e-4f), _mm256_set1_ps(8.3321608736e-3f));
-    ps = _mm256_fmadd_ps(z, ps, _mm256_set1_ps(-1.6666654611e-1f));
+    __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kSin7), _mm256_set1_ps(turns::kSin5));
+    ps = _mm256_fmadd_ps(z, ps, _mm256_set1_ps(turns::kSin3));
     const __m256 sr = _mm256_fmadd_ps(_mm256_mul_ps(r, z), ps, r);
-    __m256 pc = _mm256_fmadd_ps(z, _mm256_set1_ps(2.443315711809948e-5f), _mm256_set1_ps(-1.388731625493765e-3f));
-    pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(4.166664568298827e-2f));
+    __m256 pc = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kCos8), _mm256_set1_ps(turns::kCos6));
+    pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(turns::kCos4));
     pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(-0.5f));
     const __m256 cr = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(1.0f));
     // sin/cos of r + q·π/2: odd q swaps them; q&2 negates sin, (q+1)&2 negates cos.
