@@ -19,34 +19,33 @@ bool available() {
 namespace {
 
 // u = p · F mod 2^64 for 4 uint64 lanes (AVX2 has no 64-bit multiply):
-// p_lo·F_lo + ((p_lo·F_hi + p_hi·F_lo) << 32), with p split into 32-bit halves.
+// p_lo·F_lo + ((p_lo·F_hi + p_hi·F_lo) << 32), with p split into 32-bit
+// halves. kWide = false drops the p_hi term, for positions below 2^32.
+template <bool kWide>
 inline __m256i angle4(__m256i p_lo, __m256i p_hi, const uint64_t* F) {
   const __m256i f = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(F));
-  const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(f, 32), p_lo), _mm256_mul_epu32(f, p_hi));
+  __m256i cross = _mm256_mul_epu32(_mm256_srli_epi64(f, 32), p_lo);
+  if constexpr (kWide) cross = _mm256_add_epi64(cross, _mm256_mul_epu32(f, p_hi));
   return _mm256_add_epi64(_mm256_mul_epu32(f, p_lo), _mm256_slli_epi64(cross, 32));
 }
 
-// turns::split of 4 angles, quadrant and residual in the low 32 bits of each
-// lane. The residual's arithmetic shift by 30 keeps only its low 32 bits, so
-// a logical shift gives the same bits.
-inline void split4(__m256i u, __m256i* quadrant, __m256i* residual) {
-  const __m256i q = _mm256_srli_epi64(_mm256_add_epi64(u, _mm256_set1_epi64x(int64_t(1) << 61)), 62);
-  *quadrant = q;
-  *residual = _mm256_srli_epi64(_mm256_sub_epi64(u, _mm256_slli_epi64(q, 62)), 30);
-}
-
-// The low 32 bits of the 4 + 4 lanes of a and b, as 8 int32 in order.
-inline __m256i low_halves(__m256i a, __m256i b) {
-  const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  return _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(a, even), _mm256_permutevar8x32_epi32(b, even), 0x20);
-}
-
+// turns::split of 8 angles, as 8 int32 quadrants and residuals in order.
+// With v = u >> 30, the residual is v's low 32 bits (the quarter turns taken
+// off u lie above them), and the nearest quarter is u's top two bits, v's
+// high half, plus one when the residual is negative (u's bit 61 set).
+template <bool kWide>
 inline void split8(__m256i p_lo, __m256i p_hi, const uint64_t* F, __m256i* quadrant, __m256i* residual) {
-  __m256i q0, q1, r0, r1;
-  split4(angle4(p_lo, p_hi, F), &q0, &r0);
-  split4(angle4(p_lo, p_hi, F + 4), &q1, &r1);
-  *quadrant = low_halves(q0, q1);
-  *residual = low_halves(r0, r1);
+  const __m256 v0 = _mm256_castsi256_ps(_mm256_srli_epi64(angle4<kWide>(p_lo, p_hi, F), 30));
+  const __m256 v1 = _mm256_castsi256_ps(_mm256_srli_epi64(angle4<kWide>(p_lo, p_hi, F + 4), 30));
+  // The shuffle takes the low (high) halves of v0's and v1's lanes, two at a
+  // time per 128-bit lane; the permute puts the pairs back in lane order.
+  constexpr int kInOrder = _MM_SHUFFLE(3, 1, 2, 0);
+  const __m256i lo = _mm256_permute4x64_epi64(
+      _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0))), kInOrder);
+  const __m256i hi = _mm256_permute4x64_epi64(
+      _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1))), kInOrder);
+  *residual = lo;
+  *quadrant = _mm256_sub_epi32(hi, _mm256_srai_epi32(lo, 31));  // only its low two bits are used
 }
 
 inline __m256 load_as_float(const float* p) { return _mm256_loadu_ps(p); }
@@ -63,25 +62,73 @@ inline void store_from_float(c10::Half* p, __m256 v) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
 }
 // Round to nearest even, NaN kept a (quiet) NaN: what c10::BFloat16 does.
-inline void store_from_float(c10::BFloat16* p, __m256 v) {
+// The bfloat16 bits end up in the low half of each 32-bit lane.
+inline __m256i bfloat16_bits(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
   const __m256 is_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-  r = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r),
-                                           _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0)), is_nan));
+  return _mm256_castps_si256(
+      _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0)), is_nan));
+}
+inline void store_from_float(c10::BFloat16* p, __m256 v) {
+  const __m256i r = bfloat16_bits(v);
   const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0b1000);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
 }
 
+// 16 elements as two fp32 vectors, and back: a whole 64-byte line of fp32,
+// or half of one in 16-bit types, written by one store.
+inline void load16_as_float(const float* p, __m256* a, __m256* b) {
+  *a = _mm256_loadu_ps(p);
+  *b = _mm256_loadu_ps(p + 8);
+}
+inline void load16_as_float(const c10::Half* p, __m256* a, __m256* b) {
+  *a = load_as_float(p);
+  *b = load_as_float(p + 8);
+}
+inline void load16_as_float(const c10::BFloat16* p, __m256* a, __m256* b) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  *a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
+  *b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));
+}
+inline void store16_from_float(float* p, __m256 a, __m256 b) {
+  _mm256_storeu_ps(p, a);
+  _mm256_storeu_ps(p + 8, b);
+}
+inline void store16_from_float(c10::Half* p, __m256 a, __m256 b) {
+  const __m256i v = _mm256_set_m128i(_mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT),
+                                     _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+inline void store16_from_float(c10::BFloat16* p, __m256 a, __m256 b) {
+  // packus interleaves a's and b's 64-bit quarters; the permute restores order.
+  const __m256i packed = _mm256_packus_epi32(bfloat16_bits(a), bfloat16_bits(b));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// Each enc vector is loaded once and serves every row: the rows' streams
+// advance together, which the hardware prefetchers follow as well as one
+// stream, where sweeping the rows one after another restarts them.
 template <typename T>
-void fused_row_impl(const T* x, T* y, const float* enc, float scale, int64_t n) {
+void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* enc, float scale, int64_t n) {
   const __m256 s = _mm256_set1_ps(scale);
   int64_t d = 0;
-  for (; d + 8 <= n; d += 8) {
-    store_from_float(y + d, _mm256_fmadd_ps(load_as_float(x + d), s, _mm256_loadu_ps(enc + d)));
+  for (; d + 16 <= n; d += 16) {
+    const __m256 e0 = _mm256_loadu_ps(enc + d), e1 = _mm256_loadu_ps(enc + d + 8);
+    for (int64_t r = 0; r < rows; ++r) {
+      __m256 a, b;
+      load16_as_float(x[r] + d, &a, &b);
+      store16_from_float(y[r] + d, _mm256_fmadd_ps(a, s, e0), _mm256_fmadd_ps(b, s, e1));
+    }
   }
-  for (; d < n; ++d) y[d] = static_cast<T>(static_cast<float>(x[d]) * scale + enc[d]);
+  for (; d + 8 <= n; d += 8) {
+    const __m256 e = _mm256_loadu_ps(enc + d);
+    for (int64_t r = 0; r < rows; ++r) store_from_float(y[r] + d, _mm256_fmadd_ps(load_as_float(x[r] + d), s, e));
+  }
+  for (; d < n; ++d) {
+    for (int64_t r = 0; r < rows; ++r) y[r][d] = static_cast<T>(static_cast<float>(x[r][d]) * scale + enc[d]);
+  }
 }
 
 template <typename T>
@@ -119,7 +166,10 @@ void to_float(const c10::Half* src, float* dst, int64_t n) { to_float_impl(src, 
 void from_float(const float* src, c10::BFloat16* dst, int64_t n) { from_float_impl(src, dst, n); }
 void from_float(const float* src, c10::Half* dst, int64_t n) { from_float_impl(src, dst, n); }
 
-void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
+namespace {
+
+template <bool kWide>
+void position_sincos_row_impl(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
   const uint64_t p = static_cast<uint64_t>(position);
   const __m256i p_lo = _mm256_set1_epi64x(static_cast<int64_t>(p & 0xffffffffu));
   const __m256i p_hi = _mm256_set1_epi64x(static_cast<int64_t>(p >> 32));
@@ -130,7 +180,7 @@ void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* 
     // The same operations in the same order as turns::sincos, 8 wide, so the
     // results are bitwise those of the scalar path and the CUDA kernels.
     __m256i q, residual;
-    split8(p_lo, p_hi, F + i, &q, &residual);
+    split8<kWide>(p_lo, p_hi, F + i, &q, &residual);
     const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(residual), to_radians);
     const __m256 z = _mm256_mul_ps(r, r);
     __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kSin7), _mm256_set1_ps(turns::kSin5));
@@ -151,14 +201,23 @@ void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* 
   for (; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 
-void fused_row(const float* x, float* y, const float* enc, float scale, int64_t n) {
-  fused_row_impl(x, y, enc, scale, n);
+}  // namespace
+
+void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
+  if (static_cast<uint64_t>(position) >> 32) return position_sincos_row_impl<true>(position, F, n, s, c);
+  position_sincos_row_impl<false>(position, F, n, s, c);
 }
-void fused_row(const c10::BFloat16* x, c10::BFloat16* y, const float* enc, float scale, int64_t n) {
-  fused_row_impl(x, y, enc, scale, n);
+
+void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n) {
+  fused_rows_impl(x, y, rows, enc, scale, n);
 }
-void fused_row(const c10::Half* x, c10::Half* y, const float* enc, float scale, int64_t n) {
-  fused_row_impl(x, y, enc, scale, n);
+void fused_rows(const c10::BFloat16* const* x, c10::BFloat16* const* y, int64_t rows, const float* enc, float scale,
+                int64_t n) {
+  fused_rows_impl(x, y, rows, enc, scale, n);
+}
+void fused_rows(const c10::Half* const* x, c10::Half* const* y, int64_t rows, const float* enc, float scale,
+                int64_t n) {
+  fused_rows_impl(x, y, rows, enc, scale, n);
 }
 
 }  // namespace posemb::detail::avx2

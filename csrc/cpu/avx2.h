@@ -19,10 +19,13 @@ bool available();
 /// (kernels/turns.cuh), for i < n: 8 wide, bitwise equal to turns::position_sincos.
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c);
 
-/// y[d] = x[d] * scale + enc[d] for d < n, rounded once to the storage type.
-void fused_row(const float* x, float* y, const float* enc, float scale, int64_t n);
-void fused_row(const c10::BFloat16* x, c10::BFloat16* y, const float* enc, float scale, int64_t n);
-void fused_row(const c10::Half* x, c10::Half* y, const float* enc, float scale, int64_t n);
+/// y[r][d] = x[r][d] * scale + enc[d] for r < rows, d < n, rounded once to
+/// the storage type: the rows that share one encoding, swept together.
+void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n);
+void fused_rows(const c10::BFloat16* const* x, c10::BFloat16* const* y, int64_t rows, const float* enc, float scale,
+                int64_t n);
+void fused_rows(const c10::Half* const* x, c10::Half* const* y, int64_t rows, const float* enc, float scale,
+                int64_t n);
 
 /// y[d] = x[d] + w[d] for d < n, added in fp32, rounded once.
 void add_rows(const float* x, const float* w, float* y, int64_t n);

@@ -30,21 +30,45 @@ void sincos_row(int64_t position, const uint64_t* F, int64_t n, A* s, A* c, bool
   for (int64_t i = 0; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 
-// y[0..dim) = x * scale + enc.
+// enc[0..dim) = the encoding of one position, in the op's layout. The
+// interleaved layout goes through s and c; halves are written in place.
+template <typename A>
+void encode_row(const SinusoidalParams& p, int64_t pos, A* enc, A* s, A* c, bool vectorised) {
+  const int64_t half = p.dim / 2;
+  if (p.has_padding_idx && pos == p.padding_idx) {
+    std::fill(enc, enc + p.dim, A(0));
+    return;
+  }
+  if (p.layout == SinusoidalLayout::Interleaved) {
+    sincos_row(pos, p.turns, half, s, c, vectorised);
+    for (int64_t i = 0; i < half; ++i) {
+      enc[2 * i] = s[i];
+      enc[2 * i + 1] = c[i];
+    }
+  } else {
+    sincos_row(pos, p.turns, half, enc, enc + half, vectorised);
+  }
+  if (p.dim % 2) enc[p.dim - 1] = A(0);
+}
+
+// y[r] = x[r] * scale + enc for the `rows` rows that share enc.
 template <typename T, typename A>
-void fused_row(const SinusoidalParams& p, const T* x, T* y, const A* enc, A scale, bool vectorised) {
+void fused_rows(const SinusoidalParams& p, const T* const* x, T* const* y, int64_t rows, const A* enc, A scale,
+                bool vectorised) {
   using Ops = ScalarOps<T>;
-  const bool unit_stride = p.x_rows.stride_inner == 1 && p.y_rows.stride_inner == 1;
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (std::is_same_v<A, float>) {
-    if (vectorised && unit_stride) return avx2::fused_row(x, y, enc, scale, p.dim);
+    if (vectorised && p.x_rows.stride_inner == 1 && p.y_rows.stride_inner == 1) {
+      return avx2::fused_rows(x, y, rows, enc, scale, p.dim);
+    }
   }
 #endif
-  if (unit_stride) {
-    for (int64_t d = 0; d < p.dim; ++d) y[d] = Ops::from_acc(Ops::to_acc(x[d]) * scale + enc[d]);
-  } else {
-    for (int64_t d = 0; d < p.dim; ++d) {
-      y[d * p.y_rows.stride_inner] = Ops::from_acc(Ops::to_acc(x[d * p.x_rows.stride_inner]) * scale + enc[d]);
+  const int64_t xs = p.x_rows.stride_inner, ys = p.y_rows.stride_inner;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (xs == 1 && ys == 1) {  // a loop the compiler vectorises
+      for (int64_t d = 0; d < p.dim; ++d) y[r][d] = Ops::from_acc(Ops::to_acc(x[r][d]) * scale + enc[d]);
+    } else {
+      for (int64_t d = 0; d < p.dim; ++d) y[r][d * ys] = Ops::from_acc(Ops::to_acc(x[r][d * xs]) * scale + enc[d]);
     }
   }
 }
@@ -52,8 +76,6 @@ void fused_row(const SinusoidalParams& p, const T* x, T* y, const A* enc, A scal
 template <typename T>
 void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   using A = acc_t<T>;
-  const int64_t half = p.dim / 2;
-
   const bool shared = positions_shared(p.pos, p.batch);
   const int64_t rows = shared ? p.seq : p.batch * p.seq;
   const int64_t per_row = p.dim * (shared ? p.batch : 1);
@@ -61,39 +83,29 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   const A scale = static_cast<A>(p.scale);
   const bool vectorised = cpu_avx2();
 
-  // Rows go in blocks: their encodings first, then each batch entry's block
-  // of rows, so writes to y stay sequential within a block.
-  constexpr int64_t kRowBlock = 16;
+  // A shared row's encoding serves every batch entry. The entries are swept
+  // together, in groups of kGroup, so the encoding is read from L1 once per
+  // group and each entry's rows stay one sequential stream (sweeping the
+  // entries one after another, or reading encodings of many rows back from
+  // L2, measured 1.4-1.8x slower on a Zen 4 core: bench/results).
+  constexpr int64_t kGroup = 8;
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<A> enc(kRowBlock * p.dim), s(half), c(half);
-    for (int64_t block = begin; block < end; block += kRowBlock) {
-      const int64_t block_end = std::min(end, block + kRowBlock);
-      for (int64_t row = block; row < block_end; ++row) {
-        A* e = enc.data() + (row - block) * p.dim;
-        const int64_t t = shared ? row : row % p.seq;
-        const int64_t pos = token_position(p.pos, shared ? 0 : row / p.seq, t);
-        if (p.has_padding_idx && pos == p.padding_idx) {
-          std::fill(e, e + p.dim, A(0));
-          continue;
+    std::vector<A> enc(p.dim), s(p.dim / 2), c(p.dim / 2);
+    const T* x[kGroup];
+    T* y[kGroup];
+    for (int64_t row = begin; row < end; ++row) {
+      // Shared: row is t, for every batch entry; otherwise row = b * seq + t.
+      const int64_t t = shared ? row : row % p.seq;
+      const int64_t first = shared ? 0 : row / p.seq;
+      const int64_t count = shared ? p.batch : 1;
+      encode_row(p, token_position(p.pos, first, t), enc.data(), s.data(), c.data(), vectorised);
+      for (int64_t group = 0; group < count; group += kGroup) {
+        const int64_t n = std::min(kGroup, count - group);
+        for (int64_t k = 0; k < n; ++k) {
+          x[k] = static_cast<const T*>(p.x) + p.x_rows.row(first + group + k, t);
+          y[k] = static_cast<T*>(p.y) + p.y_rows.row(first + group + k, t);
         }
-        sincos_row(pos, p.turns, half, s.data(), c.data(), vectorised);
-        const bool interleaved = p.layout == SinusoidalLayout::Interleaved;
-        for (int64_t i = 0; i < half; ++i) {
-          e[interleaved ? 2 * i : i] = s[i];
-          e[interleaved ? 2 * i + 1 : half + i] = c[i];
-        }
-        if (p.dim % 2) e[p.dim - 1] = A(0);
-      }
-      // A shared row serves every batch entry; otherwise row = b * seq + t.
-      const int64_t batches = shared ? p.batch : 1;
-      for (int64_t b = 0; b < batches; ++b) {
-        for (int64_t row = block; row < block_end; ++row) {
-          const int64_t t = shared ? row : row % p.seq;
-          const int64_t bb = shared ? b : row / p.seq;
-          const T* x = static_cast<const T*>(p.x) + p.x_rows.row(bb, t);
-          T* y = static_cast<T*>(p.y) + p.y_rows.row(bb, t);
-          fused_row(p, x, y, enc.data() + (row - block) * p.dim, scale, vectorised);
-        }
+        fused_rows(p, x, y, n, enc.data(), scale, vectorised);
       }
     }
   });

@@ -145,10 +145,12 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
     import subprocess
     import sys
 
+    # Positions below and above 2^32 (the vector loop's two angle paths).
     code = ("import torch, posemb, sys; q = torch.ones(1, 40, 1, 64); "
             "t = posemb.sinusoidal_table(40, 128, offset=2**31 - 40); "
+            "w = posemb.sinusoidal_table(40, 130, offset=2**32 - 20); "
             "r = posemb.rotary(q, None, posemb.rope.frequency_plan({'rope_theta': 5e5}, 64).inv_freq, offset=2**30); "
-            "torch.save((t, r), sys.argv[1])")
+            "torch.save((t, w, r), sys.argv[1])")
     results = []
     for capability in (None, "default"):
         env = dict(os.environ)
