@@ -204,6 +204,17 @@ bool may_share_elements(const at::Tensor& q, const at::Tensor& k, int64_t heads_
   return !(apart && std::max(q1, k1) - std::min(q0, k0) <= window);
 }
 
+void check_rotary_writable(const at::Tensor& q, const at::Tensor& k, bool packed, int64_t seq_dim) {
+  for (const at::Tensor* t : {&q, &k}) {
+    TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, "posemb.rotary_: ",
+                t == &q ? "q" : "k", " has overlapping memory and cannot be written in place");
+  }
+  const int64_t heads_dim = packed ? 1 : (seq_dim == 2 ? 1 : 2);
+  TORCH_CHECK(!may_share_elements(q, k, heads_dim), "posemb.rotary_: q and k share memory (the same "
+              "tensor, or overlapping slices of one qkv tensor) and cannot both be turned in place; pass "
+              "q and k that do not overlap, or use the out-of-place rotary");
+}
+
 void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor& k,
                          const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                          const std::optional<at::Tensor>& offsets, int64_t offset,
@@ -211,14 +222,7 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
                          bool interleaved, int64_t seq_dim) {
   const char* op = "rotary_";
   check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
-  for (const at::Tensor* t : {&q, &k}) {
-    TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, "posemb.rotary_: ",
-                t == &q ? "q" : "k", " has overlapping memory and cannot be written in place");
-  }
-  const int64_t heads_dim = cu_seqlens.has_value() ? 1 : (seq_dim == 2 ? 1 : 2);
-  TORCH_CHECK(!may_share_elements(q, k, heads_dim), "posemb.rotary_: q and k share memory (the same "
-              "tensor, or overlapping slices of one qkv tensor) and cannot both be turned in place; pass "
-              "q and k that do not overlap, or use the out-of-place rotary");
+  check_rotary_writable(q, k, cu_seqlens.has_value(), seq_dim);
   if (q.numel() == 0 && k.numel() == 0) return;
   std::vector<at::Tensor> keep;
   RotaryParams p = make_rotary_params(op, q, k, q, k, inv_freq, positions, offsets, offset,

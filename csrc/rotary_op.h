@@ -41,6 +41,10 @@ void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
                   const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
                   const std::optional<at::Tensor>& cu_seqlens, int64_t seq_dim);
 
+/// Checks that q and k can both be written in place: neither overlaps itself,
+/// and they share no element (q and k sliced from one qkv tensor may).
+void check_rotary_writable(const at::Tensor& q, const at::Tensor& k, bool packed, int64_t seq_dim);
+
 /// Kernel parameters for checked real tensors: q and k are read, q_out and
 /// k_out written (the same tensors in place); cu_seqlens' values are checked
 /// here (one host sync). Copies are kept in `keep`.

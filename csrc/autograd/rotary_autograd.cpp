@@ -108,6 +108,20 @@ void rotary_inplace_autograd(const at::Tensor& q, const at::Tensor& k, const at:
                              const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                              const std::optional<at::Tensor>& cu_seqlens,
                              double attention_scaling, bool interleaved, int64_t seq_dim) {
+  // An autograd Function may not write two views in place (autograd rebases
+  // one view's history per op), and q, k sliced from a projection are views.
+  // Those are turned out of place and copied back: copy_ into a view is an
+  // ordinary tracked in-place op, so the gradients are the usual ones. Only
+  // training pays the extra pass; without grad it is the fused in-place kernel.
+  const bool tracked = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad());
+  if (tracked && (q.is_view() || k.is_view())) {
+    check_rotary_writable(q, k, cu_seqlens.has_value(), seq_dim);
+    auto out = Rotary::apply(q, k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
+                             attention_scaling, interleaved, seq_dim);
+    q.copy_(out[0]);
+    k.copy_(out[1]);
+    return;
+  }
   RotaryInplace::apply(q, k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
                        attention_scaling, interleaved, seq_dim);
 }

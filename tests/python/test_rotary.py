@@ -370,6 +370,36 @@ def test_in_place_q_and_k_that_share_memory_are_an_error():
         posemb.rotary(hf[:, :, 0:6], hf[:, :, 5:9], inv_freq, inplace=True)
 
 
+@pytest.mark.parametrize("with_k", [True, False], ids=["q-and-k", "q-only"])
+def test_in_place_in_training_on_views_of_a_projection(with_k, device):
+    """In place on q, k sliced from proj(h).view(...), which require grad:
+    the values and every gradient equal the out-of-place op's, and q, k
+    sharing memory stays an error when autograd is recording."""
+    w = inv_freq(16).to(device)
+
+    def step(inplace):
+        torch.manual_seed(0)
+        proj = torch.nn.Linear(8, 3 * 2 * 16, dtype=torch.float64, device=device)
+        h = torch.randn(2, 5, 8, dtype=torch.float64, device=device, requires_grad=True)
+        qkv = proj(h).view(2, 5, 3, 2, 16)
+        q, k = qkv[:, :, 0], (qkv[:, :, 1] if with_k else None)
+        out = posemb.rotary(q, k, w, offset=7, inplace=inplace)
+        if inplace:
+            rotated = qkv
+        else:
+            q_out, k_out = out if with_k else (out, qkv[:, :, 1])
+            rotated = torch.stack([q_out, k_out, qkv[:, :, 2]], dim=2)
+        weights = torch.arange(rotated.numel(), dtype=rotated.dtype, device=device).view_as(rotated)
+        (rotated * weights).sum().backward()
+        return rotated.detach(), proj.weight.grad, proj.bias.grad, h.grad
+
+    for a, b in zip(step(False), step(True)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    qkv = torch.randn(2, 5, 3, 2, 16, device=device, requires_grad=True).clone()
+    with pytest.raises(RuntimeError, match="posemb.rotary_: q and k share memory"):
+        posemb.rotary(qkv[:, :, 0], qkv[:, :, 0], w, inplace=True)
+
+
 @pytest.mark.parametrize("seq_dim", [1, 2])
 def test_in_place_on_slices_of_one_fused_qkv_tensor(seq_dim):
     """q, k (and v) sliced from one projection: disjoint, so in place works
