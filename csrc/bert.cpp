@@ -61,11 +61,11 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
     TORCH_SYM_CHECK(t->sym_size(0).sym_eq(word.sym_size(1)), "posemb.", op, ": ", name,
                     " must be (hidden,) = (", word.sym_size(1), ",), got shape ", t->sym_sizes());
   }
-  check_positions(op, ids, kIdsDims, positions, std::nullopt, offset, "input_ids");
+  check_positions(op, ids, kIdsDims, positions, std::nullopt, offset, {"input_ids", "position_ids", "cache_length"});
   if (!positions.has_value()) {
     const c10::SymInt last = offset + ids.sym_size(1);
     TORCH_SYM_CHECK(offset.sym_ge(0).sym_and(last.sym_le(position.sym_size(0))), "posemb.", op,
-                    ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
+                    ": the positions cache_length .. cache_length + seq - 1 = ", offset, " .. ", last - 1,
                     " must be in [0, max_position_embeddings=", position.sym_size(0), ")");
   }
   if (!types.has_value()) {
@@ -141,7 +141,7 @@ void check_index_values(const char* op, const at::Tensor& ids, const at::Tensor&
     int64_t rows;
   };
   std::vector<Index> all{{"input_ids", ids, word.size(0)}};
-  if (positions.has_value()) all.push_back({"positions", *positions, position.size(0)});
+  if (positions.has_value()) all.push_back({"position_ids", *positions, position.size(0)});
   if (types.has_value()) all.push_back({"token_type_ids", *types, type.size(0)});
   at::Tensor bad = at::zeros({}, ids.options().dtype(at::kBool));
   for (const auto& i : all) bad = bad.logical_or((i.values < 0).logical_or(i.values >= i.rows).any());
@@ -176,7 +176,7 @@ BertParams make_bert_params(const at::Tensor& ids, const at::Tensor& word,
   p.ids_int64 = id.scalar_type() == at::kLong;
   p.ids_stride_b = id.stride(0);
   p.ids_stride_t = id.stride(1);
-  p.pos = make_position_params(ids, kIdsDims, positions, std::nullopt, offset, keep);
+  p.pos = make_position_params("bert_embeddings", ids, kIdsDims, positions, std::nullopt, offset, keep);
   if (types.has_value()) {
     at::Tensor t = as_index(*types, keep);
     t = (t.dim() == 1 ? t.unsqueeze(0) : t).expand(ids.sizes());

@@ -51,6 +51,12 @@ void check_learned_add_backward(const at::Tensor& grad, const std::optional<at::
   check_positions(op, grad, x_dims(op, grad, seq_dim), positions, offsets, offset);
   TORCH_SYM_CHECK(num_embeddings.sym_ge(0), "posemb.", op,
                   ": num_embeddings must be non-negative, got ", num_embeddings);
+  if (!positions.has_value() && !offsets.has_value()) {
+    const c10::SymInt last = offset + grad.sym_size(x_dims(op, grad, seq_dim).seq);
+    TORCH_SYM_CHECK(offset.sym_ge(0).sym_and(last.sym_le(num_embeddings)), "posemb.", op,
+                    ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
+                    " must be in [0, num_embeddings=", num_embeddings, ")");
+  }
 }
 
 namespace {
@@ -87,7 +93,7 @@ LearnedParams make_learned_params(const at::Tensor& x, const at::Tensor& y,
   p.y_rows = bsd_view(y, dims).rows;
   p.w_stride_n = weight.stride(0);
   p.w_stride_d = weight.stride(1);
-  p.pos = make_position_params(x, dims, positions, offsets, offset, keep);
+  p.pos = make_position_params("learned_add", x, dims, positions, offsets, offset, keep);
   return p;
 }
 
@@ -118,8 +124,12 @@ at::Tensor learned_add_backward_impl(TableGradRunner run, const at::Tensor& grad
   const XDims dims = x_dims("learned_add_backward", grad, seq_dim);
   at::Tensor grad_weight = at::empty({num_embeddings, grad.size(-1)}, grad.options());
   if (grad_weight.numel() == 0) return grad_weight;
-  table_grad(run, grad, dims, resolve_positions(grad, dims, positions, offsets, offset),
-             grad_weight, padding_idx);
+  // A position outside the table would have its gradient dropped: an error.
+  const at::Tensor resolved = resolve_positions(grad, dims, positions, offsets, offset);
+  if (positions.has_value() || offsets.has_value()) {
+    check_position_values("learned_add_backward", resolved, num_embeddings);
+  }
+  table_grad(run, grad, dims, resolved, grad_weight, padding_idx);
   return grad_weight;
 }
 

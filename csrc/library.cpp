@@ -34,15 +34,15 @@ TORCH_LIBRARY(posemb, m) {
   // see csrc/include/posemb/bert.h.
   m.def(
       "bert_embeddings(Tensor input_ids, Tensor word_weight, Tensor position_weight, "
-      "Tensor type_weight, Tensor ln_weight, Tensor ln_bias, Tensor? positions=None, "
-      "Tensor? token_type_ids=None, SymInt offset=0, float eps=1e-12, float dropout_p=0.0, "
+      "Tensor type_weight, Tensor ln_weight, Tensor ln_bias, Tensor? position_ids=None, "
+      "Tensor? token_type_ids=None, SymInt cache_length=0, float eps=1e-12, float dropout_p=0.0, "
       "Tensor? dropout_seed=None, int? word_padding_idx=None, int? position_padding_idx=None) "
       "-> (Tensor, Tensor, Tensor)");
   // Gradients of (word_weight, position_weight, type_weight, ln_weight, ln_bias).
   m.def(
       "bert_embeddings_backward(Tensor grad, Tensor input_ids, Tensor word_weight, "
       "Tensor position_weight, Tensor type_weight, Tensor ln_weight, Tensor mean, Tensor rstd, "
-      "Tensor? positions, Tensor? token_type_ids, SymInt offset, float dropout_p, "
+      "Tensor? position_ids, Tensor? token_type_ids, SymInt cache_length, float dropout_p, "
       "Tensor? dropout_seed, int? word_padding_idx, int? position_padding_idx) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
+
 namespace posemb::detail {
 
 bool is_index_dtype(at::ScalarType t) { return at::isIntegralType(t, /*includeBool=*/false); }
@@ -47,33 +49,40 @@ BSDView bsd_view(const at::Tensor& t, const XDims& dims) {
 void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
                      const std::optional<at::Tensor>& positions,
                      const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
-                     const char* x_name) {
+                     const PositionNames& names) {
   const c10::SymInt seq = x.sym_size(dims.seq);
   const c10::SymInt batch = dims.batch >= 0 ? x.sym_size(dims.batch) : c10::SymInt(1);
   TORCH_CHECK(!(positions.has_value() && offsets.has_value()), "posemb.", op,
-              ": pass positions or offsets, not both");
+              ": pass ", names.positions, " or offsets, not both");
+  // The last token's position, offset + seq - 1, must not wrap around.
+  const auto known_offset = offset.maybe_as_int(), known_seq = seq.maybe_as_int();
+  if (known_offset && known_seq && *known_seq > 0) {
+    TORCH_CHECK(*known_offset <= std::numeric_limits<int64_t>::max() - (*known_seq - 1), "posemb.", op, ": ",
+                names.offset, " + seq - 1 must fit in int64, got ", names.offset, "=", *known_offset,
+                " and seq=", *known_seq);
+  }
   if (positions.has_value() || offsets.has_value()) {
-    TORCH_SYM_CHECK(offset.sym_eq(0), "posemb.", op, ": offset must be 0 when ",
-                    positions.has_value() ? "positions" : "offsets", " are given, got ", offset);
+    TORCH_SYM_CHECK(offset.sym_eq(0), "posemb.", op, ": ", names.offset, " must be 0 when ",
+                    positions.has_value() ? names.positions : "offsets", " are given, got ", offset);
   }
   if (positions.has_value()) {
     const at::Tensor& p = *positions;
-    TORCH_CHECK(is_index_dtype(p.scalar_type()), "posemb.", op,
-                ": positions must be an integer tensor, got ", p.scalar_type());
-    TORCH_CHECK(p.device() == x.device(), "posemb.", op, ": positions must be on ", x_name,
+    TORCH_CHECK(is_index_dtype(p.scalar_type()), "posemb.", op, ": ", names.positions,
+                " must be an integer tensor, got ", p.scalar_type());
+    TORCH_CHECK(p.device() == x.device(), "posemb.", op, ": ", names.positions, " must be on ", names.x,
                 "'s device (", x.device(), "), got ", p.device());
     const bool shape_ok =
         (p.dim() == 1 && p.sym_size(0) == seq) ||
         (p.dim() == 2 && (p.sym_size(0) == batch || p.sym_size(0) == 1) &&
          (p.sym_size(1) == seq || p.sym_size(1) == 1));
-    TORCH_CHECK(shape_ok, "posemb.", op, ": positions must be (seq,) or broadcastable to ",
+    TORCH_CHECK(shape_ok, "posemb.", op, ": ", names.positions, " must be (seq,) or broadcastable to ",
                 "(batch, seq) = (", batch, ", ", seq, "), got shape ", p.sym_sizes());
   }
   if (offsets.has_value()) {
     const at::Tensor& o = *offsets;
     TORCH_CHECK(is_index_dtype(o.scalar_type()), "posemb.", op,
                 ": offsets must be an integer tensor, got ", o.scalar_type());
-    TORCH_CHECK(o.device() == x.device(), "posemb.", op, ": offsets must be on ", x_name,
+    TORCH_CHECK(o.device() == x.device(), "posemb.", op, ": offsets must be on ", names.x,
                 "'s device (", x.device(), "), got ", o.device());
     const bool shape_ok =
         o.dim() == 0 || (o.dim() == 1 && (o.sym_size(0) == batch || o.sym_size(0) == 1));
@@ -82,7 +91,7 @@ void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
   }
 }
 
-PositionParams make_position_params(const at::Tensor& x, const XDims& dims,
+PositionParams make_position_params(const char* op, const at::Tensor& x, const XDims& dims,
                                     const std::optional<at::Tensor>& positions,
                                     const std::optional<at::Tensor>& offsets, int64_t offset,
                                     std::vector<at::Tensor>& keep) {
@@ -100,6 +109,11 @@ PositionParams make_position_params(const at::Tensor& x, const XDims& dims,
   }
   if (offsets.has_value()) {
     const at::Tensor off = as_index(*offsets, keep);
+    if (off.device().is_cpu() && off.numel() > 0 && seq > 0) {
+      const int64_t largest = off.max().item<int64_t>();
+      TORCH_CHECK(largest <= std::numeric_limits<int64_t>::max() - (seq - 1),
+                  "posemb.", op, ": offsets + seq - 1 must fit in int64, got an offset of ", largest, " and seq=", seq);
+    }
     p.offsets = off.data_ptr();
     p.offsets_int64 = off.scalar_type() == at::kLong;
     p.offsets_stride = (off.dim() == 0 || off.size(0) == 1) ? 0 : off.stride(0);

@@ -36,16 +36,27 @@ struct BSDView {
 };
 BSDView bsd_view(const at::Tensor& t, const XDims& dims);
 
+/// The names the caller knows the arguments by, for the error messages
+/// (the BERT block takes HF's position_ids and cache_length).
+struct PositionNames {
+  const char* x = "x";
+  const char* positions = "positions";
+  const char* offset = "offset";
+};
+
 /// Checks positions (integer, broadcastable to (batch, seq)), offsets
-/// (integer, scalar or (batch,)) and offset (0 unless neither is given).
+/// (integer, scalar or (batch,)), offset (0 unless neither is given) and
+/// that offset + seq - 1 is an int64.
 void check_positions(const char* op, const at::Tensor& x, const XDims& dims,
                      const std::optional<at::Tensor>& positions,
                      const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
-                     const char* x_name = "x");
+                     const PositionNames& names = {});
 
 /// Kernel view of the positions of x's tokens. Index tensors of integer
 /// dtypes other than int32/int64 are widened to int64 and kept in `keep`.
-PositionParams make_position_params(const at::Tensor& x, const XDims& dims,
+/// Offsets on the CPU are checked so that no position overflows int64 (on
+/// CUDA that would cost a host sync per call; README: Numerical contract).
+PositionParams make_position_params(const char* op, const at::Tensor& x, const XDims& dims,
                                     const std::optional<at::Tensor>& positions,
                                     const std::optional<at::Tensor>& offsets, int64_t offset,
                                     std::vector<at::Tensor>& keep);

@@ -73,7 +73,7 @@ void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
     TORCH_SYM_CHECK(c.sym_size(0).sym_ge(2), "posemb.", op,
                     ": cu_seqlens must hold at least [0, tokens], got shape ", c.sym_sizes());
     // Positions are per token; offsets per sequence.
-    check_positions(op, q, XDims{0, -1}, positions, std::nullopt, offset, "q");
+    check_positions(op, q, XDims{0, -1}, positions, std::nullopt, offset, {"q"});
     if (offsets.has_value()) {
       TORCH_CHECK(is_index_dtype(offsets->scalar_type()) && offsets->device() == q.device(),
                   "posemb.", op, ": offsets must be an integer tensor on q's device");
@@ -83,7 +83,7 @@ void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
       TORCH_CHECK(!positions.has_value(), "posemb.", op, ": pass positions or offsets, not both");
     }
   } else {
-    check_positions(op, q, XDims{d.seq, d.batch}, positions, offsets, offset, "q");
+    check_positions(op, q, XDims{d.seq, d.batch}, positions, offsets, offset, {"q"});
   }
 }
 
@@ -142,7 +142,7 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
     p.cu_seqlens = keep.back().data_ptr();
     p.cu_seqlens_int64 = keep.back().scalar_type() == at::kLong;
     p.num_seqs = cu_seqlens->size(0) - 1;
-    p.pos = make_position_params(q, XDims{0, -1}, positions, std::nullopt, offset, keep);
+    p.pos = make_position_params(op, q, XDims{0, -1}, positions, std::nullopt, offset, keep);
     if (offsets.has_value()) {  // one per sequence, read by sequence index
       keep.push_back(offsets->to(at::kLong).contiguous());
       p.pos.offsets = keep.back().data_ptr();
@@ -150,7 +150,7 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
       p.pos.offsets_stride = 1;
     }
   } else {
-    p.pos = make_position_params(q, XDims{d.seq, d.batch}, positions, offsets, offset, keep);
+    p.pos = make_position_params(op, q, XDims{d.seq, d.batch}, positions, offsets, offset, keep);
   }
   return p;
 }
@@ -163,7 +163,10 @@ RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const 
                           bool interleaved, int64_t seq_dim) {
   check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
   at::Tensor q_out = at::empty(q.sizes(), q.options()), k_out = at::empty(k.sizes(), k.options());
-  if (q.numel() == 0 && k.numel() == 0) return {q_out, k_out};
+  if (q.numel() == 0 && k.numel() == 0) {
+    if (cu_seqlens.has_value()) check_cu_seqlens_values(op, *cu_seqlens, q.size(0));  // still the caller's bug
+    return {q_out, k_out};
+  }
   // Incoming gradients can be expanded (from a sum, say): the backward takes
   // any strides, copying when head_dim is not innermost.
   auto innermost = [inverse](const at::Tensor& t) {
@@ -223,7 +226,10 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
   const char* op = "rotary_";
   check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
   check_rotary_writable(q, k, cu_seqlens.has_value(), seq_dim);
-  if (q.numel() == 0 && k.numel() == 0) return;
+  if (q.numel() == 0 && k.numel() == 0) {
+    if (cu_seqlens.has_value()) check_cu_seqlens_values(op, *cu_seqlens, q.size(0));
+    return;
+  }
   std::vector<at::Tensor> keep;
   RotaryParams p = make_rotary_params(op, q, k, q, k, inv_freq, positions, offsets, offset,
                                       cu_seqlens, attention_scaling, interleaved, seq_dim, keep);

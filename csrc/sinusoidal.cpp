@@ -79,7 +79,7 @@ SinusoidalParams make_sinusoidal_params(const SinusoidalSpec& spec, const at::Te
   p.dim = xv.dim;
   p.x_rows = xv.rows;
   p.y_rows = bsd_view(y, dims).rows;
-  p.pos = make_position_params(x, dims, positions, offsets, offset, keep);
+  p.pos = make_position_params("sinusoidal_add", x, dims, positions, offsets, offset, keep);
   p.has_padding_idx = padding_idx.has_value();
   p.padding_idx = padding_idx.value_or(0);
   p.layout = spec.layout;

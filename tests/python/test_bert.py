@@ -191,11 +191,22 @@ ERRORS = [
     (lambda t, w: OP(t(2, 3).long(), w[0], w[1].double(), *w[2:]), "position_weight must have word_weight's dtype"),
     (lambda t, w: OP(t(2, 3).long(), w[0], t(40, 8), *w[2:]), "position_weight must have hidden size 16"),
     (lambda t, w: OP(t(2, 3).long(), *w[:3], t(8), w[4]), r"ln_weight must be \(hidden,\)"),
-    (lambda t, w: OP(t(2, 3).long(), *w, offset=38), r"positions offset .. offset \+ seq - 1 = 38 .. 40 must be in"),
+    (lambda t, w: OP(t(2, 3).long(), *w, cache_length=38), r"the positions cache_length .. cache_length \+ seq - 1 = 38 .. 40 must be in"),
     (lambda t, w: OP(t(2, 3).long(), *w, dropout_p=1.5), r"dropout_p must be in \[0, 1\]"),
     (lambda t, w: OP(t(2, 3).long(), *w, dropout_seed=t(2).long()), "dropout_seed must be one int64 on the CPU"),
     (lambda t, w: OP(t(2, 3).long(), *w, word_padding_idx=30), r"word_padding_idx must be in \[0, 30\)"),
     (lambda t, w: OP(t(2, 3).long(), *w, token_type_ids=t(2, 4).long()), "token_type_ids must be broadcastable"),
+    (lambda t, w: OP(t(2, 3).long(), *w, cache_length=2**63 - 2), r"cache_length \+ seq - 1 must fit in int64"),
+    (lambda t, w: OP(t(2, 3).long(), *w, cache_length=-1), r"the positions cache_length .. cache_length \+ seq - 1 = -1 .. 1 must be in"),
+    (lambda t, w: OP(t(2, 3).long(), *w, position_ids=t(2, 3)), "position_ids must be an integer tensor"),
+    (lambda t, w: OP(t(2, 3).long(), *w, position_ids=t(4).long()), r"position_ids must be \(seq,\) or broadcastable"),
+    (lambda t, w: OP(t(2, 3).long(), *w, position_ids=t(3).long(), cache_length=1), "cache_length must be 0 when position_ids are given"),
+    (lambda t, w: OP(t(2, 3).long(), w[0], w[1], w[2].double(), *w[3:]), "type_weight must have word_weight's dtype"),
+    (lambda t, w: OP(t(2, 3).long(), w[0].long(), *w[1:]), "word_weight must be float32"),
+    (lambda t, w: OP(t(2, 3).long(), *w[:4], t(8)), r"ln_bias must be \(hidden,\)"),
+    (lambda t, w: OP(t(2, 3).long(), *w, dropout_p=-0.1), r"dropout_p must be in \[0, 1\]"),
+    (lambda t, w: OP(t(2, 3).long(), *w, position_padding_idx=40), r"position_padding_idx must be in \[0, 40\)"),
+    (lambda t, w: OP(t(2, 3).long(), *w, token_type_ids=t(2, 3)), "token_type_ids must be an integer tensor"),
 ]
 
 

@@ -165,6 +165,17 @@ ERRORS = [
     (lambda t: posemb.learned_add(t(2, 3, 4).int(), t(5, 4).int()), "x must be float32"),
     (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), t(3)), "positions must be an integer tensor"),
     (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), t(7).long()), r"positions must be \(seq,\) or broadcastable"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), offset=2**63 - 2), r"offset \+ seq - 1 must fit in int64"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4).double()), r"weight must have x's dtype \(Float\), got Double"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), padding_idx=-1), r"padding_idx must be in \[0, num_embeddings=5\)"),
+    (lambda t: posemb.learned_add(t(4), t(5, 4)), r"x must be \(batch, seq, dim\)"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), seq_dim=2), "seq_dim must name a dimension"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), t(3).long(), offset=1), "offset must be 0 when positions are given"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), offset=t(3).long()), r"offsets must be a scalar or \(batch,\)"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), offset=t(2)), "offsets must be an integer tensor"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4), t(3, 3).long()), r"positions must be \(seq,\) or broadcastable"),
+    (lambda t: posemb.learned_add(t(2, 3, 4), t(5, 4, 1)), r"weight must be \(num_embeddings, dim\)"),
+    (lambda t: posemb.learned_add(t(2, 3, 4).half(), t(5, 4)), r"weight must have x's dtype \(Half\)"),
 ]
 
 
@@ -183,6 +194,30 @@ def test_out_of_range_position_values_are_an_error_not_a_read(device):
     with pytest.raises(RuntimeError, match=r"got values in \[-2, 3\]"):
         posemb.learned_add(x, w, offset=torch.tensor([-2, 1], device=device))
     posemb.learned_add(x, w, torch.tensor([0, 4, 1], device=device))  # the device still works
+
+
+def test_backward_op_called_directly_checks_positions(device):
+    """learned_add_backward would drop the gradient of a position outside the
+    table: an error instead, for tensor positions, offsets and an offset."""
+    backward = torch.ops.posemb.learned_add_backward
+    g = torch.randn(2, 3, 4, device=device)
+    with pytest.raises(RuntimeError, match=r"posemb.learned_add_backward: positions must be in \[0, num_embeddings=5\), got values in \[0, 9\]"):
+        backward(g, torch.tensor([[0, 1, 9], [0, 1, 2]], device=device), None, 0, 1, 5, None)
+    with pytest.raises(RuntimeError, match=r"posemb.learned_add_backward: positions must be in \[0, num_embeddings=5\), got values in \[0, 5\]"):
+        backward(g, None, torch.tensor([0, 3], device=device), 0, 1, 5, None)
+    with pytest.raises(RuntimeError, match=r"posemb.learned_add_backward: positions offset .. offset \+ seq - 1 = 4 .. 6 must be in \[0, num_embeddings=5\)"):
+        backward(g, None, None, 4, 1, 5, None)
+    ok = backward(g, None, torch.tensor([0, 2], device=device), 0, 1, 5, None)  # positions 0-2 and 2-4
+    expected = torch.zeros(5, 4).index_add_(0, torch.tensor([0, 1, 2, 2, 3, 4]), g.cpu().reshape(6, 4))
+    torch.testing.assert_close(ok.cpu(), expected)
+
+
+def test_offset_past_int64_is_an_error_not_a_wrapped_read():
+    """offset + t beyond int64 used to wrap to a negative position and pass
+    the table bounds check, reading outside the weight."""
+    x, w = torch.randn(1, 3, 4), torch.randn(10, 4)
+    with pytest.raises(RuntimeError, match=r"posemb.learned_add: offset \+ seq - 1 must fit in int64"):
+        posemb.learned_add(x, w, offset=2**63 - 2)
 
 
 def test_module_loads_embedding_state_dict_and_matches_nn_embedding(device):

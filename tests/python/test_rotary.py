@@ -232,6 +232,16 @@ ERRORS = [
     (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, t(4).long()), r"positions must be \(seq,\) or broadcastable"),
     (lambda t, w: OP(t(6, 2, 8), t(6, 2, 8), w, cu_seqlens=t(3)), "cu_seqlens must be a 1-D integer tensor"),
     (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, cu_seqlens=t(3).long()), r"with cu_seqlens, q must be packed"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, offset=2**63 - 2), r"offset \+ seq - 1 must fit in int64"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, t(3)), "positions must be an integer tensor"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, t(3).long(), offset=2), "offset must be 0 when positions are given"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, None, t(3).long()), r"offsets must be a scalar or \(batch,\)"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, None, t(2)), "offsets must be an integer tensor"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w, t(3).long(), t(2).long()), "pass positions or offsets, not both"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), w.view(2, 2)), "inv_freq must be a 1-D float32 tensor"),
+    (lambda t, w: OP(t(2, 3, 2, 8), t(2, 3, 2, 8), t(0)), r"rotary_dim = 2 \* len\(inv_freq\) = 0 must be in \[2, head_dim = 8\]"),
+    (lambda t, w: OP(t(6, 2, 8), t(6, 2, 8), w, cu_seqlens=t(3, 1).long()), "cu_seqlens must be a 1-D integer tensor"),
+    (lambda t, w: OP(t(6, 2, 8), t(6, 2, 8), w, cu_seqlens=t(1).long()), r"cu_seqlens must hold at least \[0, tokens\]"),
 ]
 
 
@@ -242,6 +252,23 @@ def test_errors_name_op_and_argument(call, message, fake):
         w = torch.ones(4)
         with pytest.raises(RuntimeError, match=r"posemb.rotary: " + message):
             call(lambda *shape: torch.zeros(*shape), w)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_bad_cu_seqlens_are_an_error_with_no_tokens(inplace):
+    """An empty packed batch still gets its cu_seqlens checked."""
+    q, k = torch.randn(0, 2, 8), torch.randn(0, 1, 8)
+    for bad in ([0, 5], [3, 1, 0], [0, 0, -1]):
+        with pytest.raises(RuntimeError, match=r"cu_seqlens must start at 0, never decrease and end at the number of tokens \(0\)"):
+            posemb.rotary(q, k, torch.ones(4), cu_seqlens=torch.tensor(bad), inplace=inplace)
+    posemb.rotary(q, k, torch.ones(4), cu_seqlens=torch.tensor([0, 0, 0]), inplace=inplace)
+
+
+def test_offsets_past_int64_are_an_error():
+    q = torch.randn(2, 3, 2, 8)
+    with pytest.raises(RuntimeError, match="posemb.rotary: offsets \\+ seq - 1 must fit in int64, got an offset of 9223372036854775806 and seq=3"):
+        posemb.rotary(q, None, torch.ones(4), offset=torch.tensor([0, 2**63 - 2]))
+    posemb.rotary(q, None, torch.ones(4), offset=torch.tensor([0, 2**63 - 3]))  # the last position fits
 
 
 def test_bad_cu_seqlens_values_are_an_error():

@@ -255,6 +255,11 @@ ERRORS = [
     (lambda t: OP(t(2, 3, 4), t(3).long(), t(2).long()), "pass positions or offsets, not both"),
     (lambda t: posemb.make_positions(t(2, 3), 1), "input_ids must be an integer tensor"),
     (lambda t: posemb.make_positions(t(2, 3).long(), -2), "padding_idx must be non-negative"),
+    (lambda t: posemb.sinusoidal_add(t(2, 3, 4), offset=2**63 - 2), r"offset \+ seq - 1 must fit in int64, got offset=9223372036854775806 and seq=3"),
+    (lambda t: posemb.sinusoidal_add_(t(2, 3, 4).int()), "x must be float32, float64, float16 or bfloat16"),
+    (lambda t: posemb.sinusoidal_add(t(2, 3, 4), t(2, 3, 1).long()), r"positions must be \(seq,\) or broadcastable"),
+    (lambda t: posemb.sinusoidal_add(t(2, 3, 4), offset=t(2, 1).long()), r"offsets must be a scalar or \(batch,\)"),
+    (lambda t: posemb.sinusoidal_add(t(2, 3, 4), base=float("nan")), "base must be a positive finite number"),
 ]
 
 
