@@ -7,8 +7,12 @@ from pathlib import Path
 
 import torch
 
+import os
+
 _HERE = Path(__file__).resolve().parent
-_LIBRARY = _HERE / "lib" / "libposemb.so"
+# POSEMB_LIBRARY loads another build of the same sources instead (the
+# sanitizer build the tests run against: README, Tests).
+_LIBRARY = Path(os.environ.get("POSEMB_LIBRARY") or _HERE / "lib" / "libposemb.so")
 if not _LIBRARY.exists():
     raise ImportError(
         f"posemb: {_LIBRARY} is missing; build the package with "
