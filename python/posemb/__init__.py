@@ -27,6 +27,7 @@ cmake_prefix_path = str(_HERE / "share" / "cmake")
 from . import nn, rope  # noqa: E402
 from .ops import (  # noqa: E402
     bert_embeddings,
+    fourier_features,
     learned_add,
     make_positions,
     rotary,
@@ -48,6 +49,7 @@ def __getattr__(name: str):
 __all__ = [
     "bert_embeddings",
     "cmake_prefix_path",
+    "fourier_features",
     "learned_add",
     "make_positions",
     "nn",

@@ -9,7 +9,10 @@ from torch import Tensor, nn
 
 from . import ops, rope
 
-__all__ = ["BertEmbeddings", "LearnedPositionalEmbedding", "RotaryEmbedding", "SinusoidalPositionalEmbedding"]
+__all__ = [
+    "BertEmbeddings", "FourierPositionalEmbedding", "LearnedPositionalEmbedding", "RotaryEmbedding",
+    "SinusoidalPositionalEmbedding",
+]
 
 
 def _check_int(module: str, name: str, value, least: int) -> None:
@@ -215,6 +218,132 @@ class LearnedPositionalEmbedding(nn.Module):
         if self.padding_idx is not None:
             s += f", padding_idx={self.padding_idx}"
         return s
+
+
+class FourierPositionalEmbedding(nn.Module):
+    """Adds projected Fourier features of each token's position:
+    ``x + [sin(α p), cos(α p)] @ weight`` (+ ``bias``), the article's
+    ``E(p) = sin(α p) W1 + cos(α p) W2`` with trainable ``W1``, ``W2`` and,
+    optionally, trainable frequencies ``α`` (learnable Fourier features).
+
+    The features come from posemb's exact angle core (:func:`posemb.ops.fourier_features`),
+    so the encoding and the frequencies' gradient ``p cos(α p)`` stay exact at
+    any position. The projection is one GEMM with the add fused into it
+    (``baddbmm`` with ``x`` as the added term) when positions differ per
+    sequence; with positions shared across the batch it is one ``(seq, 2n) @
+    (2n, dim)`` product, added to every sequence.
+
+    Args:
+        embedding_dim: size of the last dimension of the embeddings.
+        num_frequencies: ``n``, the number of frequencies (``embedding_dim // 2``).
+        base: ``α_i = base^(-i / n)`` at initialisation (Vaswani's frequencies).
+        learn_frequencies: ``α`` is a parameter (``frequencies``), else a buffer.
+        bias: add a trainable bias of size ``embedding_dim``.
+        seq_dim: ``-2`` for ``(batch, seq, dim)`` or ``(seq, dim)``, ``0`` for
+            ``(seq, batch, dim)``.
+
+    With ``embedding_dim == 2 * num_frequencies`` the weight starts as the
+    identity, so the module starts as the fixed sinusoidal encoding in the
+    ``"half"`` layout and learns from there; otherwise it starts
+    Xavier-uniform. ``frequencies`` stay float32 through every cast.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_frequencies: Optional[int] = None,
+        *,
+        base: float = 10000.0,
+        learn_frequencies: bool = True,
+        bias: bool = False,
+        seq_dim: int = -2,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        name = "FourierPositionalEmbedding"
+        _check_int(name, "embedding_dim", embedding_dim, 1)
+        n = max(1, embedding_dim // 2) if num_frequencies is None else num_frequencies
+        _check_int(name, "num_frequencies", n, 1)
+        _check_finite(name, "base", base, positive=True)
+        _check_choice(name, "seq_dim", seq_dim, (-2, 0))
+        self.embedding_dim, self.num_frequencies, self.base = embedding_dim, n, float(base)
+        self.seq_dim = seq_dim
+        frequencies = torch.empty(n, device=device, dtype=torch.float32)
+        if learn_frequencies:
+            self.frequencies = nn.Parameter(frequencies)
+        else:
+            self.register_buffer("frequencies", frequencies)
+        self.weight = nn.Parameter(torch.empty(2 * n, embedding_dim, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(embedding_dim, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight.is_meta:
+            return
+        with torch.no_grad():
+            n = self.num_frequencies
+            exponents = torch.arange(n, dtype=torch.float64) / n
+            self.frequencies.copy_((self.base ** -exponents).to(torch.float32))
+            if self.embedding_dim == 2 * n:
+                self.weight.copy_(torch.eye(2 * n))
+            else:
+                nn.init.xavier_uniform_(self.weight)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def _apply(self, fn, recurse=True):
+        # The frequencies are part of the accuracy contract: kept float32.
+        super()._apply(fn, recurse)
+        if self.frequencies.dtype != torch.float32:
+            with torch.no_grad():
+                data = self.frequencies.to(torch.float32)
+            if isinstance(self.frequencies, nn.Parameter):
+                self.frequencies = nn.Parameter(data, requires_grad=self.frequencies.requires_grad)
+            else:
+                self.frequencies = data
+        return self
+
+    def forward(self, x: Tensor, positions: Optional[Tensor] = None, *, offset: Union[int, Tensor] = 0) -> Tensor:
+        """``x + E(position)``: positions given (``(seq,)`` or ``(batch, seq)``),
+        or ``offset + t`` (``offset`` an int or a per-sequence tensor)."""
+        name = "posemb.FourierPositionalEmbedding"
+        if x.dim() not in (2, 3) or x.shape[-1] != self.embedding_dim:
+            raise ValueError(f"{name}: x must be (batch, seq, {self.embedding_dim}), (seq, batch, "
+                             f"{self.embedding_dim}) or (seq, {self.embedding_dim}), got shape {tuple(x.shape)}")
+        if self.seq_dim == 0 and x.dim() == 3:  # (seq, batch, dim): the same on the batch-first view
+            batch_first = x.transpose(0, 1)
+        else:
+            batch_first = x if x.dim() == 3 else x.unsqueeze(0)
+        batch, seq = batch_first.shape[0], batch_first.shape[1]
+        if positions is None:
+            steps = torch.arange(seq, device=x.device)
+            if isinstance(offset, Tensor):
+                positions = offset.to(device=x.device, dtype=torch.int64).reshape(-1, 1) + steps
+            else:
+                positions = (steps + offset).unsqueeze(0)
+        elif positions.dim() == 1:
+            positions = positions.unsqueeze(0)
+        if positions.dim() != 2 or positions.shape[1] != seq or positions.shape[0] not in (1, batch):
+            raise ValueError(f"{name}: positions must be (seq,) or (batch, seq) = ({batch}, {seq}), "
+                             f"got shape {tuple(positions.shape)}")
+        features = ops.fourier_features(positions, self.frequencies).to(self.weight.dtype)
+        if positions.shape[0] == 1:  # shared: one (seq, 2n) @ (2n, dim) product for the batch
+            encoding = features[0] @ self.weight
+            if self.bias is not None:
+                encoding = encoding + self.bias
+            y = batch_first + encoding
+        else:
+            y = torch.baddbmm(batch_first, features, self.weight.expand(batch, *self.weight.shape))
+            if self.bias is not None:
+                y = y + self.bias
+        if x.dim() == 2:
+            return y.squeeze(0)
+        return y.transpose(0, 1) if self.seq_dim == 0 else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.embedding_dim}, num_frequencies={self.num_frequencies}, "
+                f"learn_frequencies={isinstance(self.frequencies, nn.Parameter)}, bias={self.bias is not None}")
 
 
 class BertEmbeddings(nn.Module):
