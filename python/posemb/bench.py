@@ -535,7 +535,7 @@ def device_name(device: torch.device) -> str:
         return platform.processor() or "cpu"
 
 
-def draw_png(results: List[dict], path: str) -> None:
+def draw_png(results: List[dict], path: str, title: Optional[str] = None) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -555,6 +555,8 @@ def draw_png(results: List[dict], path: str) -> None:
     ax.set_ylabel("time / roofline time (lower is better)")
     ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, fontsize=8)
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
