@@ -1,5 +1,6 @@
 #include "posemb/nn/learned.h"
 
+#include <cmath>
 #include <ostream>
 
 #include "op.h"
@@ -31,7 +32,19 @@ void LearnedPositionalEmbeddingImpl::reset() {
 
 void LearnedPositionalEmbeddingImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
-  weight.normal_(0, 1);
+  if (options.sinusoidal_init()) {
+    TORCH_CHECK(std::isfinite(options.noise_std()) && options.noise_std() >= 0,
+                "posemb::nn::LearnedPositionalEmbedding: noise_std must be a finite number >= 0, got ",
+                options.noise_std());
+    // Built in fp64 and rounded once into the weight's dtype.
+    auto table = posemb::sinusoidal_table(options.num_embeddings(), options.embedding_dim(), 0,
+                                          options.layout(), options.freqs(), options.base(),
+                                          std::nullopt, torch::kFloat64);
+    if (options.noise_std() > 0) table += options.noise_std() * torch::randn_like(table);
+    weight.copy_(table);
+  } else {
+    weight.normal_(0, 1);
+  }
   if (options.padding_idx().has_value()) weight[*options.padding_idx()].zero_();
 }
 
@@ -39,6 +52,7 @@ void LearnedPositionalEmbeddingImpl::pretty_print(std::ostream& stream) const {
   stream << "posemb::nn::LearnedPositionalEmbedding(" << options.num_embeddings() << ", "
          << options.embedding_dim();
   if (options.padding_idx()) stream << ", padding_idx=" << *options.padding_idx();
+  if (options.sinusoidal_init()) stream << ", sinusoidal_init=true";
   stream << ")";
 }
 

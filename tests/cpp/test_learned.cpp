@@ -64,3 +64,33 @@ TEST(LearnedErrors, OutOfRangePositionsAreAnError) {
 }
 
 }  // namespace
+
+TEST(LearnedInit, SinusoidalInitIsTheEncodingAndTrains) {
+  // The article's module: a trainable table that starts as the sinusoid.
+  posemb::nn::LearnedPositionalEmbedding pe(posemb::nn::LearnedPositionalEmbeddingOptions(40, 16)
+                                                .sinusoidal_init(true)
+                                                .layout("half")
+                                                .padding_idx(1));
+  auto expected = posemb::sinusoidal_table(40, 16, 0, "half", "vaswani", 10000.0, std::nullopt,
+                                           torch::kFloat64)
+                      .to(torch::kFloat32);
+  expected[1].zero_();
+  EXPECT_TRUE(torch::equal(pe->weight, expected));
+  EXPECT_TRUE(pe->weight.requires_grad());
+  const auto x = torch::zeros({2, 5, 16});
+  pe->forward(x, {}, 3).sum().backward();
+  EXPECT_EQ(pe->weight.grad().slice(0, 3, 8).min().item<float>(), 2.0f);  // rows 3..7, batch of 2
+  EXPECT_EQ(pe->weight.grad().slice(0, 3, 8).max().item<float>(), 2.0f);
+
+  posemb::nn::LearnedPositionalEmbedding noisy(
+      posemb::nn::LearnedPositionalEmbeddingOptions(40, 16).sinusoidal_init(true).noise_std(0.1));
+  const double spread = (noisy->weight.to(torch::kFloat64) -
+                         posemb::sinusoidal_table(40, 16, 0, "interleaved", "vaswani", 10000.0,
+                                                  std::nullopt, torch::kFloat64))
+                            .std()
+                            .item<double>();
+  EXPECT_NEAR(spread, 0.1, 0.02);
+  EXPECT_THROW(posemb::nn::LearnedPositionalEmbedding(
+                   posemb::nn::LearnedPositionalEmbeddingOptions(4, 4).sinusoidal_init(true).noise_std(-1)),
+               c10::Error);
+}

@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include <optional>
+#include <string>
 
 namespace posemb::nn {
 
@@ -23,6 +24,15 @@ struct LearnedPositionalEmbeddingOptions {
   TORCH_ARG(std::optional<int64_t>, padding_idx) = std::nullopt;
   /// Dimension of the input holding the sequence (-2, or 0 for (seq, batch, dim)).
   TORCH_ARG(int64_t, seq_dim) = -2;
+  /// Start the table as the sinusoidal encoding of positions 0 .. num_embeddings - 1
+  /// (exact, rounded once), with the layout, freqs and base below, instead of
+  /// N(0, 1): the article's trainable table initialised from the sinusoid.
+  TORCH_ARG(bool, sinusoidal_init) = false;
+  TORCH_ARG(std::string, layout) = "interleaved";
+  TORCH_ARG(std::string, freqs) = "vaswani";
+  TORCH_ARG(double, base) = 10000.0;
+  /// With sinusoidal_init: plus N(0, noise_std^2) noise (random + sinusoid).
+  TORCH_ARG(double, noise_std) = 0.0;
 };
 
 /// Adds a learned embedding of each token's position: x + weight[position].
@@ -37,7 +47,8 @@ class LearnedPositionalEmbeddingImpl
   /// Registers `weight` and initialises it.
   void reset() override;
 
-  /// weight ~ N(0, 1), the padding row zero (as torch::nn::Embedding).
+  /// weight ~ N(0, 1) (as torch::nn::Embedding), or the sinusoidal
+  /// encoding (+ noise) with options.sinusoidal_init; the padding row zero.
   void reset_parameters();
 
   void pretty_print(std::ostream& stream) const override;
