@@ -20,9 +20,9 @@ void save(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const 
           double attention_scaling, bool interleaved, int64_t seq_dim) {
   ctx->save_for_backward({inv_freq, positions.value_or(at::Tensor()), offsets.value_or(at::Tensor()),
                           cu_seqlens.value_or(at::Tensor())});
-  // Shapes and options of q and k, for gradients that did not flow.
-  ctx->saved_data["q_like"] = at::empty({0}, q.options());
-  ctx->saved_data["k_like"] = at::empty({0}, k.options());
+  // Shapes of q and k, for gradients that did not flow: rotary_grads makes
+  // those zeros itself (autograd's own would be plain tensors, not DTensors).
+  ctx->set_materialize_grads(false);
   ctx->saved_data["q_sizes"] = q.sym_sizes().vec();
   ctx->saved_data["k_sizes"] = k.sym_sizes().vec();
   ctx->saved_data["offset"] = offset;
@@ -33,14 +33,17 @@ void save(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const 
 
 variable_list rotary_grads(AutogradContext* ctx, const variable_list& grad_outputs) {
   const auto s = ctx->get_saved_variables();
-  auto grad_or_zeros = [&](const at::Tensor& g, const char* like, const char* sizes) {
+  // A gradient that did not flow is zeros made like the one that did (q and
+  // k share dtype and device), so a tensor subclass such as DTensor stays one.
+  const at::Tensor& flowed = grad_outputs[0].defined() ? grad_outputs[0] : grad_outputs[1];
+  if (!flowed.defined()) return variable_list(10);  // no gradient flowed: none to give
+  auto grad_or_zeros = [&](const at::Tensor& g, const char* sizes) {
     if (g.defined()) return g;
-    return at::zeros_symint(ctx->saved_data[sizes].toSymIntVector(),
-                            ctx->saved_data[like].toTensor().options());
+    return flowed.new_zeros_symint(ctx->saved_data[sizes].toSymIntVector());
   };
   auto [gq, gk] = RotaryBackwardOp::handle().call(
-      grad_or_zeros(grad_outputs[0], "q_like", "q_sizes"),
-      grad_or_zeros(grad_outputs[1], "k_like", "k_sizes"), s[0], optional_tensor(s[1]),
+      grad_or_zeros(grad_outputs[0], "q_sizes"),
+      grad_or_zeros(grad_outputs[1], "k_sizes"), s[0], optional_tensor(s[1]),
       optional_tensor(s[2]), ctx->saved_data["offset"].toSymInt(), optional_tensor(s[3]),
       ctx->saved_data["attention_scaling"].toDouble(), ctx->saved_data["interleaved"].toBool(),
       ctx->saved_data["seq_dim"].toInt());
