@@ -206,6 +206,7 @@ void set_bert_forward(BertParams& p, const at::Tensor& ln_bias, double eps, cons
   keep.push_back(ln_bias.contiguous());
   p.beta = keep.back().data_ptr();
   p.eps = eps;
+  p.eps_f32 = static_cast<float>(eps);
   p.out = out.data_ptr();
   p.mean = mean.data_ptr();
   p.rstd = rstd.data_ptr();

@@ -26,7 +26,7 @@ __global__ void bert_forward_kernel(const BertParams p) {
   for (int64_t row = blockIdx.x; row < p.batch * p.seq; row += gridDim.x) {
     const A mean = block_sum(bert_row_sum<T>(p, row, threadIdx.x, blockDim.x), shared) / A(p.dim);
     const A var = block_sum(bert_row_sq<T>(p, row, threadIdx.x, blockDim.x, mean), shared) / A(p.dim);
-    const A rstd = A(1) / sqrt(var + A(p.eps));
+    const A rstd = A(1) / sqrt(var + detail::bert_eps<A>(p));
     bert_row_write<T>(p, row, threadIdx.x, blockDim.x, mean, rstd);
     if (threadIdx.x == 0) {
       static_cast<A*>(p.mean)[row] = mean;

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/launch_plan.cuh"
 #include "kernels/math.cuh"
@@ -42,6 +43,7 @@ struct BertParams {
   const void* gamma = nullptr;  // [dim]
   const void* beta = nullptr;   // [dim]
   double eps = 1e-12;
+  float eps_f32 = 1e-12f;  // eps rounded on the host, so fp32 kernels need no fp64 instruction
   // Training with p > 0: a uniform branch, where a template would double each pass.
   bool dropout = false;
   float dropout_p = 0.0f;
@@ -94,6 +96,16 @@ POSEMB_HD acc_t<T> bert_input(const BertParams& p, const BertRow& r, int64_t d) 
   return Ops::to_acc(static_cast<const T*>(p.word)[r.word * p.word_stride + d]) +
          Ops::to_acc(static_cast<const T*>(p.position)[r.position * p.position_stride + d]) +
          Ops::to_acc(static_cast<const T*>(p.type)[r.type * p.type_stride + d]);
+}
+
+/// eps in the accumulation type.
+template <typename A>
+POSEMB_HD A bert_eps(const BertParams& p) {
+  if constexpr (std::is_same_v<A, double>) {
+    return p.eps;
+  } else {
+    return p.eps_f32;
+  }
 }
 
 /// The dropout factor of element (row, d): 0 or 1/(1-p) in training, else 1.

@@ -43,7 +43,9 @@ POSEMB_HD float uniform_from_word(uint32_t word) {
 POSEMB_HD float uniform(uint64_t seed, uint64_t index) {
   uint32_t words[4];
   philox(index >> 2, seed, words);
-  return uniform_from_word(words[index & 3]);
+  // Chosen by selects: words[index & 3] would put the array in local memory.
+  const uint32_t low = (index & 1) ? words[1] : words[0], high = (index & 1) ? words[3] : words[2];
+  return uniform_from_word((index & 2) ? high : low);
 }
 
 }  // namespace posemb::detail

@@ -59,7 +59,7 @@ void forward_typed(const BertParams& p) {
       const A* v = x.data();
       const A mean = row_sum<A>(D, [v](int64_t d) { return v[d]; }) / A(D);
       const A sq = row_sum<A>(D, [v, mean](int64_t d) { return (v[d] - mean) * (v[d] - mean); });
-      const A rstd = A(1) / std::sqrt(sq / A(D) + A(p.eps));
+      const A rstd = A(1) / std::sqrt(sq / A(D) + detail::bert_eps<A>(p));
       for (int64_t d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * gamma[d] + beta[d];
       if (p.dropout) {
         dropout_row(p, row, f.data());
