@@ -4,38 +4,52 @@
 shares the same parameters (nothing is copied; training updates the same
 tensors), in place, and returns what it replaced; ``unpatch`` puts it back.
 
-Known blocks (matched by class name, so transformers is not imported here):
+Known blocks (matched by class name and checked, so transformers is not
+imported here):
 
 - ``BertEmbeddings`` (BERT, and models built on it such as MiniLM
-  sentence-transformers) -> :class:`posemb.nn.BertEmbeddings`;
+  sentence-transformers), ``ElectraEmbeddings`` and ``AlbertEmbeddings``
+  (the same block, of width ``embedding_size``) ->
+  :class:`posemb.nn.BertEmbeddings`;
 - ``RobertaEmbeddings``, ``XLMRobertaEmbeddings``, ``CamembertEmbeddings``
   (padding-aware positions) -> the same, with ``padding_aware_positions``.
+- DistilBERT's ``Embeddings`` (learned, or its sinusoid-filled table) ->
+  :class:`DistilBertEmbeddings`.
+- fairseq-style sinusoidal position modules written like M2M-100's,
+  Speech2Text's or XGLM's (``_SINUSOIDAL_FORWARDS``) ->
+  :class:`HFSinusoidalPositionalEmbedding` (no table).
 
-- ``LlamaRotaryEmbedding`` (and the rotary modules of models written like
-  Llama: ``MistralRotaryEmbedding``, ``Qwen2RotaryEmbedding``) ->
-  :class:`HFRotaryEmbedding`, every rope type. It keeps Hugging Face's
-  contract: ``rotary_emb(x, position_ids)`` returns real ``(cos, sin)``
-  tensors, ``(batch, seq, rotary_dim)`` in ``x.dtype`` with
-  ``attention_scaling`` applied, computed by posemb's kernel from posemb's
-  fp32 frequencies. The model's ``apply_rotary_pos_emb`` is wrapped: given
-  the cos and sin posemb made, it runs posemb's fused rotary on q and k with
-  the positions they were made for; given anything else, the model's own
-  code.
+- Rotary modules written like Llama's -> :class:`HFRotaryEmbedding`,
+  Gemma 3's per-layer-type module -> :class:`HFLayeredRotaryEmbedding`, and
+  GPT-J's -> :class:`HFGPTJRotaryEmbedding`. A
+  ``*RotaryEmbedding`` module is replaced only when its ``__init__`` and
+  ``forward``, and its modeling module's ``apply_rotary_pos_emb`` and
+  ``rotate_half``, are (after removing docstrings and annotations) one of
+  the forms posemb reproduces (``_ROTARY_FORMS``, ``_APPLY_FORMS``), and
+  the family's own frequency code gives posemb's frequencies bitwise for
+  this config. Anything else is left alone, with a warning naming it. The
+  replacement keeps Hugging Face's contract: ``rotary_emb(x,
+  position_ids)`` returns real ``(cos, sin)`` tensors, ``(batch, seq,
+  rotary_dim)`` (in ``x.dtype``, or fp32 where the family's module returns
+  fp32) with ``attention_scaling`` applied, computed by posemb's kernel
+  from posemb's fp32 frequencies. The model's ``apply_rotary_pos_emb`` is
+  wrapped: given the cos and sin posemb made, it runs posemb's fused rotary
+  on q and k with the positions they were made for (partial rotary passes
+  the other channels through); given anything else, the model's own code.
 
-BERT and RoBERTa are checked by the tests (real MiniLM weights; a random
-RoBERTa with padding); the other RoBERTa copies share RoBERTa's code. Llama,
-Mistral and Qwen2 are checked with every rope type (``(cos, sin)`` against
-Hugging Face's module, logits and gradients, ``torch.compile``, deferred
-initialisation, casts).
+:data:`TESTED_ROTARY` lists the families the tests run end to end; others
+that pass the check compute what those do, line for line.
 """
 from __future__ import annotations
 
+import ast
 import gc
 import inspect
 import sys
+import textwrap
 import warnings
 import weakref
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -43,11 +57,22 @@ from torch import Tensor, nn
 from . import ops, rope
 from .nn import BertEmbeddings, RotaryEmbedding
 
-__all__ = ["HFRotaryEmbedding", "PatchError", "patch", "restore_functions", "unpatch"]
+__all__ = ["DistilBertEmbeddings", "HFGPTJRotaryEmbedding", "HFLayeredRotaryEmbedding", "HFRotaryEmbedding",
+           "HFSinusoidalPositionalEmbedding", "PatchError", "TESTED_ROTARY",
+           "patch", "restore_functions", "unpatch"]
 
-_ABSOLUTE = {"BertEmbeddings"}
+_ABSOLUTE = {"BertEmbeddings", "ElectraEmbeddings", "AlbertEmbeddings"}
 _PADDING_AWARE = {"RobertaEmbeddings", "XLMRobertaEmbeddings", "CamembertEmbeddings"}
-_ROTARY = {"LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding"}
+_BERT_CHILDREN = {"word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm", "dropout"}
+_DISTILBERT_CHILDREN = {"word_embeddings", "position_embeddings", "LayerNorm", "dropout"}
+
+# The rotary families the tests run end to end (tests/python/test_hf_contract.py,
+# tests/python/test_hf_families.py); patch() takes any family whose code is
+# one of the forms below, these are the ones checked on a model.
+TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding", "Qwen3RotaryEmbedding",
+                 "GraniteRotaryEmbedding", "GemmaRotaryEmbedding", "Gemma2RotaryEmbedding", "OlmoRotaryEmbedding",
+                 "Olmo2RotaryEmbedding", "Phi3RotaryEmbedding", "GPTNeoXRotaryEmbedding", "Gemma3RotaryEmbedding",
+                 "GPTJRotaryEmbedding")
 
 
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
@@ -80,6 +105,340 @@ def _version(t: Tensor):
     return t._version
 
 
+# ------------------------------------------------- what posemb reproduces
+#
+# The code of a family's rotary module and of its apply_rotary_pos_emb, as
+# ast.unparse writes it once docstrings and annotations are removed
+# (transformers 5.x; Llama's and the families copied from it, Olmo's fp32
+# cos/sin, Phi-3's and GPT-NeoX's partial rotary, Gemma 3's per layer type).
+
+_INIT_FORM = """def __init__(self, config):
+    super().__init__()
+    self.max_seq_len_cached = config.max_position_embeddings
+    self.original_max_seq_len = config.max_position_embeddings
+    self.config = config
+    self.rope_type = self.config.rope_parameters['rope_type']
+    rope_init_fn: _ = self.compute_default_rope_parameters
+    if self.rope_type != 'default':
+        rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
+    inv_freq, self.attention_scaling = rope_init_fn(self.config)
+    self.inv_freq = nn.Buffer(inv_freq, persistent=False)
+    self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)"""
+
+_FORWARD_HEAD = """@dynamic_rope_update
+def forward(self, x, position_ids):
+    freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos = emb.cos() * self.attention_scaling
+    sin = emb.sin() * self.attention_scaling
+"""
+# forward form -> does the module return fp32 cos/sin (rather than x.dtype)?
+_ROTARY_FORMS = {
+    _FORWARD_HEAD + "    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))": False,
+    _FORWARD_HEAD + "    return (cos, sin)": True,
+}
+
+_LAYERED_INIT_FORM = """def __init__(self, config, device=None):
+    super().__init__()
+    self.max_seq_len_cached = config.max_position_embeddings
+    self.original_max_seq_len = config.max_position_embeddings
+    self.config = config
+    self.layer_types = sorted(set(config.layer_types))
+    self.rope_type = {}
+    for layer_type in self.layer_types:
+        rope_params = self.config.rope_parameters[layer_type]
+        if rope_params is None:
+            continue
+        self.rope_type[layer_type] = rope_params['rope_type']
+        rope_init_fn: _ = self.compute_default_rope_parameters
+        if self.rope_type[layer_type] != 'default':
+            rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type[layer_type]]
+        curr_inv_freq, curr_attention_scaling = rope_init_fn(self.config, device, layer_type=layer_type)
+        setattr(self, f'{layer_type}_inv_freq', nn.Buffer(curr_inv_freq, persistent=False))
+        setattr(self, f'{layer_type}_original_inv_freq', nn.Buffer(curr_inv_freq.clone(), persistent=False))
+        setattr(self, f'{layer_type}_attention_scaling', curr_attention_scaling)"""
+
+_LAYERED_FORWARD_FORM = """@dynamic_rope_update
+def forward(self, x, position_ids, layer_type):
+    inv_freq = getattr(self, f'{layer_type}_inv_freq')
+    attention_scaling = getattr(self, f'{layer_type}_attention_scaling')
+    freqs = position_ids[..., None].float() * inv_freq.to(device=x.device, dtype=torch.float)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos = emb.cos() * attention_scaling
+    sin = emb.sin() * attention_scaling
+    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))"""
+
+_APPLY_HEAD = """def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+"""
+_UNSQUEEZE = """    cos = cos.unsqueeze(unsqueeze_dim)
+    sin = sin.unsqueeze(unsqueeze_dim)
+"""
+_EMBED = """    q_embed = q * cos + rotate_half(q) * sin
+    k_embed = k * cos + rotate_half(k) * sin
+"""
+# apply_rotary_pos_emb form -> how its result is made: "llama" (the promoted
+# dtype), "cast" (back to q's and k's dtypes: Olmo), "partial" (the first
+# cos.shape[-1] channels turned, the others passed through: Phi-3, GPT-NeoX).
+_APPLY_FORMS = {
+    _APPLY_HEAD + _UNSQUEEZE + _EMBED + "    return (q_embed, k_embed)": "llama",
+    _APPLY_HEAD + "    q_type, k_type = (q.dtype, k.dtype)\n" + _UNSQUEEZE + _EMBED
+    + "    return (q_embed.to(q_type), k_embed.to(k_type))": "cast",
+    _APPLY_HEAD + _UNSQUEEZE + """    rotary_dim = cos.shape[-1]
+    q_rot, q_pass = (q[..., :rotary_dim], q[..., rotary_dim:])
+    k_rot, k_pass = (k[..., :rotary_dim], k[..., rotary_dim:])
+    q_embed = torch.cat([q_rot * cos + rotate_half(q_rot) * sin, q_pass], dim=-1)
+    k_embed = torch.cat([k_rot * cos + rotate_half(k_rot) * sin, k_pass], dim=-1)
+    return (q_embed, k_embed)""": "partial",
+    _APPLY_HEAD + _UNSQUEEZE + """    rotary_dim = cos.shape[-1]
+    q_rot, q_pass = (q[..., :rotary_dim], q[..., rotary_dim:])
+    k_rot, k_pass = (k[..., :rotary_dim], k[..., rotary_dim:])
+    q_embed = q_rot * cos + rotate_half(q_rot) * sin
+    k_embed = k_rot * cos + rotate_half(k_rot) * sin
+    q_embed = torch.cat([q_embed, q_pass], dim=-1)
+    k_embed = torch.cat([k_embed, k_pass], dim=-1)
+    return (q_embed, k_embed)""": "partial",
+}
+
+_ROTATE_HALF_FORM = """def rotate_half(x):
+    x1 = x[..., :x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)"""
+
+# GPT-J: a (sin || cos) table of its rotary_dim, (sin, cos) of half that
+# width, interleaved pairs, and apply_rotary_pos_emb(tensor, sin, cos) for one
+# tensor (batch, seq, heads, rotary_dim) at a time.
+_GPTJ_FORMS = (
+    """def __init__(self, config):
+    super().__init__()
+    self.max_positions = config.max_position_embeddings
+    self.pos_embd_dim = config.rotary_dim or config.hidden_size
+    self.embed_positions = nn.Buffer(create_sinusoidal_positions(self.max_positions, self.pos_embd_dim), \
+persistent=False)""",
+    """def forward(self, x, position_ids):
+    sincos = self.embed_positions[position_ids].to(x.dtype)
+    sin, cos = torch.split(sincos, sincos.shape[-1] // 2, dim=-1)
+    return (sin, cos)""",
+    """def create_sinusoidal_positions(num_pos, dim):
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.int64) / dim)
+    sinusoid_inp = torch.arange(num_pos, dtype=torch.int64).float()[:, None] * inv_freq
+    return torch.cat((torch.sin(sinusoid_inp), torch.cos(sinusoid_inp)), dim=1)""",
+    """def rotate_every_two(x):
+    x1 = x[:, :, :, ::2]
+    x2 = x[:, :, :, 1::2]
+    x = torch.stack((-x2, x1), dim=-1)
+    return x.flatten(-2)""",
+    """def apply_rotary_pos_emb(tensor, sin, cos):
+    sin = torch.repeat_interleave(sin[:, :, None, :], 2, 3)
+    cos = torch.repeat_interleave(cos[:, :, None, :], 2, 3)
+    return tensor * cos + rotate_every_two(tensor) * sin""",
+)
+
+
+def _is_gptj_form(cls, code) -> bool:
+    apply = getattr(code, "apply_rotary_pos_emb", None)
+    apply = getattr(apply, "posemb_original", apply)
+    found = (_form(cls.__init__), _form(cls.forward), _form(getattr(code, "create_sinusoidal_positions", None)),
+             _form(getattr(code, "rotate_every_two", None)), _form(apply, decorators=False))
+    return found == _GPTJ_FORMS
+
+
+# Sinusoidal position modules (fairseq's encoding: half layout, fairseq
+# frequencies, the padding_idx row zero, odd widths padded with a zero
+# column): M2M-100's code, which NLLB-MoE and SeamlessM4T copy; Speech2Text's
+# (and SpeechT5's) forward; XGLM's.
+_SINUSOIDAL_COMMON = (
+    """def __init__(self, num_positions, embedding_dim, padding_idx=None):
+    super().__init__()
+    self.offset = 2
+    self.num_positions = num_positions
+    self.embedding_dim = embedding_dim
+    self.padding_idx = padding_idx
+    self.make_weights(num_positions + self.offset, embedding_dim, padding_idx)""",
+    """def make_weights(self, num_embeddings, embedding_dim, padding_idx=None):
+    emb_weights = self.get_embedding(num_embeddings, embedding_dim, padding_idx)
+    if hasattr(self, 'weights'):
+        emb_weights = emb_weights.to(dtype=self.weights.dtype, device=self.weights.device)
+    self.weights = nn.Buffer(emb_weights, persistent=False)""",
+    """@staticmethod
+def get_embedding(num_embeddings, embedding_dim, padding_idx=None):
+    half_dim = embedding_dim // 2
+    emb = math.log(10000) / (half_dim - 1)
+    emb = torch.exp(torch.arange(half_dim, dtype=torch.int64).float() * -emb)
+    emb = torch.arange(num_embeddings, dtype=torch.int64).float().unsqueeze(1) * emb.unsqueeze(0)
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1).view(num_embeddings, -1)
+    if embedding_dim % 2 == 1:
+        emb = torch.cat([emb, torch.zeros(num_embeddings, 1)], dim=1)
+    if padding_idx is not None:
+        emb[padding_idx, :] = 0
+    return emb.to(torch.get_default_dtype())""",
+)
+_FROM_IDS_BODY = """    mask = input_ids.ne(padding_idx).int()
+    incremental_indices = (torch.cumsum(mask, dim=1).type_as(mask) + cache_length) * mask
+    return incremental_indices.long() + padding_idx"""
+_FROM_IDS = ("@staticmethod\ndef create_position_ids_from_input_ids(input_ids, padding_idx, cache_length=0):\n"
+             + _FROM_IDS_BODY)
+_FROM_IDS_METHOD = ("def create_position_ids_from_input_ids(self, input_ids, padding_idx, cache_length=0):\n"
+                    + _FROM_IDS_BODY)
+_FROM_EMBEDS = """@staticmethod
+def create_position_ids_from_inputs_embeds(inputs_embeds, cache_length, padding_idx):
+    input_shape = inputs_embeds.size()[:-1]
+    sequence_length = input_shape[1]
+    position_ids = torch.arange(padding_idx + 1, sequence_length + padding_idx + 1, dtype=torch.long, \
+device=inputs_embeds.device)
+    return position_ids.unsqueeze(0).expand(input_shape).contiguous() + cache_length"""
+# forward form -> (flavor, the position-id helpers it calls, as forms)
+_SINUSOIDAL_FORWARDS = {
+    """@torch.no_grad()
+def forward(self, input_ids=None, inputs_embeds=None, cache_length=0):
+    if input_ids is not None:
+        bsz, seq_len = input_ids.size()
+        position_ids = self.create_position_ids_from_input_ids(input_ids, self.padding_idx, cache_length).to(\
+input_ids.device)
+    else:
+        bsz, seq_len = inputs_embeds.size()[:-1]
+        position_ids = self.create_position_ids_from_inputs_embeds(inputs_embeds, cache_length, self.padding_idx)
+    max_pos = self.padding_idx + 1 + seq_len + cache_length
+    if not (is_torchdynamo_compiling() and torch.is_tensor(max_pos)) and max_pos > self.weights.size(0):
+        self.make_weights(max_pos + self.offset, self.embedding_dim, self.padding_idx)
+    return self.weights.index_select(0, position_ids.view(-1)).view(bsz, seq_len, self.weights.shape[-1]).detach()\
+""": ("m2m", (_FROM_IDS, _FROM_EMBEDS)),
+    """@torch.no_grad()
+def forward(self, input_ids, cache_length=0):
+    bsz, seq_len = input_ids.size()
+    position_ids = self.create_position_ids_from_input_ids(input_ids, self.padding_idx, cache_length).to(\
+input_ids.device)
+    max_pos = self.padding_idx + 1 + seq_len
+    if max_pos > self.weights.size(0):
+        self.make_weights(max_pos + self.offset, self.embedding_dim, self.padding_idx)
+    return self.weights.index_select(0, position_ids.view(-1)).view(bsz, seq_len, -1).detach()\
+""": ("s2t", (_FROM_IDS_METHOD, None)),
+    """def forward(self, position_ids=None, cache_length=0):
+    bsz, seq_len = position_ids.size()
+    position_ids = position_ids + self.offset
+    max_pos = 2 + seq_len + cache_length
+    if not (is_torchdynamo_compiling() and torch.is_tensor(max_pos)) and max_pos > self.weights.size(0):
+        self.make_weights(max_pos, self.embedding_dim, self.padding_idx)
+    return self.weights.index_select(0, position_ids.view(-1)).view(bsz, seq_len, self.weights.shape[-1]).detach()\
+""": ("xglm", (None, None)),
+}
+
+
+def _sinusoidal_replacement(module: nn.Module):
+    """posemb's stand-in for a fairseq-style sinusoidal position module, or
+    ``(None, reason)``."""
+    cls = type(module)
+    common = tuple(_form(getattr(cls, name, None)) for name in ("__init__", "make_weights", "get_embedding"))
+    found = _SINUSOIDAL_FORWARDS.get(_form(cls.forward))
+    helpers = tuple(_form(getattr(cls, name, None)) for name in ("create_position_ids_from_input_ids",
+                                                                 "create_position_ids_from_inputs_embeds"))
+    if common != _SINUSOIDAL_COMMON or found is None or helpers != found[1]:
+        return None, "its code is not a form posemb reproduces (M2M-100's, Speech2Text's, XGLM's)"
+    if module.padding_idx is None or module.embedding_dim < 4:
+        return None, "posemb's fairseq frequencies need a padding_idx and embedding_dim >= 4"
+    return HFSinusoidalPositionalEmbedding.from_hf(module, found[0]), None
+
+
+def _form(fn, decorators: bool = True):
+    """The code of ``fn`` without docstrings and annotations (None where
+    there is no source to read)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(fn))))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, ast.FunctionDef):
+        return None
+    for n in ast.walk(tree):
+        if isinstance(n, ast.FunctionDef):
+            n.returns = None
+            for a in n.args.posonlyargs + n.args.args + n.args.kwonlyargs + [n.args.vararg, n.args.kwarg]:
+                if a is not None:
+                    a.annotation = None
+            body = n.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                n.body = body[1:] or [ast.Pass()]
+        elif isinstance(n, ast.AnnAssign):
+            n.annotation = ast.Name("_", ast.Load())
+    if not decorators:
+        node.decorator_list = []
+    return ast.unparse(node)
+
+
+def _apply_form(code):
+    """The form of a modeling module's ``apply_rotary_pos_emb`` (the original
+    where patch() wrapped it), or a reason it has none posemb reproduces."""
+    fn = getattr(code, "apply_rotary_pos_emb", None)
+    fn = getattr(fn, "posemb_original", fn)
+    if fn is None:
+        return None, "its module has no apply_rotary_pos_emb"
+    kind = _APPLY_FORMS.get(_form(fn, decorators=False))
+    if kind is None:
+        return None, "its module's apply_rotary_pos_emb is not a form posemb reproduces"
+    if _form(getattr(code, "rotate_half", None), decorators=False) != _ROTATE_HALF_FORM:
+        return None, "its module's rotate_half is not Llama's"
+    return kind, None
+
+
+def _rope_init_functions():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # the model's own transformers
+
+    return ROPE_INIT_FUNCTIONS
+
+
+def _same_plan(cls, config, plan, **kwargs) -> bool:
+    """The family's own frequency code gives posemb's plan, bitwise."""
+    params = config.rope_parameters if not kwargs else config.rope_parameters[kwargs["layer_type"]]
+    rope_type = params.get("rope_type", "default")
+    init = cls.compute_default_rope_parameters if rope_type == "default" else _rope_init_functions()[rope_type]
+    with torch.device("cpu"):
+        inv_freq, scaling = init(config, **kwargs)
+    return (torch.equal(inv_freq.to("cpu", torch.float32), plan.inv_freq)
+            and float(scaling) == float(plan.attention_scaling))
+
+
+def _rotary_replacement(module: nn.Module):
+    """``(replacement, apply kind)`` for a rotary module posemb reproduces,
+    or ``(None, reason)``."""
+    cls = type(module)
+    if not cls.__module__.startswith("transformers."):
+        return None, "not a transformers module"
+    code = sys.modules.get(cls.__module__)
+    if _is_gptj_form(cls, code):
+        new = HFGPTJRotaryEmbedding(module.pos_embd_dim, module.max_positions)
+        device = _buffer_device(module)
+        return (new.to(device) if device is not None else new), "gptj"
+    init, forward = _form(cls.__init__), _form(cls.forward)
+    layered = init == _LAYERED_INIT_FORM and forward == _LAYERED_FORWARD_FORM
+    if not layered and (init != _INIT_FORM or forward not in _ROTARY_FORMS):
+        return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's)"
+    kind, reason = _apply_form(code)
+    if kind is None:
+        return None, reason
+    config = module.config
+    try:
+        if layered:
+            new = HFLayeredRotaryEmbedding(config)
+            same = all(_same_plan(cls, config, new._plan(lt), layer_type=lt) for lt in new.rope_type)
+        else:
+            new = HFRotaryEmbedding(config, fp32_cos_sin=_ROTARY_FORMS[forward])
+            same = _same_plan(cls, config, rope.frequency_plan_from_config(config))
+    except (ValueError, KeyError, TypeError) as error:
+        return None, f"posemb cannot express its rope parameters ({error})"
+    if not same:
+        return None, "its frequencies for this config are not posemb's"
+    device = _buffer_device(module)
+    if device is not None:
+        new.to(device)
+    return new, kind
+
+
+def _buffer_device(module: nn.Module):
+    for buffer in module.buffers(recurse=False):
+        return buffer.device
+    return None
+
+
 class HFRotaryEmbedding(RotaryEmbedding):
     """Stands in for a Hugging Face rotary module (``LlamaRotaryEmbedding``
     and those written like it) and keeps its contract: a
@@ -108,12 +467,14 @@ class HFRotaryEmbedding(RotaryEmbedding):
     ``_init_weights``) rebuild them as it rebuilds its own modules'.
     """
 
-    def __init__(self, config, device=None) -> None:
+    def __init__(self, config, device=None, *, fp32_cos_sin: bool = False) -> None:
         # q and k are (batch, heads, seq, head_dim) in these models.
         super().__init__(rope.head_dim_of(config), rope_parameters=rope.rope_parameters_of(config),
                          max_position_embeddings=getattr(config, "max_position_embeddings", None), seq_dim=2)
         _LIVE.add(self)
         self.config = config
+        # Olmo's module returns fp32 cos and sin whatever x's dtype; Llama's, x.dtype.
+        self.fp32_cos_sin = fp32_cos_sin
         self.rope_type = self.rope_parameters.get("rope_type", self.rope_parameters.get("type", "default"))
         self.max_seq_len_cached = self.original_max_seq_len = self.max_position_embeddings
         self.register_buffer("original_inv_freq", self.inv_freq.clone(), persistent=False)
@@ -121,9 +482,9 @@ class HFRotaryEmbedding(RotaryEmbedding):
             self.to(device)
 
     @classmethod
-    def from_hf(cls, original: nn.Module) -> "HFRotaryEmbedding":
+    def from_hf(cls, original: nn.Module, *, fp32_cos_sin: bool = False) -> "HFRotaryEmbedding":
         """The replacement of a Hugging Face rotary module, on its device."""
-        return cls(original.config, device=original.inv_freq.device)
+        return cls(original.config, device=original.inv_freq.device, fp32_cos_sin=fp32_cos_sin)
 
     def reset_parameters(self) -> None:
         """Rebuilds both buffers in fp32 from the rope parameters, where they live."""
@@ -142,24 +503,277 @@ class HFRotaryEmbedding(RotaryEmbedding):
             inv_freq, scaling = self._plan_for(self._last_position(x, position_ids, 0, None) + 1)
         else:
             inv_freq, scaling = self.inv_freq, self.attention_scaling
-        device = x.device
-        inv_freq, positions = inv_freq.to(device), position_ids.to(device)
-        half = inv_freq.numel()
-        shape = positions.shape
-        rows = positions.reshape(-1, shape[-1] if len(shape) else 1)
-        # One row of (1..1, 0..0) turned by each position: the first half of
-        # the result is cos * scaling, the second sin * scaling.
-        unit = (torch.arange(2 * half, device=device) < half).to(torch.float32)
-        table = ops.rotary(unit.expand(rows.shape[0], rows.shape[1], 1, 2 * half), None, inv_freq, rows,
-                           attention_scaling=scaling, seq_dim=1)
-        table = table.to(x.dtype).reshape(*shape, 2 * half)
-        c, s = table[..., :half], table[..., half:]
-        cos, sin = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
-        made = _Made(positions, inv_freq, scaling)
+        return _cos_sin(x, position_ids, inv_freq, scaling, torch.float32 if self.fp32_cos_sin else x.dtype)
+
+
+def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, dtype: torch.dtype):
+    """Hugging Face's ``(cos, sin)``, ``(*position_ids.shape, rotary_dim)`` in
+    ``dtype``, made by posemb's kernel and marked as posemb's."""
+    device = x.device
+    inv_freq, positions = inv_freq.to(device), position_ids.to(device)
+    half = inv_freq.numel()
+    shape = positions.shape
+    rows = positions.reshape(-1, shape[-1] if len(shape) else 1)
+    # One row of (1..1, 0..0) turned by each position: the first half of
+    # the result is cos * scaling, the second sin * scaling.
+    unit = (torch.arange(2 * half, device=device) < half).to(torch.float32)
+    table = ops.rotary(unit.expand(rows.shape[0], rows.shape[1], 1, 2 * half), None, inv_freq, rows,
+                       attention_scaling=scaling, seq_dim=1)
+    table = table.to(dtype).reshape(*shape, 2 * half)
+    c, s = table[..., :half], table[..., half:]
+    cos, sin = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
+    made = _Made(positions, inv_freq, scaling)
+    made.cos_version, made.sin_version = _version(cos), _version(sin)
+    setattr(cos, _MADE, made)
+    setattr(sin, _MADE, made)
+    return cos, sin
+
+
+class HFLayeredRotaryEmbedding(nn.Module):
+    """Stands in for Gemma 3's rotary module (one frequency plan per layer
+    type, e.g. local ``sliding_attention`` and global ``full_attention`` with
+    different ``rope_theta`` and scaling) and keeps its contract:
+    ``forward(x, position_ids, layer_type)`` returns that layer type's
+    ``(cos, sin)`` as :class:`HFRotaryEmbedding` does. Buffers have Hugging
+    Face's names (``{layer_type}_inv_freq``, ``{layer_type}_original_inv_freq``),
+    non-persistent, fp32 and rebuilt after every move or cast."""
+
+    def __init__(self, config, device=None) -> None:
+        super().__init__()
+        _LIVE.add(self)
+        self.config = config
+        self.head_dim = rope.head_dim_of(config)
+        self.max_position_embeddings = getattr(config, "max_position_embeddings", None)
+        self.max_seq_len_cached = self.original_max_seq_len = self.max_position_embeddings
+        self.layer_types = sorted(set(config.layer_types))
+        self.rope_type, self.rope_parameters = {}, {}
+        for layer_type in self.layer_types:
+            params = config.rope_parameters[layer_type]
+            if params is None:
+                continue
+            self.rope_parameters[layer_type] = dict(params)
+            self.rope_type[layer_type] = params.get("rope_type", "default")
+            plan = self._plan(layer_type)
+            inv_freq = plan.inv_freq.to(torch.empty(0).device)
+            self.register_buffer(f"{layer_type}_inv_freq", inv_freq, persistent=False)
+            self.register_buffer(f"{layer_type}_original_inv_freq", inv_freq.clone(), persistent=False)
+            setattr(self, f"{layer_type}_attention_scaling", plan.attention_scaling)
+        if device is not None:
+            self.to(device)
+
+    def _plan(self, layer_type: str, seq_len=None):
+        return rope.frequency_plan(self.rope_parameters[layer_type], self.head_dim,
+                                   max_position_embeddings=self.max_position_embeddings, seq_len=seq_len)
+
+    def reset_parameters(self) -> None:
+        """Rebuilds every layer type's buffers in fp32, where they live."""
+        for layer_type in self.rope_type:
+            device = getattr(self, f"{layer_type}_inv_freq").device
+            if device.type == "meta":
+                inv_freq = torch.empty(getattr(self, f"{layer_type}_inv_freq").shape, device=device)
+            else:
+                inv_freq = self._plan(layer_type).inv_freq.to(device)
+            setattr(self, f"{layer_type}_inv_freq", inv_freq)
+            setattr(self, f"{layer_type}_original_inv_freq", inv_freq.clone())
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.reset_parameters()
+        return self
+
+    def forward(self, x: Tensor, position_ids: Tensor, layer_type: str):
+        if self.rope_type[layer_type] in ("dynamic", "longrope"):
+            plan = self._plan(layer_type, (int(position_ids.max()) if position_ids.numel() else 0) + 1)
+            inv_freq, scaling = plan.inv_freq, plan.attention_scaling
+        else:
+            inv_freq = getattr(self, f"{layer_type}_inv_freq")
+            scaling = getattr(self, f"{layer_type}_attention_scaling")
+        return _cos_sin(x, position_ids, inv_freq, scaling, x.dtype)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{lt}: rope_type={t!r}, rotary_dim={2 * getattr(self, lt + '_inv_freq').numel()}"
+                         for lt, t in self.rope_type.items())
+
+
+class HFGPTJRotaryEmbedding(nn.Module):
+    """Stands in for GPT-J's rotary module and keeps its contract:
+    ``forward(x, position_ids)`` returns ``(sin, cos)``, each ``(batch, seq,
+    rotary_dim // 2)`` in ``x.dtype``, with no table: posemb's kernel with
+    exact angles of GPT-J's frequencies (``10000^(-2i/rotary_dim)``, fp32).
+    The wrapped ``apply_rotary_pos_emb(tensor, sin, cos)`` runs posemb's
+    interleaved rotary on the tensor for the pair it made. ``inv_freq`` is
+    a non-persistent fp32 buffer rebuilt after every move or cast (GPT-J's
+    ``embed_positions`` table is non-persistent too: checkpoints are
+    unchanged)."""
+
+    def __init__(self, rotary_dim: int, max_positions: int, device=None) -> None:
+        super().__init__()
+        _LIVE.add(self)
+        self.max_positions = max_positions  # GPT-J's names
+        self.pos_embd_dim = rotary_dim
+        self.register_buffer("inv_freq", self._plan().inv_freq.to(torch.empty(0).device), persistent=False)
+        if device is not None:
+            self.to(device)
+
+    def _plan(self):
+        return rope.frequency_plan({"rope_type": "default", "rope_theta": 10000.0}, self.pos_embd_dim)
+
+    def reset_parameters(self) -> None:
+        device = self.inv_freq.device
+        self.inv_freq = (torch.empty(self.inv_freq.shape, device=device) if device.type == "meta"
+                         else self._plan().inv_freq.to(device))
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.reset_parameters()
+        return self
+
+    def forward(self, x: Tensor, position_ids: Tensor):
+        cos, sin = _cos_sin(x, position_ids, self.inv_freq, 1.0, x.dtype)
+        half = self.inv_freq.numel()
+        made = getattr(cos, _MADE)
+        sin, cos = sin[..., :half], cos[..., :half]
         made.cos_version, made.sin_version = _version(cos), _version(sin)
         setattr(cos, _MADE, made)
         setattr(sin, _MADE, made)
-        return cos, sin
+        return sin, cos
+
+    def extra_repr(self) -> str:
+        return f"rotary_dim={self.pos_embd_dim}, interleaved=True"
+
+
+def _gptj_dispatch(original):
+    """GPT-J's apply_rotary_pos_emb(tensor, sin, cos): posemb's interleaved
+    rotary for the (sin, cos) posemb made, the model's own code otherwise."""
+
+    def apply_rotary_pos_emb(tensor, sin, cos):
+        made = getattr(cos, _MADE, None)
+        if made is not None and getattr(sin, _MADE, None) is made and isinstance(tensor, Tensor) \
+                and tensor.dim() == 4 and sin.dim() == 3 and sin.shape == cos.shape \
+                and not (sin.requires_grad or cos.requires_grad) \
+                and tensor.shape[-1] == 2 * sin.shape[-1] == 2 * made.inv_freq.numel() \
+                and tensor.shape[1] == sin.shape[1]:
+            if torch.compiler.is_compiling() or made.cos_version is None \
+                    or (cos._version == made.cos_version and sin._version == made.sin_version):
+                dtype = torch.promote_types(tensor.dtype, cos.dtype)
+                return ops.rotary(tensor.to(dtype), None, made.inv_freq, made.positions, interleaved=True, seq_dim=1)
+        return original(tensor, sin, cos)
+
+    apply_rotary_pos_emb.posemb_original = original
+    apply_rotary_pos_emb.posemb_kind = "gptj"
+    return apply_rotary_pos_emb
+
+
+class HFSinusoidalPositionalEmbedding(nn.Module):
+    """Stands in for a fairseq-style sinusoidal position module of Hugging
+    Face (M2M-100's, Speech2Text's, XGLM's, and their copies) and keeps its
+    contract: ``forward`` takes the module's arguments and returns the
+    encodings ``(batch, seq, embedding_dim)`` (the model adds them), made by
+    posemb's kernel (:func:`posemb.sinusoidal_add`, ``layout="half"``,
+    ``freqs="fairseq"``, zero at ``padding_idx``) with exact angles, instead
+    of a table: nothing to grow, any position. Positions are the module's own
+    (padding-aware from the ids, counting on from ``cache_length``; XGLM's
+    ``position_ids + 2``). The result has the dtype and device the table
+    would (a 0-element non-persistent buffer follows casts and moves)."""
+
+    def __init__(self, num_positions: int, embedding_dim: int, padding_idx: int, flavor: str = "m2m",
+                 dtype=None, device=None) -> None:
+        super().__init__()
+        if flavor not in ("m2m", "s2t", "xglm"):
+            raise ValueError(f"HFSinusoidalPositionalEmbedding: flavor must be 'm2m', 's2t' or 'xglm', got {flavor!r}")
+        self.offset = 2  # Hugging Face's names
+        self.num_positions, self.embedding_dim, self.padding_idx = num_positions, embedding_dim, padding_idx
+        self.flavor = flavor
+        self.register_buffer("like", torch.empty(0, dtype=dtype or torch.get_default_dtype(), device=device),
+                             persistent=False)
+
+    @classmethod
+    def from_hf(cls, original: nn.Module, flavor: str) -> "HFSinusoidalPositionalEmbedding":
+        table = original.weights
+        return cls(original.num_positions, original.embedding_dim, original.padding_idx, flavor,
+                   dtype=table.dtype, device=table.device)
+
+    def _positions_from_ids(self, input_ids: Tensor, cache_length) -> Tensor:
+        mask = input_ids.ne(self.padding_idx).int()
+        return ((torch.cumsum(mask, dim=1).type_as(mask) + cache_length) * mask).long() + self.padding_idx
+
+    @torch.no_grad()
+    def forward(self, *args, **kwargs) -> Tensor:
+        if self.flavor == "xglm":
+            position_ids, cache_length = _bind(args, kwargs, ("position_ids", None), ("cache_length", 0))
+            positions = position_ids + self.offset
+        elif self.flavor == "s2t":
+            input_ids, cache_length = _bind(args, kwargs, ("input_ids", None), ("cache_length", 0))
+            positions = self._positions_from_ids(input_ids, cache_length).to(input_ids.device)
+        else:
+            input_ids, inputs_embeds, cache_length = _bind(args, kwargs, ("input_ids", None),
+                                                           ("inputs_embeds", None), ("cache_length", 0))
+            if input_ids is not None:
+                positions = self._positions_from_ids(input_ids, cache_length).to(input_ids.device)
+            else:
+                shape = inputs_embeds.shape[:-1]
+                start = self.padding_idx + 1
+                positions = torch.arange(start, start + shape[1], dtype=torch.long, device=inputs_embeds.device)
+                positions = positions.unsqueeze(0).expand(shape).contiguous() + cache_length
+        like = self.like
+        zeros = torch.zeros(*positions.shape, self.embedding_dim, dtype=like.dtype, device=like.device)
+        return ops.sinusoidal_add(zeros, positions.to(like.device), padding_idx=self.padding_idx, layout="half",
+                                  freqs="fairseq")
+
+    def extra_repr(self) -> str:
+        return f"{self.embedding_dim}, padding_idx={self.padding_idx}, flavor={self.flavor!r}"
+
+
+def _bind(args, kwargs, *params):
+    """The values of ``params`` ((name, default), in order) from a call."""
+    if len(args) > len(params):
+        raise TypeError(f"forward() takes {len(params)} arguments, got {len(args)}")
+    values = dict(params)
+    values.update(zip((name for name, _ in params), args))
+    for name, value in kwargs.items():
+        if name not in values:
+            raise TypeError(f"forward() got an unexpected argument {name!r}")
+        values[name] = value
+    return tuple(values[name] for name, _ in params)
+
+
+class DistilBertEmbeddings(BertEmbeddings):
+    """DistilBERT's learned ``Embeddings`` block (``dropout(LayerNorm(word[ids]
+    + position[pos]))``, no token types) in posemb's fused op, sharing the
+    module's parameters; ``forward`` takes DistilBERT's arguments."""
+
+    @classmethod
+    def from_hf(cls, module: nn.Module, padding_aware_positions: bool = False) -> "DistilBertEmbeddings":
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.word_embeddings = module.word_embeddings
+        new.position_embeddings = module.position_embeddings
+        new.LayerNorm = module.LayerNorm
+        new.dropout = module.dropout
+        new.pad_token_id = module.word_embeddings.padding_idx
+        new.padding_aware_positions = False
+        new.train(module.training)
+        return new
+
+    def reset_parameters(self) -> None:
+        for module in (self.word_embeddings, self.position_embeddings, self.LayerNorm):
+            module.reset_parameters()
+
+    def forward(self, input_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None) -> Tensor:
+        if input_ids is None:
+            seq = inputs_embeds.shape[1]
+            if position_ids is None:
+                position_ids = torch.arange(seq, device=inputs_embeds.device).unsqueeze(0)
+            return self.dropout(self.LayerNorm(inputs_embeds + self.position_embeddings(position_ids)))
+        word = self.word_embeddings.weight
+        # One all-zero type row: adding 0 changes nothing, bitwise.
+        no_types = torch.zeros(1, word.shape[1], dtype=word.dtype, device=word.device)
+        return ops.bert_embeddings(
+            input_ids, word, self.position_embeddings.weight, no_types, self.LayerNorm.weight, self.LayerNorm.bias,
+            position_ids=position_ids, eps=self.LayerNorm.eps, dropout_p=self.dropout.p, training=self.training,
+            word_padding_idx=self.word_embeddings.padding_idx,
+        )
 
 
 # The name patch() used before: the same class.
@@ -200,7 +814,7 @@ def _fused_seq_dim(extra, args, kwargs):
     return {1: 2, -3: 2, 2: 1, -2: 1}.get(unsqueeze_dim)
 
 
-def _fusable(made: _Made, q, k, cos, sin, seq_dim: int) -> bool:
+def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool) -> bool:
     """posemb's kernel computes what the eager code would with these cos and
     sin (up to their rounding to x.dtype)."""
     if not torch.compiler.is_compiling():
@@ -210,28 +824,40 @@ def _fusable(made: _Made, q, k, cos, sin, seq_dim: int) -> bool:
             or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
         return False
     width = 2 * made.inv_freq.numel()
-    return (q.shape[-1] == k.shape[-1] == cos.shape[-1] == width and cos.shape == sin.shape
-            and q.shape[seq_dim] == k.shape[seq_dim] == cos.shape[1])
+    if cos.shape[-1] != width or cos.shape != sin.shape or not q.shape[seq_dim] == k.shape[seq_dim] == cos.shape[1]:
+        return False
+    if partial:  # the first `width` channels turned, the rest passed through
+        return q.shape[-1] >= width and k.shape[-1] >= width
+    return q.shape[-1] == k.shape[-1] == width
 
 
-def _rotary_dispatch(original):
+def _rotary_dispatch(original, kind: str = "llama"):
     """apply_rotary_pos_emb that runs posemb's fused rotary for cos and sin
     that posemb made, and the model's own code otherwise (models left
-    unpatched are unaffected)."""
+    unpatched are unaffected). ``kind`` is the form of the original
+    (``_APPLY_FORMS``): ``llama``, ``cast`` (results in q's and k's dtypes)
+    or ``partial`` (channels past cos's width passed through)."""
+    if kind == "gptj":
+        return _gptj_dispatch(original)
     extra = _extra_parameters(original)
+    partial, cast = kind == "partial", kind == "cast"
 
     def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
         made = getattr(cos, _MADE, None)
         if made is not None and getattr(sin, _MADE, None) is made:
             seq_dim = _fused_seq_dim(extra, args, kwargs)
-            if seq_dim is not None and _fusable(made, q, k, cos, sin, seq_dim):
+            if seq_dim is not None and _fusable(made, q, k, cos, sin, seq_dim, partial):
                 # The eager code's result dtype (q * cos promotes).
                 dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), cos.dtype)
-                return ops.rotary(q.to(dtype), k.to(dtype), made.inv_freq, made.positions,
-                                  attention_scaling=made.attention_scaling, seq_dim=seq_dim)
+                q_out, k_out = ops.rotary(q.to(dtype), k.to(dtype), made.inv_freq, made.positions,
+                                          attention_scaling=made.attention_scaling, seq_dim=seq_dim)
+                if cast:
+                    q_out, k_out = q_out.to(q.dtype), k_out.to(k.dtype)
+                return q_out, k_out
         return original(q, k, cos, sin, *args, **kwargs)
 
     apply_rotary_pos_emb.posemb_original = original
+    apply_rotary_pos_emb.posemb_kind = kind
     return apply_rotary_pos_emb
 
 
@@ -248,30 +874,63 @@ class PatchError(RuntimeError):
     """patch(strict=True) recognised nothing it could replace."""
 
 
+def _absolute_replacement(module: nn.Module, kind: str):
+    """posemb's block for a BERT-like embeddings block, or ``(None, reason)``."""
+    children = {name for name, _ in module.named_children()}
+    want = _DISTILBERT_CHILDREN if kind == "Embeddings" else _BERT_CHILDREN
+    if children != want or not isinstance(module.LayerNorm, nn.LayerNorm) \
+            or not all(isinstance(getattr(module, n), nn.Embedding) for n in want if n.endswith("embeddings")):
+        return None, f"its children are not {sorted(want)}"
+    if kind == "Embeddings":
+        return DistilBertEmbeddings.from_hf(module), None
+    return BertEmbeddings.from_hf(module, padding_aware_positions=kind in _PADDING_AWARE), None
+
+
+def _is_distilbert(module: nn.Module) -> bool:
+    return type(module).__name__ == "Embeddings" and type(module).__module__.endswith("modeling_distilbert")
+
+
 def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     """Replaces the model's embedding blocks with posemb's, in place.
 
     Returns ``{qualified name: the module replaced}``. When it recognises
     nothing, it warns (or, with ``strict=True``, raises :class:`PatchError`)
-    and changes nothing. It is transactional: every replacement is built
-    before anything is changed, so a failure leaves the model and the
-    process as they were. posemb's own modules are never wrapped again, so
-    calling it twice replaces nothing the second time.
+    and changes nothing; a rotary or embeddings block it sees but cannot
+    reproduce exactly is left alone, with a warning that names it and says
+    why. It is transactional: every replacement is built before anything is
+    changed, so a failure leaves the model and the process as they were.
+    posemb's own modules are never wrapped again, so calling it twice
+    replaces nothing the second time.
     """
     planned: Dict[str, nn.Module] = {}
-    wrap_modules = []
+    skipped: Dict[str, str] = {}
+    wrap_modules: Dict[str, str] = {}
     for name, module in model.named_modules():
         if _is_posemb(module) or any(name.startswith(done + ".") for done in planned):
             continue
         kind = type(module).__name__
-        if kind in _ABSOLUTE | _PADDING_AWARE:
-            planned[name] = BertEmbeddings.from_hf(module, padding_aware_positions=kind in _PADDING_AWARE)
-        elif kind in _ROTARY:
-            planned[name] = HFRotaryEmbedding.from_hf(module)
-            wrap_modules.append(type(module).__module__)
+        if kind in _ABSOLUTE | _PADDING_AWARE or _is_distilbert(module):
+            new, reason = _absolute_replacement(module, kind)
+        elif kind.endswith("SinusoidalPositionalEmbedding") and type(module).__module__.startswith("transformers."):
+            new, reason = _sinusoidal_replacement(module)
+        elif kind.endswith("RotaryEmbedding"):
+            new, reason = _rotary_replacement(module)
+            if new is not None:
+                wrap_modules[type(module).__module__], reason = reason, None
+        else:
+            continue
+        if new is None:
+            skipped[name] = f"{kind}: {reason}"
+        else:
+            planned[name] = new
+    if skipped:
+        warnings.warn("posemb.hf.patch: left unpatched: " + "; ".join(f"{n} ({r})" for n, r in skipped.items()),
+                      stacklevel=2)
     if not planned:
         message = (f"posemb.hf.patch: nothing to replace in {type(model).__name__} (posemb knows "
-                   f"{sorted(_ABSOLUTE | _PADDING_AWARE | _ROTARY)}; already patched blocks are skipped)")
+                   f"{sorted(_ABSOLUTE | _PADDING_AWARE)}, DistilBERT's Embeddings, M2M-100-, Speech2Text- and "
+                   f"XGLM-style sinusoidal position modules and the rotary modules "
+                   f"written like {', '.join(TESTED_ROTARY)}; already patched blocks are skipped)")
         if strict:
             raise PatchError(message)
         warnings.warn(message, stacklevel=2)
@@ -281,13 +940,52 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     for name, new in planned.items():
         replaced[name] = model.get_submodule(name)
         _set_submodule(model, name, new)
-    for module_name in wrap_modules:
+    for module_name, apply_kind in wrap_modules.items():
         code = sys.modules.get(module_name)
         fn = getattr(code, "apply_rotary_pos_emb", None)
         if fn is not None and not hasattr(fn, "posemb_original"):
-            code.apply_rotary_pos_emb = _rotary_dispatch(fn)
+            code.apply_rotary_pos_emb = _rotary_dispatch(fn, apply_kind)
             _WRAPPED[module_name] = fn
+    if any(isinstance(new, _OWN_INIT) for new in planned.values()):
+        _rebuild_in_init_weights(model)
     return replaced
+
+
+# posemb modules whose buffers transformers' _init_weights does not know (it
+# rebuilds Gemma 3's and GPT-J's by isinstance of its own classes).
+_OWN_INIT = (HFLayeredRotaryEmbedding, HFGPTJRotaryEmbedding)
+
+
+class _RebuildPosembBuffers:
+    """A Hugging Face model's ``_init_weights`` (set on the instance) that
+    also rebuilds posemb's buffers its class does not know. A plain object
+    holding the model, so the model still pickles and deep-copies."""
+
+    def __init__(self, owner: nn.Module) -> None:
+        self.owner = owner
+
+    def __call__(self, module: nn.Module) -> None:
+        type(self.owner)._init_weights(self.owner, module)
+        if isinstance(module, _OWN_INIT):
+            module.reset_parameters()
+
+
+def _rebuild_in_init_weights(model: nn.Module) -> None:
+    """Makes each Hugging Face model in ``model`` (the instance, not its
+    class) rebuild posemb's buffers when transformers initialises weights
+    (``from_pretrained`` after a meta build materialises non-persistent
+    buffers uninitialised, then runs ``_init_weights`` on the modules)."""
+    for owner in model.modules():
+        if "_init_weights" in owner.__dict__ or not hasattr(owner, "_initialize_weights") \
+                or not callable(getattr(type(owner), "_init_weights", None)):
+            continue
+        owner._init_weights = _RebuildPosembBuffers(owner)
+
+
+def _forget_init_weights(model: nn.Module) -> None:
+    for owner in model.modules():
+        if isinstance(owner.__dict__.get("_init_weights"), _RebuildPosembBuffers):
+            del owner.__dict__["_init_weights"]
 
 
 # Module-level functions patch() replaced, by module, with their originals.
@@ -301,6 +999,8 @@ def unpatch(model: nn.Module, replaced: Dict[str, nn.Module]) -> None:
     posemb's to the original, unchanged)."""
     for name, module in replaced.items():
         _set_submodule(model, name, module)
+    if not any(isinstance(m, _OWN_INIT) for m in model.modules()):
+        _forget_init_weights(model)
     gc.collect()  # the replaced posemb modules, unless something else holds them
     if not _LIVE:
         restore_functions()
