@@ -3,7 +3,10 @@
 The C++/CUDA library is built by CMakeLists.txt (the one source list, shared
 with C++ users) and installed into the package: posemb/lib/libposemb.so, the
 public headers under posemb/include, and the CMake package under
-posemb/share/cmake, so a pip-installed posemb also serves C++ builds.
+posemb/share/cmake, so a pip-installed posemb also serves C++ builds. With
+POSEMB_PYTHON=ON CMake also builds posemb/lib/_cpp*.so (one translation unit,
+linking libposemb.so and torch_python): the C++ modules bound to Python as
+posemb.cpp.
 
 Environment:
   POSEMB_CUDA=1/0     force the CUDA kernels on or off (default: when nvcc
@@ -50,6 +53,7 @@ class CMakeBuild(build_ext):
             f"-DPOSEMB_CUDA={cuda}",
             f"-DPOSEMB_CUDA_ARCHITECTURES={os.environ.get('POSEMB_CUDA_ARCH', '90')}",
             f"-DPython_EXECUTABLE={sys.executable}",
+            "-DPOSEMB_PYTHON=ON",  # posemb/lib/_cpp*.so: posemb.cpp, the C++ modules bound to Python
         ]
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 1))
         subprocess.run(configure, cwd=build_dir, check=True)
@@ -60,7 +64,7 @@ class CMakeBuild(build_ext):
         pass  # editable builds install into the source package directly
 
     def get_outputs(self):
-        # The library is installed by CMake; there is no Python extension module.
+        # CMake installs the library and posemb/lib/_cpp*.so (which posemb.cpp loads by path).
         return []
 
     def get_output_mapping(self):

@@ -21,6 +21,11 @@ TORCH_LIBRARY(posemb, m) {
       "int? padding_idx=None, *, ScalarType? dtype=None, Device? device=None) -> Tensor");
   m.def("make_positions(Tensor input_ids, int padding_idx) -> Tensor");
 
+  // [sin(α p), cos(α p)], exact angles; see csrc/include/posemb/fourier.h.
+  m.def("fourier_features(Tensor positions, Tensor frequencies) -> Tensor");
+  // The gradient of the frequencies.
+  m.def("fourier_features_backward(Tensor grad, Tensor positions, Tensor features) -> Tensor");
+
   // y = x + weight[position]; see csrc/include/posemb/learned.h.
   m.def(
       "learned_add(Tensor x, Tensor weight, Tensor? positions=None, Tensor? offsets=None, "

@@ -40,11 +40,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # posemb.hf on first use (it needs no transformers import either way).
-    if name == "hf":
+    # posemb.hf on first use (it needs no transformers import either way);
+    # posemb.cpp, the C++ modules bound to Python, on first use too.
+    if name in ("hf", "cpp"):
         import importlib
 
-        return importlib.import_module(".hf", __name__)
+        return importlib.import_module("." + name, __name__)
     raise AttributeError(f"module 'posemb' has no attribute {name!r}")
 __all__ = [
     "bert_embeddings",

@@ -259,52 +259,11 @@ def rotary(
     return out[0] if no_k else out
 
 
-class _FourierFeatures(torch.autograd.Function):
-    """``[sin(α p), cos(α p)]`` of integer positions ``p`` and fp32
-    frequencies ``α``, differentiable in ``α``."""
-
-    @staticmethod
-    def forward(positions: Tensor, frequencies: Tensor) -> Tensor:
-        # rotary turns the row (1..1, 0..0) into (cos(α p) .., sin(α p) ..):
-        # the exact angle core, α taken as exact, any position.
-        n = frequencies.numel()
-        unit = (torch.arange(2 * n, device=frequencies.device) < n).to(torch.float32)
-        turned = torch.ops.posemb.rotary(
-            unit.expand(positions.shape[0], positions.shape[1], 1, 2 * n), unit.new_empty(positions.shape[0],
-            positions.shape[1], 0, 2 * n), frequencies.detach(), positions, None, 0, None, 1.0, False, 1)[0]
-        turned = turned.squeeze(2)
-        return torch.cat((turned[..., n:], turned[..., :n]), dim=-1)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        positions, _ = inputs
-        ctx.save_for_backward(positions, output)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        # d/dα sin(α p) = p cos(α p), d/dα cos(α p) = -p sin(α p), from the
-        # same exact cos and sin; p (up to 2^63) and the sum over tokens in fp64.
-        positions, features = ctx.saved_tensors
-        n = features.shape[-1] // 2
-        sin, cos = features[..., :n], features[..., n:]
-        per_token = (grad[..., :n] * cos - grad[..., n:] * sin).double()
-        grad_frequencies = (per_token * positions.double().unsqueeze(-1)).sum(dim=(0, 1))
-        return None, grad_frequencies.to(torch.float32)
-
-
 def fourier_features(positions: Tensor, frequencies: Tensor) -> Tensor:
     """``[sin(α_i p), cos(α_i p)]`` for integer ``positions`` ``(batch, seq)``
     and float32 ``frequencies`` ``(n,)``: a float32 ``(batch, seq, 2n)``
     tensor. Angles are exact modulo one turn at every position (README:
     Numerical contract); differentiable in ``frequencies``, with the gradient
-    ``p cos(α p)`` (and ``-p sin(α p)``) formed from those same exact values."""
-    if positions.dim() != 2 or positions.dtype.is_floating_point or positions.dtype == torch.bool:
-        raise ValueError(f"posemb.fourier_features: positions must be an integer (batch, seq) tensor, "
-                         f"got {positions.dtype} of shape {tuple(positions.shape)}")
-    if frequencies.dim() != 1 or frequencies.dtype != torch.float32 or frequencies.numel() == 0:
-        raise ValueError(f"posemb.fourier_features: frequencies must be a non-empty 1-D float32 tensor, "
-                         f"got {frequencies.dtype} of shape {tuple(frequencies.shape)}")
-    if positions.device != frequencies.device:
-        raise ValueError(f"posemb.fourier_features: positions must be on frequencies' device "
-                         f"({frequencies.device}), got {positions.device}")
-    return _FourierFeatures.apply(positions, frequencies)
+    ``p cos(α p)`` (and ``-p sin(α p)``) formed from those same exact values
+    (the op ``fourier_features_backward``, p and the sum in fp64)."""
+    return torch.ops.posemb.fourier_features(positions, frequencies)

@@ -94,3 +94,23 @@ TEST(LearnedInit, SinusoidalInitIsTheEncodingAndTrains) {
                    posemb::nn::LearnedPositionalEmbeddingOptions(4, 4).sinusoidal_init(true).noise_std(-1)),
                c10::Error);
 }
+
+TEST(FourierModule, StartsAsTheSinusoidAndTrainsItsFrequencies) {
+  posemb::nn::FourierPositionalEmbedding pe(posemb::nn::FourierPositionalEmbeddingOptions(16).bias(true));
+  ASSERT_EQ(pe->frequencies.scalar_type(), torch::kFloat32);
+  const auto x = torch::zeros({2, 5, 16});
+  const auto table = posemb::sinusoidal_table(5, 16, 7, "half");
+  EXPECT_TRUE(torch::allclose(pe->forward(x, {}, 7), table.expand({2, 5, 16}), 0, 1e-6));
+  const auto offsets = torch::tensor({0, 1000});
+  const auto y = pe->forward_offsets(x, offsets);
+  EXPECT_TRUE(torch::allclose(y[1], posemb::sinusoidal_table(5, 16, 1000, "half"), 0, 2e-4));
+  // d/dα of sum(E) from the exact formula: Σ p (W_sin·1 cos(αp) - W_cos·1 sin(αp)).
+  y.sum().backward();
+  const auto pos = (offsets.reshape({-1, 1}) + torch::arange(5)).to(torch::kFloat64).unsqueeze(-1);
+  const auto angle = pe->frequencies.detach().to(torch::kFloat64) * pos;
+  const auto w = pe->weight.detach().to(torch::kFloat64).sum(1);  // the incoming gradient is ones
+  const auto expected = (pos * (w.slice(0, 0, 8) * angle.cos() - w.slice(0, 8) * angle.sin())).sum({0, 1});
+  EXPECT_TRUE(torch::allclose(pe->frequencies.grad().to(torch::kFloat64), expected, 1e-5, 1e-5));
+  ASSERT_TRUE(pe->bias.grad().defined());
+  EXPECT_THROW(pe->forward(torch::zeros({2, 5, 9})), c10::Error);
+}

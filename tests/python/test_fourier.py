@@ -179,7 +179,18 @@ def test_call_errors_name_the_argument():
         m(torch.randn(2, 3, 9))
     with pytest.raises(ValueError, match=r"positions must be \(seq,\) or \(batch, seq\) = \(2, 3\)"):
         m(torch.randn(2, 3, 8), torch.arange(4))
-    with pytest.raises(ValueError, match="posemb.fourier_features: positions must be an integer"):
+    with pytest.raises(RuntimeError, match="posemb.fourier_features: positions must be an integer"):
         posemb.fourier_features(torch.zeros(1, 3), torch.ones(2))
-    with pytest.raises(ValueError, match="posemb.fourier_features: frequencies must be a non-empty 1-D float32"):
+    with pytest.raises(RuntimeError, match="posemb.fourier_features: frequencies must be a non-empty 1-D float32"):
         posemb.fourier_features(torch.zeros(1, 3, dtype=torch.long), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="posemb.fourier_features: frequencies must be a non-empty"):
+        posemb.fourier_features(torch.zeros(1, 3, dtype=torch.long), torch.ones(0))
+
+
+def test_opcheck():
+    from torch.library import opcheck
+
+    positions = torch.tensor([[0, 5, 2**30], [1, 2, 3]])
+    opcheck(torch.ops.posemb.fourier_features.default, (positions, torch.tensor([1.0, 1e-3], requires_grad=True)))
+    features = posemb.fourier_features(positions, torch.tensor([1.0, 1e-3]))
+    opcheck(torch.ops.posemb.fourier_features_backward.default, (torch.randn(2, 3, 4), positions, features))

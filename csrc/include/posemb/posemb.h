@@ -3,8 +3,10 @@
 #pragma once
 
 #include "posemb/bert.h"
+#include "posemb/fourier.h"
 #include "posemb/learned.h"
 #include "posemb/nn/bert.h"
+#include "posemb/nn/fourier.h"
 #include "posemb/nn/learned.h"
 #include "posemb/nn/rotary.h"
 #include "posemb/nn/sinusoidal.h"
