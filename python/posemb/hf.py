@@ -744,16 +744,7 @@ class DistilBertEmbeddings(BertEmbeddings):
 
     @classmethod
     def from_hf(cls, module: nn.Module, padding_aware_positions: bool = False) -> "DistilBertEmbeddings":
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.word_embeddings = module.word_embeddings
-        new.position_embeddings = module.position_embeddings
-        new.LayerNorm = module.LayerNorm
-        new.dropout = module.dropout
-        new.pad_token_id = module.word_embeddings.padding_idx
-        new.padding_aware_positions = False
-        new.train(module.training)
-        return new
+        return cls._sharing(module, ("word_embeddings", "position_embeddings", "LayerNorm", "dropout"), False)
 
     def reset_parameters(self) -> None:
         for module in (self.word_embeddings, self.position_embeddings, self.LayerNorm):

@@ -422,13 +422,16 @@ class BertEmbeddings(nn.Module):
     def from_hf(cls, module: nn.Module, padding_aware_positions: bool = False) -> "BertEmbeddings":
         """Wraps a Hugging Face ``BertEmbeddings``-like module, sharing (not
         copying) its parameters."""
+        return cls._sharing(module, ("word_embeddings", "position_embeddings", "token_type_embeddings",
+                                     "LayerNorm", "dropout"), padding_aware_positions)
+
+    @classmethod
+    def _sharing(cls, module: nn.Module, names, padding_aware_positions: bool):
+        """A new module holding `module`'s submodules `names` (the same objects)."""
         new = cls.__new__(cls)
         nn.Module.__init__(new)
-        new.word_embeddings = module.word_embeddings
-        new.position_embeddings = module.position_embeddings
-        new.token_type_embeddings = module.token_type_embeddings
-        new.LayerNorm = module.LayerNorm
-        new.dropout = module.dropout
+        for name in names:
+            setattr(new, name, getattr(module, name))
         new.pad_token_id = module.word_embeddings.padding_idx
         new.padding_aware_positions = padding_aware_positions
         new.train(module.training)

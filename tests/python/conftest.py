@@ -114,3 +114,16 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+class Counter:
+    """Counts the calls of owner.name for the rest of a test (monkeypatch)."""
+
+    def __init__(self, monkeypatch, owner, name):
+        self.calls, original = 0, getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)

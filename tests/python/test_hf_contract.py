@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
-from conftest import ulp_distance  # noqa: E402
+from conftest import Counter, ulp_distance  # noqa: E402
 
 MAX_POS = 512
 HEAD = 32  # hidden 128, 4 heads
@@ -143,17 +143,6 @@ def test_cos_and_sin_come_in_x_dtype(rope_type, dtype):
 
 
 # ------------------------------------------------------- the fused path
-
-class Counter:
-    def __init__(self, monkeypatch, owner, name):
-        self.calls, original = 0, getattr(owner, name)
-
-        def counted(*args, **kwargs):
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(owner, name, counted)
-
 
 def grads_of(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -21,6 +21,8 @@ import torch
 import posemb
 import posemb.hf
 
+from conftest import Counter
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -99,17 +101,6 @@ def grads_of(model):
 
 def projection(shape, seed=7):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-class Counter:
-    def __init__(self, monkeypatch, owner, name):
-        self.calls, original = 0, getattr(owner, name)
-
-        def counted(*args, **kwargs):
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(owner, name, counted)
 
 
 def rope_tables(model):
