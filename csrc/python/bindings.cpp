@@ -155,4 +155,33 @@ PYBIND11_MODULE(_cpp, m) {
             py::arg("offset") = 0);
     repr_from_pretty_print<Impl>(cls);
   }
+  {
+    using Impl = FourierPositionalEmbeddingImpl;
+    auto cls = bind_module<Impl, true>(m, "FourierPositionalEmbedding");
+    cls.def(py::init([](int64_t embedding_dim, std::optional<int64_t> num_frequencies, double base,
+                        bool learn_frequencies, bool bias, int64_t seq_dim) {
+              return std::make_shared<Impl>(FourierPositionalEmbeddingOptions(embedding_dim)
+                                                .num_frequencies(num_frequencies).base(base)
+                                                .learn_frequencies(learn_frequencies).bias(bias)
+                                                .seq_dim(seq_dim));
+            }),
+            py::arg("embedding_dim"), py::arg("num_frequencies") = py::none(), py::kw_only(),
+            py::arg("base") = 10000.0, py::arg("learn_frequencies") = true, py::arg("bias") = false,
+            py::arg("seq_dim") = -2)
+        .def(
+            "forward",
+            [](Impl& m, const torch::Tensor& x, const std::optional<torch::Tensor>& positions,
+               const py::object& offset) {
+              if (is_tensor(offset)) {
+                TORCH_CHECK(!positions, "give positions or offsets, not both");
+                return m.forward_offsets(x, THPVariable_Unpack(offset.ptr()));
+              }
+              if (!py::isinstance<py::int_>(offset))
+                throw py::type_error("offset must be an int or a tensor of per-sequence offsets");
+              return m.forward(x, or_undefined(positions), offset.cast<int64_t>());
+            },
+            py::arg("x"), py::arg("positions") = py::none(), py::kw_only(), py::arg("offset") = 0)
+        .def("reset_parameters", &Impl::reset_parameters);
+    repr_from_pretty_print<Impl>(cls);
+  }
 }

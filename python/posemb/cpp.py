@@ -3,7 +3,8 @@
 Each class is a ``torch.nn.Module`` (torch's ``torch.nn.cpp.ModuleWrapper``,
 made by ``torch::python::bind_module``) that drives the very C++ object a
 LibTorch program builds: ``posemb.cpp.SinusoidalPositionalEmbedding``,
-``LearnedPositionalEmbedding``, ``BertEmbeddings`` and ``RotaryEmbedding``,
+``LearnedPositionalEmbedding``, ``BertEmbeddings``, ``RotaryEmbedding`` and
+``FourierPositionalEmbedding``,
 with the constructor and ``forward`` arguments of their twins in
 :mod:`posemb.nn` (the C++ options, e.g. ``sinusoidal_init`` for the learned
 table; ``RotaryEmbedding`` takes ``base``, ``linear_factor`` or a precomputed
@@ -46,7 +47,9 @@ SinusoidalPositionalEmbedding = _cpp.SinusoidalPositionalEmbedding
 LearnedPositionalEmbedding = _cpp.LearnedPositionalEmbedding
 BertEmbeddings = _cpp.BertEmbeddings
 RotaryEmbedding = _cpp.RotaryEmbedding
-for _cls in (SinusoidalPositionalEmbedding, LearnedPositionalEmbedding, BertEmbeddings, RotaryEmbedding):
+FourierPositionalEmbedding = _cpp.FourierPositionalEmbedding
+for _cls in (SinusoidalPositionalEmbedding, LearnedPositionalEmbedding, BertEmbeddings, RotaryEmbedding,
+             FourierPositionalEmbedding):
     _cls.__module__ = __name__  # the wrapper classes are made at import, in no module of their own
 del _cls
 
@@ -91,4 +94,5 @@ for _cls in (SinusoidalPositionalEmbedding, LearnedPositionalEmbedding, BertEmbe
     _chaining(_cls)
 del _cls
 
-__all__ = ["BertEmbeddings", "LearnedPositionalEmbedding", "RotaryEmbedding", "SinusoidalPositionalEmbedding"]
+__all__ = ["BertEmbeddings", "FourierPositionalEmbedding", "LearnedPositionalEmbedding", "RotaryEmbedding",
+           "SinusoidalPositionalEmbedding"]

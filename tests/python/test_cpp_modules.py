@@ -35,7 +35,7 @@ def grads_of(module):
 
 def test_the_bound_classes_are_torch_modules_driving_the_cpp_objects():
     for name in ("SinusoidalPositionalEmbedding", "LearnedPositionalEmbedding", "BertEmbeddings",
-                 "RotaryEmbedding"):
+                 "RotaryEmbedding", "FourierPositionalEmbedding"):
         cls = getattr(posemb.cpp, name)
         assert issubclass(cls, torch.nn.Module) and issubclass(cls, torch.nn.cpp.ModuleWrapper)
         assert cls.__module__ == "posemb.cpp"
@@ -255,3 +255,28 @@ def test_errors_come_through_as_python_exceptions():
         pe(torch.zeros(1, 3, 8), offset=2, input_ids=torch.ones(1, 3, dtype=torch.long))
     with pytest.raises(TypeError, match="offset must be an int or a tensor of per-sequence offsets, got str"):
         pe(torch.zeros(1, 3, 8), offset="two")
+
+
+@pytest.mark.parametrize("mode", ["offset", "offsets", "positions"])
+def test_fourier_against_python(mode):
+    kw = dict(bias=True)
+    cpp, py = posemb.cpp.FourierPositionalEmbedding(12, 5, **kw), posemb.nn.FourierPositionalEmbedding(12, 5, **kw)
+    same(cpp.frequencies, py.frequencies)  # the same initial frequencies
+    with torch.no_grad():
+        py.weight.normal_()
+        py.bias.normal_()
+    cpp.load_state_dict(py.state_dict())
+    args, kwargs = {
+        "offset": ((), dict(offset=3)),
+        "offsets": ((), dict(offset=torch.tensor([0, 2**30]))),
+        "positions": ((torch.tensor([[0, 1, 7, 2**31 - 1]]),), {}),
+    }[mode]
+    xs = [leaf((2, 4, 12), torch.float32) for _ in range(2)]
+    ys = [m(x, *args, **kwargs) for m, x in zip((cpp, py), xs)]
+    same(*ys)
+    g = leaf((2, 4, 12), torch.float32, seed=1).detach()
+    for y in ys:
+        y.backward(g)
+    same(xs[0].grad, xs[1].grad)
+    for name, grad in grads_of(py).items():
+        same(grads_of(cpp)[name], grad)  # frequencies, weight and bias
