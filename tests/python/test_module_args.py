@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import posemb
 from posemb.nn import BertEmbeddings, LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEmbedding
 
 BAD = [
@@ -79,3 +80,24 @@ def test_reset_parameters_rebuilds_state(name):
     m.reset_parameters()
     assert all(torch.isfinite(t).all() for t in list(m.parameters()) + list(m.buffers()))
     assert torch.isfinite(run(name, m)).all()
+
+
+@pytest.mark.parametrize("rope_type", ["default", "dynamic", "longrope"])
+def test_every_module_takes_empty_position_tensors(rope_type):
+    """Zero tokens with an empty positions tensor give an empty output (no
+    reduction over nothing, such as the largest position of dynamic rope)."""
+    none = torch.zeros(2, 0, dtype=torch.long)
+    x = torch.randn(2, 0, 8)
+    assert posemb.nn.SinusoidalPositionalEmbedding(8)(x, none).shape == (2, 0, 8)
+    assert posemb.nn.SinusoidalPositionalEmbedding(8, padding_idx=1)(x, input_ids=none).shape == (2, 0, 8)
+    assert posemb.nn.LearnedPositionalEmbedding(10, 8)(x, none).shape == (2, 0, 8)
+    assert posemb.nn.FourierPositionalEmbedding(8)(x, none).shape == (2, 0, 8)
+    params = {"rope_type": rope_type, "rope_theta": 1e4, "factor": 2.0}
+    if rope_type == "longrope":
+        params.update(short_factor=[1.0] * 4, long_factor=[2.0] * 4, original_max_position_embeddings=16)
+    rope = posemb.nn.RotaryEmbedding(8, rope_parameters=params, max_position_embeddings=16)
+    q, k = rope(torch.randn(2, 0, 2, 8), torch.randn(2, 0, 2, 8), none)
+    assert q.shape == k.shape == (2, 0, 2, 8)
+    assert rope(torch.randn(0, 2, 8), cu_seqlens=torch.tensor([0, 0])).shape == (0, 2, 8)  # q only
+    bert = posemb.nn.BertEmbeddings(30, 8, max_position_embeddings=16)
+    assert bert(none, position_ids=none).shape == (2, 0, 8)
