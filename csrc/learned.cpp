@@ -11,6 +11,20 @@
 namespace posemb {
 namespace detail {
 
+namespace {
+
+// Positions offset .. offset + seq - 1 must all be rows of the table (checked
+// on the host values, real or fake).
+void check_offset_in_table(const char* op, const c10::SymInt& offset, const c10::SymInt& seq,
+                           const c10::SymInt& num_embeddings) {
+  const c10::SymInt last = offset + seq;
+  TORCH_SYM_CHECK(offset.sym_ge(0).sym_and(last.sym_le(num_embeddings)), "posemb.", op,
+                  ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
+                  " must be in [0, num_embeddings=", num_embeddings, ")");
+}
+
+}  // namespace
+
 void check_learned_add(const char* op, const at::Tensor& x, const at::Tensor& weight,
                        const std::optional<at::Tensor>& positions,
                        const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
@@ -34,10 +48,7 @@ void check_learned_add(const char* op, const at::Tensor& x, const at::Tensor& we
   }
   check_positions(op, x, dims, positions, offsets, offset);
   if (!positions.has_value() && !offsets.has_value()) {
-    const c10::SymInt last = offset + x.sym_size(dims.seq);
-    TORCH_SYM_CHECK(offset.sym_ge(0).sym_and(last.sym_le(n)), "posemb.", op,
-                    ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
-                    " must be in [0, num_embeddings=", n, ")");
+    check_offset_in_table(op, offset, x.sym_size(dims.seq), n);
   }
 }
 
@@ -48,14 +59,12 @@ void check_learned_add_backward(const at::Tensor& grad, const std::optional<at::
                                 std::optional<int64_t> padding_idx) {
   const char* op = "learned_add_backward";
   check_float_dtype(op, "grad", grad);
-  check_positions(op, grad, x_dims(op, grad, seq_dim), positions, offsets, offset);
+  const XDims dims = x_dims(op, grad, seq_dim);
+  check_positions(op, grad, dims, positions, offsets, offset);
   TORCH_SYM_CHECK(num_embeddings.sym_ge(0), "posemb.", op,
                   ": num_embeddings must be non-negative, got ", num_embeddings);
   if (!positions.has_value() && !offsets.has_value()) {
-    const c10::SymInt last = offset + grad.sym_size(x_dims(op, grad, seq_dim).seq);
-    TORCH_SYM_CHECK(offset.sym_ge(0).sym_and(last.sym_le(num_embeddings)), "posemb.", op,
-                    ": positions offset .. offset + seq - 1 = ", offset, " .. ", last - 1,
-                    " must be in [0, num_embeddings=", num_embeddings, ")");
+    check_offset_in_table(op, offset, grad.sym_size(dims.seq), num_embeddings);
   }
 }
 
