@@ -35,7 +35,7 @@ at::Tensor fourier_features_impl(const at::Tensor& positions, const at::Tensor& 
   const at::Tensor q = unit.expand_symint({batch, seq, 1, 2 * n});
   const at::Tensor no_k = at::empty_symint({batch, seq, 0, 2 * n}, frequencies.options());
   const at::Tensor turned = std::get<0>(RotaryOp::handle().call(q, no_k, frequencies, positions, std::nullopt,
-                                                                0, std::nullopt, 1.0, false, 1))
+                                                                0, std::nullopt, 1.0, false, 1, std::nullopt, false))
                                 .squeeze(2);
   return at::cat({turned.slice_symint(-1, n), turned.slice_symint(-1, 0, n)}, -1);
 }

@@ -52,18 +52,21 @@ TORCH_LIBRARY(posemb, m) {
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // q and k turned by position * inv_freq -> (q_out, k_out); see csrc/include/posemb/rotary.h.
-  // k may have zero heads (no k).
+  // k may have zero heads (no k). mrope_section: positions with axes (multimodal, axial).
   m.def(
       "rotary(Tensor q, Tensor k, Tensor inv_freq, Tensor? positions=None, Tensor? offsets=None, "
       "SymInt offset=0, Tensor? cu_seqlens=None, float attention_scaling=1.0, "
-      "bool interleaved=False, int seq_dim=1) -> (Tensor, Tensor)");
+      "bool interleaved=False, int seq_dim=1, int[]? mrope_section=None, bool mrope_interleaved=False) "
+      "-> (Tensor, Tensor)");
   m.def(
       "rotary_(Tensor(a!) q, Tensor(b!) k, Tensor inv_freq, Tensor? positions=None, "
       "Tensor? offsets=None, SymInt offset=0, Tensor? cu_seqlens=None, "
-      "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1) -> ()");
+      "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1, int[]? mrope_section=None, "
+      "bool mrope_interleaved=False) -> ()");
   // The gradients of q and k: the rotation by -theta of the incoming gradients.
   m.def(
       "rotary_backward(Tensor grad_q, Tensor grad_k, Tensor inv_freq, Tensor? positions=None, "
       "Tensor? offsets=None, SymInt offset=0, Tensor? cu_seqlens=None, "
-      "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1) -> (Tensor, Tensor)");
+      "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1, int[]? mrope_section=None, "
+      "bool mrope_interleaved=False) -> (Tensor, Tensor)");
 }

@@ -49,13 +49,55 @@ void check_like_q(const char* op, const at::Tensor& q, const at::Tensor& k, cons
               q.sym_sizes(), " and k ", k.sym_sizes());
 }
 
+// Positions with axes (mrope_section): 1 to kMaxRotaryAxes sections of the
+// frequencies, summing to len(inv_freq); positions (axes or 1, ...) whose
+// every axis follows the usual rules; no offsets.
+void check_sections(const char* op, const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
+                    const std::optional<at::Tensor>& offsets, at::IntArrayRef sections, bool interleaved) {
+  const int64_t axes = static_cast<int64_t>(sections.size());
+  TORCH_CHECK(axes >= 1 && axes <= kMaxRotaryAxes, "posemb.", op, ": mrope_section must hold 1 to ",
+              kMaxRotaryAxes, " section sizes (one per position axis), got ", sections);
+  int64_t sum = 0;
+  for (const int64_t n : sections) {
+    TORCH_CHECK(n >= 0, "posemb.", op, ": mrope_section sizes must not be negative, got ", sections);
+    sum += n;
+  }
+  TORCH_SYM_CHECK(inv_freq.sym_size(0).sym_eq(sum), "posemb.", op, ": mrope_section must add up to ",
+                  "len(inv_freq) = rotary_dim / 2 = ", inv_freq.sym_size(0), ", got ", sections, " (sum ", sum, ")");
+  if (interleaved) {
+    // Axis a's frequencies are a, a + axes, ...: its last must exist.
+    for (int64_t a = 1; a < axes; ++a) {
+      TORCH_CHECK(sections[a] == 0 || a + axes * (sections[a] - 1) < sum, "posemb.", op,
+                  ": interleaved mrope_section ", sections, ": axis ", a, "'s frequencies (", a, ", ",
+                  a + axes, ", ...) reach index ", a + axes * (sections[a] - 1), ", past the last, ", sum - 1);
+    }
+  }
+  TORCH_CHECK(positions.has_value(), "posemb.", op, ": mrope_section needs positions, one row per axis: ",
+              "(", axes, ", batch, seq)");
+  TORCH_CHECK(!offsets.has_value(), "posemb.", op, ": with mrope_section, pass positions (one row per ",
+              "axis), not offsets");
+  const at::Tensor& p = *positions;
+  TORCH_CHECK(p.dim() >= 2 && (p.sym_size(0) == axes || p.sym_size(0) == 1), "posemb.", op,
+              ": with mrope_section, positions must be (axes, batch, seq) or (axes, seq) with axes = ",
+              "len(mrope_section) = ", axes, " (or 1), got shape ", p.sym_sizes());
+}
+
 }  // namespace
 
 void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
                   const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                   const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
-                  const std::optional<at::Tensor>& cu_seqlens, int64_t seq_dim) {
+                  const std::optional<at::Tensor>& cu_seqlens, int64_t seq_dim,
+                  at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   check_float_dtype(op, "q", q);
+  TORCH_CHECK(mrope_section.has_value() || !mrope_interleaved, "posemb.", op,
+              ": mrope_interleaved needs mrope_section");
+  // With axes, each axis' positions are checked as positions without them.
+  std::optional<at::Tensor> axis0 = positions;
+  if (mrope_section.has_value()) {
+    check_sections(op, inv_freq, positions, offsets, *mrope_section, mrope_interleaved);
+    axis0 = positions->select(0, 0);
+  }
   const RotaryDims d = rotary_dims(op, q, cu_seqlens.has_value(), seq_dim);
   check_like_q(op, q, k, d);
   TORCH_CHECK(inv_freq.dim() == 1 && inv_freq.scalar_type() == at::kFloat &&
@@ -73,17 +115,17 @@ void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
     TORCH_SYM_CHECK(c.sym_size(0).sym_ge(2), "posemb.", op,
                     ": cu_seqlens must hold at least [0, tokens], got shape ", c.sym_sizes());
     // Positions are per token; offsets per sequence.
-    check_positions(op, q, XDims{0, -1}, positions, std::nullopt, offset, {"q"});
+    check_positions(op, q, XDims{0, -1}, axis0, std::nullopt, offset, {"q"});
     if (offsets.has_value()) {
       TORCH_CHECK(is_index_dtype(offsets->scalar_type()) && offsets->device() == q.device(),
                   "posemb.", op, ": offsets must be an integer tensor on q's device");
       TORCH_SYM_CHECK(offsets->sym_numel().sym_eq(c.sym_size(0) - 1), "posemb.", op,
                       ": with cu_seqlens, offsets must hold one offset per sequence (",
                       c.sym_size(0) - 1, "), got shape ", offsets->sym_sizes());
-      TORCH_CHECK(!positions.has_value(), "posemb.", op, ": pass positions or offsets, not both");
+      TORCH_CHECK(!axis0.has_value(), "posemb.", op, ": pass positions or offsets, not both");
     }
   } else {
-    check_positions(op, q, XDims{d.seq, d.batch}, positions, offsets, offset, {"q"});
+    check_positions(op, q, XDims{d.seq, d.batch}, axis0, offsets, offset, {"q"});
   }
 }
 
@@ -112,6 +154,21 @@ void check_cu_seqlens_values(const char* op, const at::Tensor& c, int64_t tokens
               "number of tokens (", tokens, "), got ", l.cpu());
 }
 
+// The kernels' view of checked sections (kernels/rotary.cuh: rotary_axis).
+void set_sections(RotaryParams& p, at::IntArrayRef sections, bool interleaved) {
+  const int axes = static_cast<int>(sections.size());
+  p.num_axes = axes;
+  p.sections_interleaved = interleaved;
+  int32_t* ends[] = {&p.section_end0, &p.section_end1, &p.section_end2};
+  int32_t* limits[] = {&p.interleave_limit1, &p.interleave_limit2, &p.interleave_limit3};
+  int64_t end = 0;
+  for (int a = 0; a + 1 < axes; ++a) {
+    end += sections[a];
+    *ends[a] = static_cast<int32_t>(end);  // the last axis keeps INT32_MAX: it owns the rest
+    *limits[a] = static_cast<int32_t>(axes * sections[a + 1]);
+  }
+}
+
 }  // namespace
 
 RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::Tensor& k,
@@ -121,6 +178,7 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
                                 const std::optional<at::Tensor>& offsets, int64_t offset,
                                 const std::optional<at::Tensor>& cu_seqlens,
                                 double attention_scaling, bool interleaved, int64_t seq_dim,
+                                at::OptionalIntArrayRef mrope_section, bool mrope_interleaved,
                                 std::vector<at::Tensor>& keep) {
   const RotaryDims d = rotary_dims(op, q, cu_seqlens.has_value(), seq_dim);
   RotaryParams p;
@@ -135,6 +193,15 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
   p.interleaved = interleaved;
   p.attention_scaling = attention_scaling;
   p.attention_scaling_f32 = static_cast<float>(attention_scaling);
+  // With axes: the kernels read axis a's positions pos_stride_axis past axis 0's.
+  std::optional<at::Tensor> axis0 = positions;
+  int64_t stride_axis = 0;
+  if (mrope_section.has_value()) {
+    const at::Tensor all = as_index(*positions, keep);
+    axis0 = all.select(0, 0);
+    stride_axis = all.size(0) == 1 ? 0 : all.stride(0);
+    set_sections(p, *mrope_section, mrope_interleaved);
+  }
   if (cu_seqlens.has_value()) {
     check_cu_seqlens_values(op, *cu_seqlens, p.seq);
     keep.push_back(cu_seqlens->scalar_type() == at::kInt ? cu_seqlens->contiguous()
@@ -142,7 +209,7 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
     p.cu_seqlens = keep.back().data_ptr();
     p.cu_seqlens_int64 = keep.back().scalar_type() == at::kLong;
     p.num_seqs = cu_seqlens->size(0) - 1;
-    p.pos = make_position_params(op, q, XDims{0, -1}, positions, std::nullopt, offset, keep);
+    p.pos = make_position_params(op, q, XDims{0, -1}, axis0, std::nullopt, offset, keep);
     if (offsets.has_value()) {  // one per sequence, read by sequence index
       keep.push_back(offsets->to(at::kLong).contiguous());
       p.pos.offsets = keep.back().data_ptr();
@@ -150,8 +217,9 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
       p.pos.offsets_stride = 1;
     }
   } else {
-    p.pos = make_position_params(op, q, XDims{d.seq, d.batch}, positions, offsets, offset, keep);
+    p.pos = make_position_params(op, q, XDims{d.seq, d.batch}, axis0, offsets, offset, keep);
   }
+  p.pos.pos_stride_axis = stride_axis;
   return p;
 }
 
@@ -160,8 +228,8 @@ RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const 
                           const std::optional<at::Tensor>& positions,
                           const std::optional<at::Tensor>& offsets, int64_t offset,
                           const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                          bool interleaved, int64_t seq_dim) {
-  check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
+                          bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
+  check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim, mrope_section, mrope_interleaved);
   at::Tensor q_out = at::empty(q.sizes(), q.options()), k_out = at::empty(k.sizes(), k.options());
   if (q.numel() == 0 && k.numel() == 0) {
     if (cu_seqlens.has_value()) check_cu_seqlens_values(op, *cu_seqlens, q.size(0));  // still the caller's bug
@@ -176,7 +244,7 @@ RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const 
   std::vector<at::Tensor> keep;
   RotaryParams p = make_rotary_params(op, qi, ki, q_out, k_out, inv_freq, positions, offsets,
                                       offset, cu_seqlens, attention_scaling, interleaved, seq_dim,
-                                      keep);
+                                      mrope_section, mrope_interleaved, keep);
   p.inverse = inverse;
   run(p, q);
   return {q_out, k_out};
@@ -222,9 +290,9 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
                          const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                          const std::optional<at::Tensor>& offsets, int64_t offset,
                          const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                         bool interleaved, int64_t seq_dim) {
+                         bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   const char* op = "rotary_";
-  check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
+  check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim, mrope_section, mrope_interleaved);
   check_rotary_writable(q, k, cu_seqlens.has_value(), seq_dim);
   if (q.numel() == 0 && k.numel() == 0) {
     if (cu_seqlens.has_value()) check_cu_seqlens_values(op, *cu_seqlens, q.size(0));
@@ -232,7 +300,8 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
   }
   std::vector<at::Tensor> keep;
   RotaryParams p = make_rotary_params(op, q, k, q, k, inv_freq, positions, offsets, offset,
-                                      cu_seqlens, attention_scaling, interleaved, seq_dim, keep);
+                                      cu_seqlens, attention_scaling, interleaved, seq_dim, mrope_section,
+                                      mrope_interleaved, keep);
   p.copy_tail = false;  // in place, the channels past rotary_dim are already there
   run(p, q);
 }
@@ -244,9 +313,9 @@ RotaryOutputs rotary_meta(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const std::optional<at::Tensor>& positions,
                           const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                           const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                          bool interleaved, int64_t seq_dim) {
+                          bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   check_rotary(kInverse ? "rotary_backward" : "rotary", q, k, inv_freq, positions, offsets, offset,
-               cu_seqlens, seq_dim);
+               cu_seqlens, seq_dim, mrope_section, mrope_interleaved);
   return {at::empty_symint(q.sym_sizes(), q.options()), at::empty_symint(k.sym_sizes(), k.options())};
 }
 
@@ -254,8 +323,8 @@ void rotary_inplace_meta(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          const std::optional<at::Tensor>& positions,
                          const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                          const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                         bool interleaved, int64_t seq_dim) {
-  check_rotary("rotary_", q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim);
+                         bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
+  check_rotary("rotary_", q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim, mrope_section, mrope_interleaved);
 }
 
 }  // namespace
@@ -268,17 +337,17 @@ std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& q, const at::Tensor&
                                           int64_t offset,
                                           const std::optional<at::Tensor>& cu_seqlens,
                                           double attention_scaling, bool interleaved,
-                                          int64_t seq_dim) {
+                                          int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   return detail::RotaryOp::handle().call(q, k, inv_freq, positions, offsets, c10::SymInt(offset),
-                                         cu_seqlens, attention_scaling, interleaved, seq_dim);
+                                         cu_seqlens, attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
 }
 
 void rotary_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& inv_freq,
              const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& offsets,
              int64_t offset, const std::optional<at::Tensor>& cu_seqlens,
-             double attention_scaling, bool interleaved, int64_t seq_dim) {
+             double attention_scaling, bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   detail::RotaryInplaceOp::handle().call(q, k, inv_freq, positions, offsets, c10::SymInt(offset),
-                                          cu_seqlens, attention_scaling, interleaved, seq_dim);
+                                          cu_seqlens, attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
 }
 
 TORCH_LIBRARY_IMPL(posemb, Meta, m) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
 #include <c10/core/SymInt.h>
 
 #include <optional>
@@ -24,14 +25,25 @@ using RotaryOutputs = std::tuple<at::Tensor, at::Tensor>;
 using RotarySig = RotaryOutputs(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                                 c10::SymInt, const std::optional<at::Tensor>&, double, bool,
-                                int64_t);
+                                int64_t, at::OptionalIntArrayRef, bool);
 using RotaryOp = Op<"posemb::rotary", RotarySig>;
 using RotaryBackwardOp = Op<"posemb::rotary_backward", RotarySig>;
 using RotaryInplaceOp =
     Op<"posemb::rotary_",
        void(const at::Tensor&, const at::Tensor&, const at::Tensor&,
             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, c10::SymInt,
-            const std::optional<at::Tensor>&, double, bool, int64_t)>;
+            const std::optional<at::Tensor>&, double, bool, int64_t, at::OptionalIntArrayRef, bool)>;
+
+/// mrope_section as autograd saves it (None or the list of sizes), and back:
+/// `keep` holds the sizes the returned view points to.
+inline c10::IValue save_sections(at::OptionalIntArrayRef sections) {
+  return sections.has_value() ? c10::IValue(sections->vec()) : c10::IValue();
+}
+inline at::OptionalIntArrayRef load_sections(const c10::IValue& saved, std::vector<int64_t>& keep) {
+  if (saved.isNone()) return std::nullopt;
+  keep = saved.toIntVector();
+  return at::IntArrayRef(keep);
+}
 
 // ------------------------------------------------------- checks and params
 
@@ -39,7 +51,8 @@ using RotaryInplaceOp =
 void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
                   const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                   const std::optional<at::Tensor>& offsets, const c10::SymInt& offset,
-                  const std::optional<at::Tensor>& cu_seqlens, int64_t seq_dim);
+                  const std::optional<at::Tensor>& cu_seqlens, int64_t seq_dim,
+                  at::OptionalIntArrayRef mrope_section, bool mrope_interleaved);
 
 /// Checks that q and k can both be written in place: neither overlaps itself,
 /// and they share no element (q and k sliced from one qkv tensor may).
@@ -55,6 +68,7 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
                                 const std::optional<at::Tensor>& offsets, int64_t offset,
                                 const std::optional<at::Tensor>& cu_seqlens,
                                 double attention_scaling, bool interleaved, int64_t seq_dim,
+                                at::OptionalIntArrayRef mrope_section, bool mrope_interleaved,
                                 std::vector<at::Tensor>& keep);
 
 // ---------------------------------------------------------------- backends
@@ -67,14 +81,14 @@ RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const 
                           const std::optional<at::Tensor>& positions,
                           const std::optional<at::Tensor>& offsets, int64_t offset,
                           const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                          bool interleaved, int64_t seq_dim);
+                          bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved);
 
 /// In place: rotate q and k where they are.
 void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor& k,
                          const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                          const std::optional<at::Tensor>& offsets, int64_t offset,
                          const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                         bool interleaved, int64_t seq_dim);
+                         bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved);
 
 /// The registered kernels: the ops' signatures, a backend's runner bound.
 template <RotaryRunner run, bool kInverse>
@@ -82,10 +96,10 @@ RotaryOutputs rotary_backend(const at::Tensor& q, const at::Tensor& k, const at:
                              const std::optional<at::Tensor>& positions,
                              const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                              const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                             bool interleaved, int64_t seq_dim) {
+                             bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   return rotary_impl(run, kInverse ? "rotary_backward" : "rotary", kInverse, q, k, inv_freq,
                      positions, offsets, offset.expect_int(), cu_seqlens, attention_scaling,
-                     interleaved, seq_dim);
+                     interleaved, seq_dim, mrope_section, mrope_interleaved);
 }
 
 template <RotaryRunner run>
@@ -93,9 +107,9 @@ void rotary_inplace_backend(const at::Tensor& q, const at::Tensor& k, const at::
                             const std::optional<at::Tensor>& positions,
                             const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                             const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                            bool interleaved, int64_t seq_dim) {
+                            bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   rotary_inplace_impl(run, q, k, inv_freq, positions, offsets, offset.expect_int(), cu_seqlens,
-                      attention_scaling, interleaved, seq_dim);
+                      attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
 }
 
 }  // namespace posemb::detail

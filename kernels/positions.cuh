@@ -19,20 +19,24 @@ struct StridedRows {
 /// Position of token (b, t): positions[b, t] when given, else offsets[b] + t
 /// when given, else offset + t. Scheme and index widths are runtime values:
 /// one uniform branch per token, where templates would multiply every body.
+/// Positions with several axes hold one position per axis: positions[axis, b, t].
 struct PositionParams {
   const void* positions = nullptr;  // [batch, seq] int32/int64, stride 0 allowed
   bool positions_int64 = true;
   int64_t pos_stride_b = 0, pos_stride_t = 0;
+  // Positions with several axes (multimodal or axial rotary: positions
+  // [axes, batch, seq]): the stride from one axis to the next.
+  int64_t pos_stride_axis = 0;
   const void* offsets = nullptr;  // [batch] int32/int64, stride 0 allowed
   bool offsets_int64 = true;
   int64_t offsets_stride = 0;
   int64_t offset = 0;
 };
 
-POSEMB_HD int64_t token_position(const PositionParams& p, int64_t b, int64_t t) {
+POSEMB_HD int64_t token_position(const PositionParams& p, int64_t b, int64_t t, int64_t axis = 0) {
   if (p.positions != nullptr) {
     return detail::load_index(p.positions, p.positions_int64,
-                              b * p.pos_stride_b + t * p.pos_stride_t);
+                              axis * p.pos_stride_axis + b * p.pos_stride_b + t * p.pos_stride_t);
   }
   const int64_t base = p.offsets != nullptr
                            ? detail::load_index(p.offsets, p.offsets_int64, b * p.offsets_stride)

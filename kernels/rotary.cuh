@@ -48,13 +48,40 @@ struct RotaryParams {
   // Out of place: channels past rotary_dim are copied. A runtime flag: one
   // uniform branch per token, after the rotation.
   bool copy_tail = true;
+  // Multimodal (Qwen2-VL's mrope) and axial rotary: positions hold one
+  // position per axis (pos.pos_stride_axis apart), and each frequency turns
+  // by the position of the axis that owns it (rotary_axis). Sections are held
+  // as scalars, read with constant indices only, so that a GPU keeps them in
+  // its parameter bank instead of local memory.
+  int num_axes = 1;  // 1..kMaxRotaryAxes
+  // Contiguous sections: axis a owns frequencies [end[a-1], end[a]); unused
+  // ends are past every frequency.
+  int32_t section_end0 = INT32_MAX, section_end1 = INT32_MAX, section_end2 = INT32_MAX;
+  // Interleaved sections (Qwen3-VL): frequency i belongs to axis a = i % num_axes
+  // when a > 0 and i < limit[a], else to axis 0.
+  bool sections_interleaved = false;
+  int32_t interleave_limit1 = 0, interleave_limit2 = 0, interleave_limit3 = 0;
 };
+
+constexpr int kMaxRotaryAxes = 4;
 
 namespace detail {
 
-POSEMB_HD int64_t rotary_position(const RotaryParams& p, int64_t row) {
+/// The axis whose position frequency i turns by (0 unless positions have axes).
+POSEMB_HD int64_t rotary_axis(const RotaryParams& p, int64_t i) {
+  if (p.num_axes <= 1) return 0;
+  if (p.sections_interleaved) {
+    const int64_t a = i % p.num_axes;
+    const int64_t limit = a == 1 ? p.interleave_limit1 : a == 2 ? p.interleave_limit2 : p.interleave_limit3;
+    return a != 0 && i < limit ? a : 0;
+  }
+  return int64_t(i >= p.section_end0) + int64_t(i >= p.section_end1) + int64_t(i >= p.section_end2);
+}
+
+/// Position of token `row` (along `axis` for positions with axes).
+POSEMB_HD int64_t rotary_position(const RotaryParams& p, int64_t row, int64_t axis = 0) {
   const int64_t b = row / p.seq, t = row % p.seq;
-  if (p.cu_seqlens == nullptr || p.pos.positions != nullptr) return token_position(p.pos, b, t);
+  if (p.cu_seqlens == nullptr || p.pos.positions != nullptr) return token_position(p.pos, b, t, axis);
   // The sequence holding token t: the last s with cu_seqlens[s] <= t.
   int64_t lo = 0, hi = p.num_seqs;
   while (hi - lo > 1) {
@@ -102,11 +129,12 @@ template <typename T, bool kInterleaved>
 POSEMB_HD void rotary_token(const RotaryParams& p, int64_t row, int64_t first, int64_t stride) {
   using A = detail::acc_t<T>;
   const int64_t b = row / p.seq, t = row % p.seq;
-  const int64_t position = detail::rotary_position(p, row);
+  int64_t positions[kMaxRotaryAxes];
+  for (int a = 0; a < p.num_axes; ++a) positions[a] = detail::rotary_position(p, row, a);
   const A scale = detail::in_acc<A>(p.attention_scaling, p.attention_scaling_f32);
   for (int64_t i = first; i < p.half; i += stride) {
     A s, c;
-    turns::position_sincos(position, p.inv_freq[i], &s, &c);
+    turns::position_sincos(positions[detail::rotary_axis(p, i)], p.inv_freq[i], &s, &c);
     c *= scale;
     s *= p.inverse ? -scale : scale;
     detail::rotate_heads<T, kInterleaved>(p, p.q, b, t, i, c, s);
@@ -272,7 +300,8 @@ POSEMB_HD void rotary_tile_angles(const RotaryParams& p, const RotaryLaunch& pla
   for (uint32_t j = thread; j < tokens * half; j += plan.block) {
     const uint32_t token = j / half, i = j % half;
     A s, c;
-    turns::position_sincos(detail::rotary_position(p, row0 + token), p.inv_freq[i], &s, &c);
+    turns::position_sincos(detail::rotary_position(p, row0 + token, detail::rotary_axis(p, i)), p.inv_freq[i],
+                           &s, &c);
     tile.cos[j] = c * scale;
     tile.sin[j] = s * sin_scale;
   }

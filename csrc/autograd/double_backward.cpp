@@ -27,7 +27,7 @@ class RotaryBackward : public torch::autograd::Function<RotaryBackward> {
                                const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                                const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                                const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                               bool interleaved, int64_t seq_dim) {
+                               bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
     at::AutoDispatchBelowADInplaceOrView guard;
     ctx->save_for_backward({inv_freq, positions.value_or(at::Tensor()), offsets.value_or(at::Tensor()),
                             cu_seqlens.value_or(at::Tensor())});
@@ -35,22 +35,27 @@ class RotaryBackward : public torch::autograd::Function<RotaryBackward> {
     ctx->saved_data["attention_scaling"] = attention_scaling;
     ctx->saved_data["interleaved"] = interleaved;
     ctx->saved_data["seq_dim"] = seq_dim;
+    ctx->saved_data["mrope_section"] = save_sections(mrope_section);
+    ctx->saved_data["mrope_interleaved"] = mrope_interleaved;
     auto [gq, gk] = RotaryBackwardOp::handle().call(grad_q, grad_k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
-                            attention_scaling, interleaved, seq_dim);
+                            attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
     return {gq, gk};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    variable_list out(10);
+    variable_list out(12);
     if (!grads[0].defined() && !grads[1].defined()) return out;
     const at::Tensor& like = grads[0].defined() ? grads[0] : grads[1];
     // Through rotary's own autograd: gradients of any order.
+    std::vector<int64_t> sections;
     auto [gq, gk] = RotaryOp::handle().call(grads[0].defined() ? grads[0] : at::zeros_like(like),
                             grads[1].defined() ? grads[1] : at::zeros_like(like), s[0], optional_tensor(s[1]),
                             optional_tensor(s[2]), ctx->saved_data["offset"].toSymInt(), optional_tensor(s[3]),
                             ctx->saved_data["attention_scaling"].toDouble(),
-                            ctx->saved_data["interleaved"].toBool(), ctx->saved_data["seq_dim"].toInt());
+                            ctx->saved_data["interleaved"].toBool(), ctx->saved_data["seq_dim"].toInt(),
+                            load_sections(ctx->saved_data["mrope_section"], sections),
+                            ctx->saved_data["mrope_interleaved"].toBool());
     out[0] = gq;
     out[1] = gk;
     return out;
@@ -61,9 +66,9 @@ RotaryOutputs rotary_backward_autograd(const at::Tensor& grad_q, const at::Tenso
                                        const at::Tensor& inv_freq, const std::optional<at::Tensor>& positions,
                                        const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                                        const std::optional<at::Tensor>& cu_seqlens, double attention_scaling,
-                                       bool interleaved, int64_t seq_dim) {
+                                       bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   auto out = RotaryBackward::apply(grad_q, grad_k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
-                                   attention_scaling, interleaved, seq_dim);
+                                   attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
   return {out[0], out[1]};
 }
 

@@ -39,6 +39,20 @@ void rotate_rows(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_
   }
 }
 
+// sin and cos of position times each of n frequencies (8 wide on AVX2 CPUs).
+template <typename A>
+void sincos_run(int64_t position, const uint64_t* F, int64_t n, A* s, A* c) {
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (std::is_same_v<A, float>) {
+    if (cpu_avx2()) {
+      avx2::position_sincos_row(position, F, n, s, c);
+      return;
+    }
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
+}
+
 template <typename T>
 void rotary_cpu_typed(const RotaryParams& p) {
   using A = acc_t<T>;
@@ -60,18 +74,19 @@ void rotary_cpu_typed(const RotaryParams& p) {
         rotary_token<T, true>(p, row, 0, 1);
         continue;
       }
-      const int64_t position = rotary_position(p, row);
-#if defined(POSEMB_CPU_AVX2)
-      if constexpr (std::is_same_v<A, float>) {
-        if (cpu_avx2()) {
-          avx2::position_sincos_row(position, F.data(), half, s.data(), c.data());
-        } else {
-          for (int64_t i = 0; i < half; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
+      if (p.num_axes > 1 && p.sections_interleaved) {
+        for (int64_t i = 0; i < half; ++i) {
+          turns::position_sincos(rotary_position(p, row, rotary_axis(p, i)), F[i], &s[i], &c[i]);
         }
-      } else
-#endif
-      {
-        for (int64_t i = 0; i < half; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
+      } else {
+        // One run of frequencies per axis (the whole row without axes).
+        for (int64_t a = 0, begin = 0; a < p.num_axes && begin < half; ++a) {
+          int64_t end = begin;
+          while (end < half && rotary_axis(p, end) == a) ++end;
+          sincos_run<A>(rotary_position(p, row, a), F.data() + begin, end - begin, s.data() + begin,
+                        c.data() + begin);
+          begin = end;
+        }
       }
       if (!all_finite) {
         for (int64_t i = 0; i < half; ++i) {

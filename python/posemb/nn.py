@@ -497,6 +497,11 @@ class RotaryEmbedding(nn.Module):
         interleaved: GPT-J pairs instead of GPT-NeoX/Llama halves.
         seq_dim: 1 for ``(batch, seq, heads, head_dim)``, 2 for
             ``(batch, heads, seq, head_dim)``, 0 for ``(seq, batch, heads, head_dim)``.
+
+    Positions with axes (multimodal rope, axial 2-D rotary): ``mrope_section``
+    and ``mrope_interleaved`` in ``rope_parameters`` (Hugging Face's keys for
+    Qwen2-VL and Qwen3-VL) make ``positions`` ``(axes, batch, seq)``; see
+    :func:`posemb.rotary`.
     """
 
     def __init__(
@@ -523,6 +528,9 @@ class RotaryEmbedding(nn.Module):
         self.seq_dim = seq_dim
         if seq_dim not in (0, 1, 2):
             raise ValueError(f"RotaryEmbedding: seq_dim must be 0, 1 or 2, got {seq_dim!r}")
+        section = params.get("mrope_section")
+        self.mrope_section = None if section is None else [int(n) for n in section]
+        self.mrope_interleaved = bool(params.get("mrope_interleaved", False))
         plan = rope.frequency_plan(params, head_dim, max_position_embeddings=max_position_embeddings)
         # On the default device, as torch's modules are (meta builds included).
         self.register_buffer("inv_freq", plan.inv_freq.to(torch.empty(0).device), persistent=False)
@@ -591,8 +599,11 @@ class RotaryEmbedding(nn.Module):
             inv_freq, scaling = self.inv_freq, self.attention_scaling
         return ops.rotary(q, k, inv_freq, positions, offset=offset, cu_seqlens=cu_seqlens,
                           attention_scaling=scaling, interleaved=self.interleaved, seq_dim=self.seq_dim,
+                          mrope_section=self.mrope_section, mrope_interleaved=self.mrope_interleaved,
                           inplace=inplace)
 
     def extra_repr(self) -> str:
         return (f"head_dim={self.head_dim}, rotary_dim={2 * self.inv_freq.numel()}, "
-                f"rope_type={self.rope_parameters.get('rope_type', 'default')!r}, interleaved={self.interleaved}")
+                f"rope_type={self.rope_parameters.get('rope_type', 'default')!r}, interleaved={self.interleaved}"
+                + (f", mrope_section={self.mrope_section}, mrope_interleaved={self.mrope_interleaved}"
+                   if self.mrope_section is not None else ""))

@@ -1,7 +1,7 @@
 """Functional API: documented wrappers around ``torch.ops.posemb``."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -218,6 +218,8 @@ def rotary(
     attention_scaling: float = 1.0,
     interleaved: bool = False,
     seq_dim: int = 1,
+    mrope_section: Optional[Sequence[int]] = None,
+    mrope_interleaved: bool = False,
     inplace: bool = False,
 ):
     """Rotary position embedding of q and k in one launch.
@@ -238,6 +240,15 @@ def rotary(
         attention_scaling: multiplies cos and sin (YaRN, LongRoPE).
         interleaved: pairs ``(2i, 2i+1)`` (GPT-J) instead of ``(i, i + rotary_dim/2)``
             (GPT-NeoX, Llama).
+        mrope_section: positions with axes: multimodal rope (Qwen2-VL's
+            ``(t, h, w)``) or axial 2-D/3-D rotary (``(h, w)`` of image patches).
+            ``positions`` is then ``(axes, batch, seq)`` (or ``(axes, seq)``,
+            ``(axes, tokens)`` when packed; axes may be 1 to share them), and
+            the frequencies are cut into runs of these sizes (summing to
+            ``rotary_dim / 2``), run ``a`` turning by axis ``a``'s positions.
+        mrope_interleaved: Qwen3-VL's layout instead: frequency ``i`` turns by
+            axis ``a = i % axes`` when ``a > 0`` and ``i < axes * mrope_section[a]``,
+            else by axis 0.
         inplace: overwrite q and k instead of returning new tensors.
 
     Returns ``(q_out, k_out)``, or ``q_out`` when ``k`` is None. Angles are
@@ -250,7 +261,9 @@ def rotary(
         heads = _heads_dim(q, seq_dim, cu_seqlens is not None)
         k = q.new_empty([0 if d == heads else n for d, n in enumerate(q.shape)])
     positions, offsets, offset = _position_args(positions, offset, None, None)
-    args = (q, k, inv_freq, positions, offsets, offset, cu_seqlens, float(attention_scaling), interleaved, seq_dim)
+    sections = None if mrope_section is None else [int(n) for n in mrope_section]
+    args = (q, k, inv_freq, positions, offsets, offset, cu_seqlens, float(attention_scaling), interleaved, seq_dim,
+            sections, bool(mrope_interleaved))
     if inplace:
         torch.ops.posemb.rotary_(*args)
         out = (q, k)

@@ -172,15 +172,25 @@ def rotary(
     *,
     attention_scaling: float = 1.0,
     interleaved: bool = False,
+    mrope_section=None,
+    mrope_interleaved: bool = False,
 ) -> Tensor:
     """float64 rotary embedding of x (..., seq, heads, head_dim) at integer
     positions (seq,) or (batch, seq): pairs (i, i + rotary_dim/2) ("half",
     NeoX/Llama) or (2i, 2i + 1) ("interleaved", GPT-J) turned by
     position * inv_freq[i], times attention_scaling; channels past
-    rotary_dim = 2 * len(inv_freq) pass through."""
+    rotary_dim = 2 * len(inv_freq) pass through. With mrope_section,
+    positions are (axes, ...) and each frequency takes its axis' position
+    (mrope_axes)."""
     xd = x.detach().cpu().to(torch.float64)
     w = inv_freq.detach().cpu().to(torch.float64)  # the given fp32 values, exactly
-    theta = positions.cpu().to(torch.float64).unsqueeze(-1) * w  # (..., seq, rotary_dim/2)
+    p = positions.cpu().to(torch.float64)
+    if mrope_section is None:
+        theta = p.unsqueeze(-1) * w  # (..., seq, rotary_dim/2)
+    else:
+        axes = torch.tensor(mrope_axes(mrope_section, mrope_interleaved))
+        p = p.expand(len(mrope_section), *p.shape[1:])
+        theta = p.movedim(0, -1)[..., axes] * w
     cos = (torch.cos(theta) * attention_scaling).unsqueeze(-2)  # broadcast over heads
     sin = (torch.sin(theta) * attention_scaling).unsqueeze(-2)
     half = w.numel()
@@ -192,3 +202,18 @@ def rotary(
         a, b = rot[..., :half], rot[..., half:]
         out = torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
     return torch.cat([out, rest], dim=-1)
+
+
+def mrope_axes(mrope_section, interleaved: bool = False):
+    """The position axis of each frequency, as Hugging Face's multimodal rope
+    lays them out: runs of the section sizes (Qwen2-VL), or (interleaved,
+    Qwen3-VL) axis a >= 1 on frequencies a, a + axes, ... for mrope_section[a]
+    of them and axis 0 on the rest."""
+    axes = len(mrope_section)
+    if not interleaved:
+        return [a for a, n in enumerate(mrope_section) for _ in range(n)]
+    owner = [0] * sum(mrope_section)
+    for a in range(1, axes):
+        for j in range(mrope_section[a]):
+            owner[a + axes * j] = a
+    return owner

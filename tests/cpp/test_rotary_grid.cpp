@@ -53,7 +53,8 @@ TEST_P(RotaryGridWalk, MatchesCpuOp) {
     auto q_out = grid_walk::poisoned(q.sizes()), k_out = grid_walk::poisoned(k.sizes());
     std::vector<torch::Tensor> keep;
     const auto p = posemb::detail::make_rotary_params("rotary", q, k, q_out, k_out, inv_freq, positions,
-                                                      std::nullopt, 0, std::nullopt, 1.0, c.interleaved, 1, keep);
+                                                      std::nullopt, 0, std::nullopt, 1.0, c.interleaved, 1, std::nullopt,
+                                                      false, keep);
     const auto plan = posemb::plan_rotary(p, sizeof(float), sizeof(float), sms);
     EXPECT_EQ(plan.vector, c.vector);
     walk(p, plan);
@@ -71,5 +72,35 @@ INSTANTIATE_TEST_SUITE_P(
                       WalkCase{33, 1, 8, 2, 128, 128, false, true}, // decode: heads split across blocks
                       WalkCase{1, 300, 2, 0, 16, 16, false, true}), // no k, many tokens per tile
     [](const auto& info) { return "case" + std::to_string(info.index); });
+
+// Positions with axes (multimodal rope): each frequency reads its axis'
+// position in the angle phase.
+TEST(RotaryGridWalk, PositionAxesMatchCpuOp) {
+  torch::manual_seed(5);
+  const auto q = torch::randn({2, 6, 4, 32}), k = torch::randn({2, 6, 2, 32});
+  const auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, 32, 2).to(torch::kFloat) / 32);
+  const auto positions = torch::randint(0, 1 << 20, {3, 2, 6});
+  const std::vector<int64_t> sections = {4, 6, 6};
+  for (bool interleaved_sections : {false, true}) {
+    const auto [eq, ek] = posemb::rotary(q, k, inv_freq, positions, std::nullopt, 0, std::nullopt, 1.0, false, 1,
+                                         sections, interleaved_sections);
+    auto q_out = grid_walk::poisoned(q.sizes()), k_out = grid_walk::poisoned(k.sizes());
+    std::vector<torch::Tensor> keep;
+    const auto p = posemb::detail::make_rotary_params("rotary", q, k, q_out, k_out, inv_freq, positions,
+                                                      std::nullopt, 0, std::nullopt, 1.0, false, 1, sections,
+                                                      interleaved_sections, keep);
+    walk(p, posemb::plan_rotary(p, sizeof(float), sizeof(float), 132));
+    EXPECT_TRUE(torch::allclose(q_out, eq, 1e-6, 1e-6)) << "interleaved " << interleaved_sections;
+    EXPECT_TRUE(torch::allclose(k_out, ek, 1e-6, 1e-6)) << "interleaved " << interleaved_sections;
+    // Each axis matters: moving one axis' positions changes the result.
+    for (int64_t a = 0; a < 3; ++a) {
+      auto moved = positions.clone();
+      moved[a] += 1;
+      const auto [mq, mk] = posemb::rotary(q, k, inv_freq, moved, std::nullopt, 0, std::nullopt, 1.0, false, 1,
+                                           sections, interleaved_sections);
+      EXPECT_FALSE(torch::allclose(mq, eq, 1e-4, 1e-4)) << "axis " << a;
+    }
+  }
+}
 
 }  // namespace
