@@ -72,7 +72,8 @@ _DISTILBERT_CHILDREN = {"word_embeddings", "position_embeddings", "LayerNorm", "
 TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding", "Qwen3RotaryEmbedding",
                  "GraniteRotaryEmbedding", "GemmaRotaryEmbedding", "Gemma2RotaryEmbedding", "OlmoRotaryEmbedding",
                  "Olmo2RotaryEmbedding", "Phi3RotaryEmbedding", "GPTNeoXRotaryEmbedding", "Gemma3RotaryEmbedding",
-                 "GPTJRotaryEmbedding")
+                 "GPTJRotaryEmbedding", "Qwen2VLRotaryEmbedding", "Qwen2_5_VLRotaryEmbedding",
+                 "Qwen3VLTextRotaryEmbedding")
 
 
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
@@ -87,10 +88,13 @@ class _Made:
     fused kernel on q and k instead of the eager cos/sin math. The versions
     (eager only) catch a cos or sin written in place after it was made."""
 
-    __slots__ = ("positions", "inv_freq", "attention_scaling", "cos_version", "sin_version")
+    __slots__ = ("positions", "inv_freq", "attention_scaling", "mrope_section", "mrope_interleaved",
+                 "cos_version", "sin_version")
 
-    def __init__(self, positions: Tensor, inv_freq: Tensor, attention_scaling: float) -> None:
+    def __init__(self, positions: Tensor, inv_freq: Tensor, attention_scaling: float,
+                 mrope_section=None, mrope_interleaved: bool = False) -> None:
         self.positions, self.inv_freq, self.attention_scaling = positions, inv_freq, attention_scaling
+        self.mrope_section, self.mrope_interleaved = mrope_section, mrope_interleaved
         self.cos_version = self.sin_version = None
 
 
@@ -380,6 +384,43 @@ def _apply_form(code):
     return kind, None
 
 
+# Multimodal rope (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): Llama's __init__ plus the
+# sections, a forward that expands the positions to (t, h, w) and lays each
+# frequency's axis out by the recomposition form (-> interleaved?).
+_MROPE_INIT_TAIL = "\n    self.mrope_section = config.rope_parameters.get('mrope_section', "
+_MROPE_FORWARD_FORM = """@dynamic_rope_update
+def forward(self, x, position_ids):
+    position_ids = position_ids.expand(3, -1, -1)
+    freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+    cos = freqs.cos() * self.attention_scaling
+    sin = freqs.sin() * self.attention_scaling
+    sin = self.recomposition_frequencies(sin)
+    cos = self.recomposition_frequencies(cos)
+    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))"""
+_MROPE_RECOMPOSITION_FORMS = {
+    """def recomposition_frequencies(self, freq):
+    freq = torch.cat([m[i % 3] for i, m in enumerate(freq.split(self.mrope_section, dim=-1))], dim=-1)
+    return torch.cat((freq, freq), dim=-1)""": False,
+    """def recomposition_frequencies(self, freq):
+    freqs_thw = freq[0]
+    for dim, offset in enumerate((1, 2), start=1):
+        length = self.mrope_section[dim] * 3
+        idx = slice(offset, length, 3)
+        freqs_thw[..., idx] = freq[dim, ..., idx]
+    return torch.cat((freqs_thw, freqs_thw), dim=-1)""": True,
+}
+
+
+def _mrope_layout(cls, init: str, forward: str):
+    """True (interleaved sections) or False (contiguous) for a multimodal
+    rotary module posemb reproduces; None for any other."""
+    if not (init.startswith(_INIT_FORM) and init[len(_INIT_FORM):].startswith(_MROPE_INIT_TAIL)
+            and init.count("\n") == _INIT_FORM.count("\n") + 1 and forward == _MROPE_FORWARD_FORM):
+        return None
+    recomposition = getattr(cls, "recomposition_frequencies", None)
+    return None if recomposition is None else _MROPE_RECOMPOSITION_FORMS.get(_form(recomposition))
+
+
 def _rope_init_functions():
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # the model's own transformers
 
@@ -410,7 +451,15 @@ def _rotary_replacement(module: nn.Module):
         return (new.to(device) if device is not None else new), "gptj"
     init, forward = _form(cls.__init__), _form(cls.forward)
     layered = init == _LAYERED_INIT_FORM and forward == _LAYERED_FORWARD_FORM
-    if not layered and (init != _INIT_FORM or forward not in _ROTARY_FORMS):
+    mrope_interleaved = _mrope_layout(cls, init, forward)
+    if mrope_interleaved is not None:
+        section = list(getattr(module, "mrope_section", None) or [])
+        if len(section) != 3:
+            return None, f"its mrope_section {section} is not three (t, h, w) sections"
+    elif "Vision" in cls.__name__:
+        return None, ("a vision tower's rotary table, indexed by patch rows and columns in the vision model's own "
+                      "forward; posemb.rotary with mrope_section computes such axial rotary directly")
+    elif not layered and (init != _INIT_FORM or forward not in _ROTARY_FORMS):
         return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's)"
     kind, reason = _apply_form(code)
     if kind is None:
@@ -420,6 +469,9 @@ def _rotary_replacement(module: nn.Module):
         if layered:
             new = HFLayeredRotaryEmbedding(config)
             same = all(_same_plan(cls, config, new._plan(lt), layer_type=lt) for lt in new.rope_type)
+        elif mrope_interleaved is not None:
+            new = HFMultimodalRotaryEmbedding(config, mrope_section=section, mrope_interleaved=mrope_interleaved)
+            same = _same_plan(cls, config, rope.frequency_plan_from_config(config))
         else:
             new = HFRotaryEmbedding(config, fp32_cos_sin=_ROTARY_FORMS[forward])
             same = _same_plan(cls, config, rope.frequency_plan_from_config(config))
@@ -478,6 +530,8 @@ class HFRotaryEmbedding(RotaryEmbedding):
         self.rope_type = self.rope_parameters.get("rope_type", self.rope_parameters.get("type", "default"))
         self.max_seq_len_cached = self.original_max_seq_len = self.max_position_embeddings
         self.register_buffer("original_inv_freq", self.inv_freq.clone(), persistent=False)
+        # Positions without axes, whatever the config holds (HFMultimodalRotaryEmbedding has them).
+        self.mrope_section, self.mrope_interleaved = None, False
         if device is not None:
             self.to(device)
 
@@ -503,26 +557,57 @@ class HFRotaryEmbedding(RotaryEmbedding):
             inv_freq, scaling = self._plan_for(self._last_position(x, position_ids, 0, None) + 1)
         else:
             inv_freq, scaling = self.inv_freq, self.attention_scaling
-        return _cos_sin(x, position_ids, inv_freq, scaling, torch.float32 if self.fp32_cos_sin else x.dtype)
+        return _cos_sin(x, position_ids, inv_freq, scaling, torch.float32 if self.fp32_cos_sin else x.dtype,
+                        self.mrope_section, self.mrope_interleaved)
 
 
-def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, dtype: torch.dtype):
+class HFMultimodalRotaryEmbedding(HFRotaryEmbedding):
+    """Stands in for a multimodal rotary module (Qwen2-VL's and Qwen2.5-VL's
+    contiguous (t, h, w) sections, Qwen3-VL's interleaved ones) and keeps its
+    contract: ``forward(x, position_ids)`` takes ``(batch, seq)`` or ``(3,
+    batch, seq)`` positions and returns ``(cos, sin)``, ``(batch, seq,
+    rotary_dim)``, each frequency turned by its own axis' positions; the
+    wrapped ``apply_rotary_pos_emb`` fuses them as for Llama (one launch,
+    positions with axes, see :func:`posemb.rotary`)."""
+
+    def __init__(self, config, device=None, *, mrope_section, mrope_interleaved: bool = False) -> None:
+        super().__init__(config)
+        self.mrope_section, self.mrope_interleaved = [int(n) for n in mrope_section], bool(mrope_interleaved)
+        if device is not None:
+            self.to(device)
+
+    @classmethod
+    def from_hf(cls, original: nn.Module, *, mrope_interleaved: bool = False) -> "HFMultimodalRotaryEmbedding":
+        return cls(original.config, device=original.inv_freq.device, mrope_section=original.mrope_section,
+                   mrope_interleaved=mrope_interleaved)
+
+    def forward(self, x: Tensor, position_ids: Tensor):
+        return super().forward(x, position_ids.expand(3, -1, -1))
+
+
+def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, dtype: torch.dtype,
+             mrope_section=None, mrope_interleaved: bool = False):
     """Hugging Face's ``(cos, sin)``, ``(*position_ids.shape, rotary_dim)`` in
-    ``dtype``, made by posemb's kernel and marked as posemb's."""
+    ``dtype`` (``position_ids.shape[1:]`` for positions with axes), made by
+    posemb's kernel and marked as posemb's."""
     device = x.device
     inv_freq, positions = inv_freq.to(device), position_ids.to(device)
     half = inv_freq.numel()
-    shape = positions.shape
-    rows = positions.reshape(-1, shape[-1] if len(shape) else 1)
+    if mrope_section is None:
+        shape = positions.shape
+        rows = positions.reshape(-1, shape[-1] if len(shape) else 1)
+    else:  # (axes, batch, seq)
+        shape, rows = positions.shape[1:], positions
     # One row of (1..1, 0..0) turned by each position: the first half of
     # the result is cos * scaling, the second sin * scaling.
     unit = (torch.arange(2 * half, device=device) < half).to(torch.float32)
-    table = ops.rotary(unit.expand(rows.shape[0], rows.shape[1], 1, 2 * half), None, inv_freq, rows,
-                       attention_scaling=scaling, seq_dim=1)
+    table = ops.rotary(unit.expand(rows.shape[-2], rows.shape[-1], 1, 2 * half), None, inv_freq, rows,
+                       attention_scaling=scaling, seq_dim=1, mrope_section=mrope_section,
+                       mrope_interleaved=mrope_interleaved)
     table = table.to(dtype).reshape(*shape, 2 * half)
     c, s = table[..., :half], table[..., half:]
     cos, sin = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
-    made = _Made(positions, inv_freq, scaling)
+    made = _Made(positions, inv_freq, scaling, mrope_section, mrope_interleaved)
     made.cos_version, made.sin_version = _version(cos), _version(sin)
     setattr(cos, _MADE, made)
     setattr(sin, _MADE, made)
@@ -841,7 +926,9 @@ def _rotary_dispatch(original, kind: str = "llama"):
                 # The eager code's result dtype (q * cos promotes).
                 dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), cos.dtype)
                 q_out, k_out = ops.rotary(q.to(dtype), k.to(dtype), made.inv_freq, made.positions,
-                                          attention_scaling=made.attention_scaling, seq_dim=seq_dim)
+                                          attention_scaling=made.attention_scaling, seq_dim=seq_dim,
+                                          mrope_section=made.mrope_section,
+                                          mrope_interleaved=made.mrope_interleaved)
                 if cast:
                     q_out, k_out = q_out.to(q.dtype), k_out.to(k.dtype)
                 return q_out, k_out
