@@ -34,16 +34,24 @@ void RotaryEmbeddingImpl::reset() {
 void RotaryEmbeddingImpl::pretty_print(std::ostream& stream) const {
   stream << "posemb::nn::RotaryEmbedding(head_dim=" << options.head_dim()
          << ", rotary_dim=" << 2 * inv_freq.size(0) << ", interleaved="
-         << (options.interleaved() ? "true" : "false") << ")";
+         << (options.interleaved() ? "true" : "false");
+  if (options.mrope_section().has_value()) {
+    stream << ", mrope_section=" << c10::IntArrayRef(*options.mrope_section())
+           << ", mrope_interleaved=" << (options.mrope_interleaved() ? "true" : "false");
+  }
+  stream << ")";
 }
 
 std::tuple<torch::Tensor, torch::Tensor> RotaryEmbeddingImpl::forward(const torch::Tensor& q,
                                                                       const torch::Tensor& k,
                                                                       const torch::Tensor& positions,
                                                                       int64_t offset) {
+  const auto& sections = options.mrope_section();
   return posemb::rotary(q, k, inv_freq, detail::optional_tensor(positions), std::nullopt, offset,
                         std::nullopt, options.attention_scaling(), options.interleaved(),
-                        options.seq_dim());
+                        options.seq_dim(),
+                        sections.has_value() ? at::OptionalIntArrayRef(*sections) : at::OptionalIntArrayRef(),
+                        options.mrope_interleaved());
 }
 
 }  // namespace posemb::nn

@@ -135,16 +135,19 @@ PYBIND11_MODULE(_cpp, m) {
     auto cls = bind_module<Impl, true>(m, "RotaryEmbedding");
     cls.def(py::init([](int64_t head_dim, double base, std::optional<int64_t> rotary_dim, double linear_factor,
                         std::optional<torch::Tensor> inv_freq, double attention_scaling, bool interleaved,
-                        int64_t seq_dim) {
+                        int64_t seq_dim, std::optional<std::vector<int64_t>> mrope_section, bool mrope_interleaved) {
               return std::make_shared<Impl>(RotaryEmbeddingOptions(head_dim)
                                                 .base(base).rotary_dim(rotary_dim).linear_factor(linear_factor)
                                                 .inv_freq(std::move(inv_freq))
                                                 .attention_scaling(attention_scaling)
-                                                .interleaved(interleaved).seq_dim(seq_dim));
+                                                .interleaved(interleaved).seq_dim(seq_dim)
+                                                .mrope_section(std::move(mrope_section))
+                                                .mrope_interleaved(mrope_interleaved));
             }),
             py::arg("head_dim"), py::kw_only(), py::arg("base") = 10000.0, py::arg("rotary_dim") = py::none(),
             py::arg("linear_factor") = 1.0, py::arg("inv_freq") = py::none(),
-            py::arg("attention_scaling") = 1.0, py::arg("interleaved") = false, py::arg("seq_dim") = 1)
+            py::arg("attention_scaling") = 1.0, py::arg("interleaved") = false, py::arg("seq_dim") = 1,
+            py::arg("mrope_section") = py::none(), py::arg("mrope_interleaved") = false)
         .def(
             "forward",
             [](Impl& m, const torch::Tensor& q, const torch::Tensor& k,

@@ -471,6 +471,91 @@ def rotary_case(settings: Settings, label, shape, decode, dtype, backward) -> Ca
     return Case("rotary", label, shape, dtype, bytes_moved, variants, notes)
 
 
+# --------------------------------------------------------------------------- multimodal rope
+
+# label, (batch, seq, q heads, kv heads, head_dim), in --quick: Qwen2-VL-7B's attention.
+MROPE_SHAPES = [
+    ("Qwen2-VL prefill, image", (1, 1024, 28, 4, 128), True),
+    ("Qwen2-VL prefill, 4 images", (4, 1024, 28, 4, 128), False),
+]
+MROPE_SECTION = [16, 24, 24]
+
+
+def hf_qwen2_vl_rotary(head_dim: int, device: torch.device):
+    """transformers' Qwen2-VL text rotary module and apply_rotary_pos_emb, offline."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import Qwen2VLTextConfig
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding, apply_rotary_pos_emb
+
+    config = Qwen2VLTextConfig(hidden_size=head_dim * 28, num_attention_heads=28, num_key_value_heads=4,
+                               rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                "mrope_section": MROPE_SECTION})
+    return Qwen2VLRotaryEmbedding(config).to(device), apply_rotary_pos_emb
+
+
+def image_prompt_positions(batch: int, seq: int, device: torch.device) -> torch.Tensor:
+    """(t, h, w) positions as Qwen2-VL gives a prompt of text, one 32 x 24
+    patch image (768 tokens), then text: (3, batch, seq)."""
+    text, image = 128, 32 * 24
+    before = torch.arange(text).expand(3, text)
+    grid = torch.stack([torch.zeros(image, dtype=torch.long), torch.arange(image) // 24,
+                        torch.arange(image) % 24]) + text
+    after = torch.arange(seq - text - image).expand(3, -1) + grid.max() + 1
+    return torch.cat([before, grid, after], dim=1).unsqueeze(1).expand(3, batch, seq).contiguous().to(device)
+
+
+@register("mrope")
+def mrope_cases(settings: Settings) -> Iterator[Case]:
+    for label, shape, in_quick in MROPE_SHAPES:
+        if in_quick or not settings.quick:
+            for dtype in (torch.float32, torch.bfloat16):
+                for backward in (False, True):
+                    yield later(mrope_case, label, shape, dtype, backward)
+
+
+def mrope_case(settings: Settings, label, shape, dtype, backward) -> Case:
+    device = settings.device
+    batch, seq, q_heads, kv_heads, head_dim = shape
+    q = torch.randn(batch, q_heads, seq, head_dim, device=device, dtype=dtype, requires_grad=backward)
+    k = torch.randn(batch, kv_heads, seq, head_dim, device=device, dtype=dtype, requires_grad=backward)
+    positions = image_prompt_positions(batch, seq, device)
+    hf_rotary, apply = hf_qwen2_vl_rotary(head_dim, device)
+    inv_freq = hf_rotary.inv_freq.float()
+    fused = lambda: posemb.rotary(q, k, inv_freq, positions, seq_dim=2, mrope_section=MROPE_SECTION)  # noqa: E731
+
+    def eager(q, k):
+        cos, sin = hf_rotary(q, positions)
+        return apply(q, k, cos.to(q.dtype), sin.to(q.dtype))
+
+    def timed(fn):
+        if not backward:
+            return lambda: fn()
+        grads = (torch.randn_like(q), torch.randn_like(k))
+        return lambda: torch.autograd.backward(fn(), grads)
+
+    label = f"{label}, {'fwd+bwd' if backward else 'forward'}"
+    with torch.no_grad():
+        for ours, theirs, name in zip(fused(), eager(q, k), ("q", "k")):
+            assert_matches(f"mrope {label} {shape} {dtype}: posemb vs transformers, {name}", ours, theirs,
+                           ROTARY_TOLERANCE[dtype])
+    bytes_moved = (q.numel() + k.numel()) * q.element_size() * (4 if backward else 2)
+    roofline = clone_roofline(torch.cat([q.detach().reshape(-1), k.detach().reshape(-1)]), bytes_moved)
+    before = (lambda: clear_grads((q, k))) if backward else None
+    notes: List[str] = []
+    variants = [
+        roofline,
+        Variant("posemb", "posemb", timed(fused), roofline.name, before),
+        Variant("transformers eager", "peer", timed(lambda: eager(q, k)), roofline.name, before),
+    ]
+    if settings.compile:
+        with torch.set_grad_enabled(backward):
+            compiled = compile_or_note(eager, (q, k), notes)
+        if compiled is not None:
+            variants.append(Variant("compile(transformers)", "peer", timed(lambda: compiled(q, k)), roofline.name,
+                                    before))
+    return Case("mrope", label, shape, dtype, bytes_moved, variants, notes)
+
+
 # --------------------------------------------------------------------------- timing and report
 
 def median_time_us(fn, device: torch.device, warmup: int, repeats: int, before=None) -> float:

@@ -129,30 +129,47 @@ def _rotary_dims(q, cu_seqlens, seq_dim: int) -> Tuple[int, Optional[int], int]:
     return seq, batch, 3 - seq - batch
 
 
-def _rotary_strategies(q, k, positions, offsets, cu_seqlens, seq_dim):
+def _axes_position_specs(positions, batch: int, shard: Optional[str]):
+    """Placements of positions with axes ((axes, batch, seq) or (axes, seq)):
+    the axes dimension is never sharded, the others follow q's tokens."""
+    if shard is None:
+        return [R, None]
+    if shard == "batch":
+        shared = _rank(positions) == 2 or (positions.shape[1] == 1 and batch != 1)
+        return [R if shared else Shard(1), None]
+    return [Shard(_rank(positions) - 1), None]
+
+
+def _rotary_strategies(q, k, positions, offsets, cu_seqlens, seq_dim, mrope_section):
     seq, batch, heads = _rotary_dims(q, cu_seqlens, seq_dim)
     cu = R if cu_seqlens is not None else None
-    out = [(R, _position_specs(positions, offsets, 1, None), cu),
-           (Shard(heads), _position_specs(positions, offsets, 1, None), cu)]
+
+    def specs(n, shard):
+        if mrope_section is not None and positions is not None:
+            return _axes_position_specs(positions, n, shard)
+        return _position_specs(positions, offsets, n, shard)
+
+    out = [(R, specs(1, None), cu), (Shard(heads), specs(1, None), cu)]
     if cu_seqlens is None:
-        out.append((Shard(batch), _position_specs(positions, offsets, q.shape[batch], "batch"), None))
-        specs = _position_specs(positions, offsets, 1, "seq")
-        if specs is not None:
-            out.append((Shard(seq), specs, None))
+        out.append((Shard(batch), specs(q.shape[batch], "batch"), None))
+        along_seq = specs(1, "seq")
+        if along_seq is not None:
+            out.append((Shard(seq), along_seq, None))
     return out
 
 
 @_rule([ops.rotary.default, ops.rotary_backward.default])
-def _rotary(q, k, inv_freq, positions, offsets, offset, cu_seqlens, attention_scaling, interleaved, seq_dim):
-    return [([p, p], [p, p, R, *pos, None, cu, None, None, None])
-            for p, pos, cu in _rotary_strategies(q, k, positions, offsets, cu_seqlens, seq_dim)]
+def _rotary(q, k, inv_freq, positions, offsets, offset, cu_seqlens, attention_scaling, interleaved, seq_dim,
+            mrope_section, mrope_interleaved):
+    return [([p, p], [p, p, R, *pos, None, cu, None, None, None, None, None])
+            for p, pos, cu in _rotary_strategies(q, k, positions, offsets, cu_seqlens, seq_dim, mrope_section)]
 
 
 @_rule(ops.rotary_.default)
 def _rotary_inplace(q, k, inv_freq, positions, offsets, offset, cu_seqlens, attention_scaling, interleaved,
-                    seq_dim):
-    return [([], [p, p, R, *pos, None, cu, None, None, None])
-            for p, pos, cu in _rotary_strategies(q, k, positions, offsets, cu_seqlens, seq_dim)]
+                    seq_dim, mrope_section, mrope_interleaved):
+    return [([], [p, p, R, *pos, None, cu, None, None, None, None, None])
+            for p, pos, cu in _rotary_strategies(q, k, positions, offsets, cu_seqlens, seq_dim, mrope_section)]
 
 
 def _bert_token_specs(input_ids, position_ids, token_type_ids) -> Sequence[tuple]:

@@ -56,4 +56,25 @@ TEST(Rotary, ErrorsAndPrettyPrint) {
   EXPECT_EQ(s.str(), "posemb::nn::RotaryEmbedding(head_dim=64, rotary_dim=64, interleaved=true)");
 }
 
+// Multimodal rope from C++: positions (t, h, w), each frequency run on its axis.
+TEST(Rotary, ModuleWithPositionAxes) {
+  torch::manual_seed(1);
+  posemb::nn::RotaryEmbedding rope(posemb::nn::RotaryEmbeddingOptions(16).mrope_section(std::vector<int64_t>{2, 3, 3}));
+  const auto q = torch::randn({2, 5, 4, 16}), k = torch::randn({2, 5, 2, 16});
+  const auto positions = torch::randint(0, 1000, {3, 2, 5});
+  const auto [q_out, k_out] = rope->forward(q, k, positions);
+  // Frequencies 0-1 turn by axis 0, 2-4 by axis 1, 5-7 by axis 2.
+  const auto axis = torch::tensor({0, 0, 1, 1, 1, 2, 2, 2});
+  const auto per_freq = positions.permute({1, 2, 0}).index_select(-1, axis);  // (batch, seq, rotary_dim / 2)
+  const auto theta = per_freq.to(torch::kFloat64) * rope->inv_freq.to(torch::kFloat64);
+  const auto c = torch::cos(theta).unsqueeze(-2), s = torch::sin(theta).unsqueeze(-2);
+  const auto a = q.to(torch::kFloat64).narrow(-1, 0, 8), b = q.to(torch::kFloat64).narrow(-1, 8, 8);
+  const auto expected = torch::cat({a * c - b * s, b * c + a * s}, -1);
+  EXPECT_LE((q_out.to(torch::kFloat64) - expected).abs().max().item<double>(), 2e-6);
+  std::ostringstream p;
+  rope->pretty_print(p);
+  EXPECT_EQ(p.str(), "posemb::nn::RotaryEmbedding(head_dim=16, rotary_dim=16, interleaved=false, "
+                     "mrope_section=[2, 3, 3], mrope_interleaved=false)");
+}
+
 }  // namespace

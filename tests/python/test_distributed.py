@@ -106,6 +106,14 @@ def ops_worker(rank, port):
     posemb.rotary(qd, kd, w, offset=33, inplace=True)
     _check("rotary_ heads q", qd, eq, Shard(2))
     _check("rotary_ heads k", kd, ek, Shard(2))
+    # Positions with axes (multimodal rope) follow q's batch and tokens.
+    axes = torch.randint(0, 10**6, (3, 2, 6), generator=g)
+    mq, mk = posemb.rotary(q, k, inv_freq, axes, mrope_section=[1, 1, 2])
+    for name, p, on_axes in (("heads", Shard(2), Replicate()), ("batch", Shard(0), Shard(1)),
+                             ("seq", Shard(1), Shard(2))):
+        oq, ok = posemb.rotary(D(q, p), D(k, p), w, D(axes, on_axes), mrope_section=[1, 1, 2])
+        _check(f"mrope {name} q", oq, mq, p)
+        _check(f"mrope {name} k", ok, mk, p)
     # Training through the heads-sharded rotary: the gradients are the inverse rotation.
     qd = D(q, Shard(2)).requires_grad_()
     oq = posemb.rotary(qd, None, w, offset=33)

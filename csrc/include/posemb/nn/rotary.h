@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace posemb::nn {
 
@@ -29,6 +30,12 @@ struct RotaryEmbeddingOptions {
   TORCH_ARG(bool, interleaved) = false;
   /// 1: (batch, seq, heads, head_dim); 2: (batch, heads, seq, head_dim); 0: (seq, batch, ...).
   TORCH_ARG(int64_t, seq_dim) = 1;
+  /// Positions with axes (multimodal rope, axial rotary): the frequencies cut
+  /// into runs of these sizes, run a turned by positions[a] of (axes, batch,
+  /// seq) positions; see posemb::rotary.
+  TORCH_ARG(std::optional<std::vector<int64_t>>, mrope_section) = std::nullopt;
+  /// Qwen3-VL's interleaved sections instead of runs.
+  TORCH_ARG(bool, mrope_interleaved) = false;
 };
 
 class RotaryEmbeddingImpl : public torch::nn::Cloneable<RotaryEmbeddingImpl> {
@@ -42,7 +49,7 @@ class RotaryEmbeddingImpl : public torch::nn::Cloneable<RotaryEmbeddingImpl> {
   void pretty_print(std::ostream& stream) const override;
 
   /// (q_out, k_out): q and k turned by position * inv_freq. Token t is at
-  /// offset + t, or at `positions`.
+  /// offset + t, or at `positions` ((axes, batch, seq) with mrope_section).
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& q, const torch::Tensor& k,
                                                    const torch::Tensor& positions = {},
                                                    int64_t offset = 0);
