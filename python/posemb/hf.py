@@ -73,7 +73,7 @@ TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryE
                  "GraniteRotaryEmbedding", "GemmaRotaryEmbedding", "Gemma2RotaryEmbedding", "OlmoRotaryEmbedding",
                  "Olmo2RotaryEmbedding", "Phi3RotaryEmbedding", "GPTNeoXRotaryEmbedding", "Gemma3RotaryEmbedding",
                  "GPTJRotaryEmbedding", "Qwen2VLRotaryEmbedding", "Qwen2_5_VLRotaryEmbedding",
-                 "Qwen3VLTextRotaryEmbedding")
+                 "Qwen3VLTextRotaryEmbedding", "Llama4TextRotaryEmbedding")
 
 
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
@@ -384,6 +384,29 @@ def _apply_form(code):
     return kind, None
 
 
+# Llama 4's rotary: Llama's __init__, angles as complex numbers (freqs_cis)
+# and its own apply_rotary_emb (pairs (2i, 2i+1), q and k (batch, seq, heads,
+# head_dim)). Its layers without rope (iRoPE's no_rope_layers) just skip it.
+_COMPLEX_FORWARD_FORM = """@dynamic_rope_update
+def forward(self, x, position_ids):
+    freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+    freqs_cis = torch.polar(torch.ones_like(freqs), freqs)
+    freqs_cis = freqs_cis * self.attention_scaling
+    return freqs_cis"""
+_COMPLEX_APPLY_FORM = """def apply_rotary_emb(xq, xk, freqs_cis):
+    xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+    xk_ = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))
+    xq_out = torch.view_as_real(xq_ * freqs_cis[:, :, None, :]).flatten(3)
+    xk_out = torch.view_as_real(xk_ * freqs_cis[:, :, None, :]).flatten(3)
+    return (xq_out.type_as(xq), xk_out.type_as(xk))"""
+# The module-level function each apply kind wraps.
+_APPLY_NAMES = {"complex": "apply_rotary_emb"}
+
+
+def _apply_name(kind: str) -> str:
+    return _APPLY_NAMES.get(kind, "apply_rotary_pos_emb")
+
+
 # Multimodal rope (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): Llama's __init__ plus the
 # sections, a forward that expands the positions to (t, h, w) and lays each
 # frequency's axis out by the recomposition form (-> interleaved?).
@@ -456,6 +479,18 @@ def _rotary_replacement(module: nn.Module):
         section = list(getattr(module, "mrope_section", None) or [])
         if len(section) != 3:
             return None, f"its mrope_section {section} is not three (t, h, w) sections"
+    elif init == _INIT_FORM and forward == _COMPLEX_FORWARD_FORM:
+        apply = getattr(code, "apply_rotary_emb", None)
+        if _form(getattr(apply, "posemb_original", apply), decorators=False) != _COMPLEX_APPLY_FORM:
+            return None, "its module's apply_rotary_emb is not Llama 4's"
+        try:
+            new = HFComplexRotaryEmbedding(module.config)
+        except (ValueError, KeyError, TypeError) as error:
+            return None, f"posemb cannot express its rope parameters ({error})"
+        if not _same_plan(cls, module.config, rope.frequency_plan_from_config(module.config)):
+            return None, "its frequencies for this config are not posemb's"
+        device = _buffer_device(module)
+        return (new.to(device) if device is not None else new), "complex"
     elif "Vision" in cls.__name__:
         return None, ("a vision tower's rotary table, indexed by patch rows and columns in the vision model's own "
                       "forward; posemb.rotary with mrope_section computes such axial rotary directly")
@@ -583,6 +618,48 @@ class HFMultimodalRotaryEmbedding(HFRotaryEmbedding):
 
     def forward(self, x: Tensor, position_ids: Tensor):
         return super().forward(x, position_ids.expand(3, -1, -1))
+
+
+class HFComplexRotaryEmbedding(HFRotaryEmbedding):
+    """Stands in for Llama 4's rotary module and keeps its contract:
+    ``forward(x, position_ids)`` returns ``freqs_cis``, complex64 ``(batch,
+    seq, rotary_dim / 2)``, ``attention_scaling * exp(i * angle)``, with
+    posemb's exact angles. The wrapped ``apply_rotary_emb`` recognises it and
+    runs posemb's fused interleaved rotary on q and k; layers without rope
+    (``no_rope_layers``) never call it, as in the original."""
+
+    def __init__(self, config, device=None) -> None:
+        super().__init__(config, device, fp32_cos_sin=True)
+
+    def forward(self, x: Tensor, position_ids: Tensor):
+        cos, sin = super().forward(x, position_ids)
+        made = getattr(cos, _MADE)
+        half = made.inv_freq.numel()
+        freqs_cis = torch.complex(cos[..., :half], sin[..., :half])
+        made.cos_version = made.sin_version = _version(freqs_cis)
+        setattr(freqs_cis, _MADE, made)
+        return freqs_cis
+
+
+def _complex_dispatch(original):
+    """Llama 4's apply_rotary_emb that runs posemb's fused rotary for a
+    freqs_cis posemb made, and the model's own code otherwise."""
+
+    def apply_rotary_emb(xq, xk, freqs_cis):
+        made = getattr(freqs_cis, _MADE, None)
+        if made is not None and isinstance(xq, Tensor) and isinstance(xk, Tensor) and not freqs_cis.requires_grad \
+                and (torch.compiler.is_compiling() or made.cos_version is None
+                     or freqs_cis._version == made.cos_version) \
+                and freqs_cis.dim() == 3 and xq.dim() == 4 and xk.dim() == 4 \
+                and xq.shape[1] == xk.shape[1] == freqs_cis.shape[1] \
+                and xq.shape[-1] == xk.shape[-1] == 2 * made.inv_freq.numel():
+            return ops.rotary(xq, xk, made.inv_freq, made.positions, attention_scaling=made.attention_scaling,
+                              interleaved=True, seq_dim=1)
+        return original(xq, xk, freqs_cis)
+
+    apply_rotary_emb.posemb_original = original
+    apply_rotary_emb.posemb_kind = "complex"
+    return apply_rotary_emb
 
 
 def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, dtype: torch.dtype,
@@ -915,6 +992,8 @@ def _rotary_dispatch(original, kind: str = "llama"):
     or ``partial`` (channels past cos's width passed through)."""
     if kind == "gptj":
         return _gptj_dispatch(original)
+    if kind == "complex":
+        return _complex_dispatch(original)
     extra = _extra_parameters(original)
     partial, cast = kind == "partial", kind == "cast"
 
@@ -1020,9 +1099,9 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
         _set_submodule(model, name, new)
     for module_name, apply_kind in wrap_modules.items():
         code = sys.modules.get(module_name)
-        fn = getattr(code, "apply_rotary_pos_emb", None)
+        fn = getattr(code, _apply_name(apply_kind), None)
         if fn is not None and not hasattr(fn, "posemb_original"):
-            code.apply_rotary_pos_emb = _rotary_dispatch(fn, apply_kind)
+            setattr(code, _apply_name(apply_kind), _rotary_dispatch(fn, apply_kind))
             _WRAPPED[module_name] = fn
     if any(isinstance(new, _OWN_INIT) for new in planned.values()):
         _rebuild_in_init_weights(model)
@@ -1091,6 +1170,6 @@ def restore_functions() -> None:
     they are patched again)."""
     for module_name, original in list(_WRAPPED.items()):
         code = sys.modules.get(module_name)
-        if code is not None and hasattr(getattr(code, "apply_rotary_pos_emb", None), "posemb_original"):
-            code.apply_rotary_pos_emb = original
+        if code is not None and hasattr(getattr(code, original.__name__, None), "posemb_original"):
+            setattr(code, original.__name__, original)
         del _WRAPPED[module_name]
