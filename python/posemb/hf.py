@@ -73,7 +73,8 @@ TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryE
                  "GraniteRotaryEmbedding", "GemmaRotaryEmbedding", "Gemma2RotaryEmbedding", "OlmoRotaryEmbedding",
                  "Olmo2RotaryEmbedding", "Phi3RotaryEmbedding", "GPTNeoXRotaryEmbedding", "Gemma3RotaryEmbedding",
                  "GPTJRotaryEmbedding", "Qwen2VLRotaryEmbedding", "Qwen2_5_VLRotaryEmbedding",
-                 "Qwen3VLTextRotaryEmbedding", "Llama4TextRotaryEmbedding")
+                 "Qwen3VLTextRotaryEmbedding", "Llama4TextRotaryEmbedding",
+                 "PixtralVisionRotaryEmbedding")
 
 
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
@@ -399,6 +400,31 @@ _COMPLEX_APPLY_FORM = """def apply_rotary_emb(xq, xk, freqs_cis):
     xq_out = torch.view_as_real(xq_ * freqs_cis[:, :, None, :]).flatten(3)
     xk_out = torch.view_as_real(xk_ * freqs_cis[:, :, None, :]).flatten(3)
     return (xq_out.type_as(xq), xk_out.type_as(xk))"""
+# Pixtral's vision rotary (2-D axial): positions (patches, 2) of rows and
+# columns, the first half of the (reordered) frequencies on rows, the second
+# on columns.
+_AXIAL_INIT_FORM = """def __init__(self, config):
+    super().__init__()
+    self.config = config
+    self.rope_type = self.config.rope_parameters['rope_type']
+    rope_init_fn: _ = self.compute_axial_rope_parameters
+    if self.rope_type != 'axial':
+        raise ValueError(f'{self.__class__.__name__} supports only axial rope, but requested {self.rope_type}')
+    inv_freq, self.attention_scaling = rope_init_fn(self.config)
+    self.inv_freq = nn.Buffer(inv_freq, persistent=False)
+    self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)"""
+_AXIAL_FORWARD_FORM = """def forward(self, x, position_ids):
+    freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+    cos = freqs.cos() * self.attention_scaling
+    sin = freqs.sin() * self.attention_scaling
+    cos = self.recomposition_frequencies(cos)
+    sin = self.recomposition_frequencies(sin)
+    return (cos.to(x.dtype), sin.to(x.dtype))"""
+_AXIAL_RECOMPOSITION_FORM = """def recomposition_frequencies(self, freq):
+    freq_h, freq_w = (m[:, i % 2] for i, m in enumerate(freq.chunk(2, dim=-1)))
+    freq_hw = torch.cat([freq_h, freq_w], dim=-1)
+    return torch.cat([freq_hw, freq_hw], dim=-1)"""
+
 # The module-level function each apply kind wraps.
 _APPLY_NAMES = {"complex": "apply_rotary_emb"}
 
@@ -491,6 +517,21 @@ def _rotary_replacement(module: nn.Module):
             return None, "its frequencies for this config are not posemb's"
         device = _buffer_device(module)
         return (new.to(device) if device is not None else new), "complex"
+    elif init == _AXIAL_INIT_FORM and forward == _AXIAL_FORWARD_FORM \
+            and _form(getattr(cls, "recomposition_frequencies", None)) == _AXIAL_RECOMPOSITION_FORM:
+        kind, reason = _apply_form(code)
+        if kind is None:
+            return None, reason
+        try:
+            new = HFAxialRotaryEmbedding(module.config)
+        except (ValueError, KeyError, TypeError) as error:
+            return None, f"posemb cannot express its rope parameters ({error})"
+        with torch.device("cpu"):
+            inv_freq, scaling = cls.compute_axial_rope_parameters(module.config)
+        if not (torch.equal(inv_freq.to(torch.float32), new.inv_freq.cpu()) and float(scaling) == 1.0):
+            return None, "its frequencies for this config are not posemb's"
+        device = _buffer_device(module)
+        return (new.to(device) if device is not None else new), kind
     elif "Vision" in cls.__name__:
         return None, ("a vision tower's rotary table, indexed by patch rows and columns in the vision model's own "
                       "forward; posemb.rotary with mrope_section computes such axial rotary directly")
@@ -620,6 +661,42 @@ class HFMultimodalRotaryEmbedding(HFRotaryEmbedding):
         return super().forward(x, position_ids.expand(3, -1, -1))
 
 
+class HFAxialRotaryEmbedding(RotaryEmbedding):
+    """Stands in for Pixtral's vision rotary module (2-D axial rope over
+    image patches) and keeps its contract: ``forward(x, position_ids)``
+    takes ``(patches, 2)`` (row, column) positions and returns ``(cos,
+    sin)``, ``(patches, head_dim)`` in ``x.dtype``. ``inv_freq`` is
+    Pixtral's: the default frequencies reordered, even ones (rows) then odd
+    ones (columns). The wrapped ``apply_rotary_pos_emb`` fuses them: posemb's
+    rotary with positions with axes, ``mrope_section=[head_dim // 4] * 2``."""
+
+    def __init__(self, config, device=None) -> None:
+        head_dim = rope.head_dim_of(config)
+        if head_dim % 4:
+            raise ValueError(f"axial rope needs head_dim divisible by 4, got {head_dim}")
+        super().__init__(head_dim, rope_parameters={"rope_type": "default",
+                                                    "rope_theta": config.rope_parameters["rope_theta"]}, seq_dim=2)
+        _LIVE.add(self)
+        self.config = config
+        self.rope_type = "axial"
+        self.mrope_section = [head_dim // 4] * 2
+        self.register_buffer("original_inv_freq", self.inv_freq.clone(), persistent=False)
+        self.reset_parameters()
+        if device is not None:
+            self.to(device)
+
+    def reset_parameters(self) -> None:
+        """Rebuilds Pixtral's reordered fp32 frequencies, where they live."""
+        super().reset_parameters()
+        self.inv_freq = torch.cat([self.inv_freq[0::2], self.inv_freq[1::2]])
+        if "original_inv_freq" in self._buffers:
+            self.original_inv_freq = self.inv_freq.clone()
+
+    def forward(self, x: Tensor, position_ids: Tensor):
+        return _cos_sin(x, position_ids.movedim(-1, 0), self.inv_freq, self.attention_scaling, x.dtype,
+                        self.mrope_section)
+
+
 class HFComplexRotaryEmbedding(HFRotaryEmbedding):
     """Stands in for Llama 4's rotary module and keeps its contract:
     ``forward(x, position_ids)`` returns ``freqs_cis``, complex64 ``(batch,
@@ -673,8 +750,8 @@ def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, 
     if mrope_section is None:
         shape = positions.shape
         rows = positions.reshape(-1, shape[-1] if len(shape) else 1)
-    else:  # (axes, batch, seq)
-        shape, rows = positions.shape[1:], positions
+    else:  # (axes, batch, seq), or (axes, seq) shared by the batch
+        shape, rows = positions.shape[1:], positions if positions.dim() == 3 else positions.unsqueeze(1)
     # One row of (1..1, 0..0) turned by each position: the first half of
     # the result is cos * scaling, the second sin * scaling.
     unit = (torch.arange(2 * half, device=device) < half).to(torch.float32)
@@ -945,10 +1022,12 @@ def _extra_parameters(original):
     return [(p.name, p.default) for p in params]
 
 
-def _fused_seq_dim(extra, args, kwargs):
+def _fused_seq_dim(extra, args, kwargs, cos_rank: int = 3):
     """Where q and k hold the sequence when the call can be fused: 2 for
     ``unsqueeze_dim=1`` ((batch, heads, seq, head_dim), Llama's), 1 for
-    ``unsqueeze_dim=2``; None for anything else (other arguments given)."""
+    ``unsqueeze_dim=2``, and 2 for a (seq, rotary_dim) cos shared by the
+    batch with ``unsqueeze_dim=0`` (Pixtral's); None for anything else
+    (other arguments given)."""
     unsqueeze_dim = 1
     if args or kwargs:
         if extra is None or len(args) > len(extra):
@@ -964,6 +1043,8 @@ def _fused_seq_dim(extra, args, kwargs):
             return None
     if not isinstance(unsqueeze_dim, int):
         return None
+    if cos_rank == 2:
+        return {0: 2, -3: 2}.get(unsqueeze_dim)
     return {1: 2, -3: 2, 2: 1, -2: 1}.get(unsqueeze_dim)
 
 
@@ -973,11 +1054,11 @@ def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool) -> bool:
     if not torch.compiler.is_compiling():
         if made.cos_version is not None and (cos._version != made.cos_version or sin._version != made.sin_version):
             return False  # written in place since posemb made them
-    if cos.requires_grad or sin.requires_grad or cos.dim() != 3 or not isinstance(q, Tensor) \
+    if cos.requires_grad or sin.requires_grad or cos.dim() not in (2, 3) or not isinstance(q, Tensor) \
             or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
         return False
     width = 2 * made.inv_freq.numel()
-    if cos.shape[-1] != width or cos.shape != sin.shape or not q.shape[seq_dim] == k.shape[seq_dim] == cos.shape[1]:
+    if cos.shape[-1] != width or cos.shape != sin.shape or not q.shape[seq_dim] == k.shape[seq_dim] == cos.shape[-2]:
         return False
     if partial:  # the first `width` channels turned, the rest passed through
         return q.shape[-1] >= width and k.shape[-1] >= width
@@ -1000,7 +1081,7 @@ def _rotary_dispatch(original, kind: str = "llama"):
     def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
         made = getattr(cos, _MADE, None)
         if made is not None and getattr(sin, _MADE, None) is made:
-            seq_dim = _fused_seq_dim(extra, args, kwargs)
+            seq_dim = _fused_seq_dim(extra, args, kwargs, cos.dim() if isinstance(cos, Tensor) else 3)
             if seq_dim is not None and _fusable(made, q, k, cos, sin, seq_dim, partial):
                 # The eager code's result dtype (q * cos promotes).
                 dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), cos.dtype)

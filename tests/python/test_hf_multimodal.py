@@ -163,3 +163,59 @@ def test_sections_that_are_not_three_are_left_alone():
     replaced, said = patch_quietly(model)
     assert replaced == {}
     assert any("mrope_section [4, 4] is not three (t, h, w) sections" in s for s in said)
+
+
+# ------------------------------------------------------------ Pixtral (2-D axial)
+
+def pixtral(seed=0):
+    torch.manual_seed(seed)
+    config = transformers.PixtralVisionConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                              num_attention_heads=4, image_size=64, patch_size=8,
+                                              initializer_range=0.25)
+    return transformers.PixtralVisionModel(config).eval()
+
+
+def pixtral_inputs():
+    """Two images of different sizes: 8 x 6 and 4 x 8 patches, packed into one sequence."""
+    return dict(pixel_values=torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)),
+                image_sizes=torch.tensor([[64, 48], [32, 64]]))
+
+
+def test_pixtral_hidden_states_gradients_and_the_fused_kernel(monkeypatch):
+    model = pixtral()
+    ours = copy.deepcopy(model)
+    replaced, said = patch_quietly(ours)
+    assert list(replaced) == ["patch_positional_embedding"] and said == []
+    assert type(replaced["patch_positional_embedding"]).__name__ in posemb.hf.TESTED_ROTARY
+    ref = model(**pixtral_inputs()).last_hidden_state
+    kernel = Counter(monkeypatch, posemb.ops, "rotary")
+    out = ours(**pixtral_inputs()).last_hidden_state
+    assert kernel.calls == 1 + model.config.num_hidden_layers
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+    proj = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
+    (ref * proj).sum().backward()
+    (out * proj).sum().backward()
+    want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    got = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys() and len(got) > 10
+    for name, g in got.items():
+        torch.testing.assert_close(g, want[name], rtol=1e-4, atol=1e-5 * max(1.0, want[name].abs().max().item()),
+                                   msg=name)
+
+
+def test_pixtral_cos_and_sin_are_pixtrals_and_both_axes_matter():
+    model = pixtral()
+    hf = copy.deepcopy(model.patch_positional_embedding)
+    patch_quietly(model)
+    ours = model.patch_positional_embedding
+    x = torch.randn(1)
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(6), indexing="ij")
+    positions = torch.stack([rows.flatten(), cols.flatten()], dim=-1)
+    for got, want in zip(ours(x, positions), hf(x, positions)):
+        assert type(got) is torch.Tensor and got.dtype == want.dtype and got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+    cos = ours(x, positions)[0]
+    assert (ours(x, positions.flip(-1))[0] - cos).abs().max() > 1e-2  # rows and columns are not interchangeable
+    # After a cast the frequencies are still Pixtral's, in fp32.
+    model.to(torch.bfloat16)
+    assert ours.inv_freq.dtype == torch.float32 and torch.equal(ours.inv_freq, hf.inv_freq)
