@@ -80,8 +80,10 @@ TEST(RotaryGridWalk, PositionAxesMatchCpuOp) {
   const auto q = torch::randn({2, 6, 4, 32}), k = torch::randn({2, 6, 2, 32});
   const auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, 32, 2).to(torch::kFloat) / 32);
   const auto positions = torch::randint(0, 1 << 20, {3, 2, 6});
-  const std::vector<int64_t> sections = {4, 6, 6};
   for (bool interleaved_sections : {false, true}) {
+    // Runs of 4, 6, 6 frequencies; or Qwen3-VL's layout, 6 on t and 5 each on h and w.
+    const std::vector<int64_t> sections = interleaved_sections ? std::vector<int64_t>{6, 5, 5}
+                                                               : std::vector<int64_t>{4, 6, 6};
     const auto [eq, ek] = posemb::rotary(q, k, inv_freq, positions, std::nullopt, 0, std::nullopt, 1.0, false, 1,
                                          sections, interleaved_sections);
     auto q_out = grid_walk::poisoned(q.sizes()), k_out = grid_walk::poisoned(k.sizes());
