@@ -20,7 +20,8 @@ imported here):
   :class:`HFSinusoidalPositionalEmbedding` (no table).
 
 - Rotary modules written like Llama's -> :class:`HFRotaryEmbedding`,
-  Gemma 3's per-layer-type module -> :class:`HFLayeredRotaryEmbedding`, and
+  Gemma 3's and Gemma 4's per-layer-type modules ->
+  :class:`HFLayeredRotaryEmbedding`, and
   GPT-J's -> :class:`HFGPTJRotaryEmbedding`. A
   ``*RotaryEmbedding`` module is replaced only when its ``__init__`` and
   ``forward``, and its modeling module's ``apply_rotary_pos_emb`` and
@@ -72,7 +73,7 @@ _DISTILBERT_CHILDREN = {"word_embeddings", "position_embeddings", "LayerNorm", "
 TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding", "Qwen3RotaryEmbedding",
                  "GraniteRotaryEmbedding", "GemmaRotaryEmbedding", "Gemma2RotaryEmbedding", "OlmoRotaryEmbedding",
                  "Olmo2RotaryEmbedding", "Phi3RotaryEmbedding", "GPTNeoXRotaryEmbedding", "Gemma3RotaryEmbedding",
-                 "GPTJRotaryEmbedding")
+                 "Gemma4TextRotaryEmbedding", "GPTJRotaryEmbedding")
 
 
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
@@ -158,6 +159,32 @@ _LAYERED_INIT_FORM = """def __init__(self, config, device=None):
         setattr(self, f'{layer_type}_original_inv_freq', nn.Buffer(curr_inv_freq.clone(), persistent=False))
         setattr(self, f'{layer_type}_attention_scaling', curr_attention_scaling)"""
 
+# Gemma 4's: the same per layer type, from a config resolved for the layer
+# type (its head_dim differs: global layers have wider heads).
+_GEMMA4_INIT_FORM = """def __init__(self, config, device=None):
+    super().__init__()
+    self.max_seq_len_cached = config.max_position_embeddings
+    self.original_max_seq_len = config.max_position_embeddings
+    self.config = config
+    self.layer_types = sorted(set(config.layer_types))
+    self.rope_init_fns: _ = {}
+    self.rope_type: _ = {}
+    for layer_type in self.layer_types:
+        rope_params = self.config.rope_parameters[layer_type]
+        if rope_params is None:
+            continue
+        if (rope_type := rope_params['rope_type']) != 'default':
+            rope_init_fn = ROPE_INIT_FUNCTIONS[rope_type]
+        else:
+            rope_init_fn = self.compute_default_rope_parameters
+        self.rope_init_fns[layer_type] = rope_init_fn
+        self.rope_type[layer_type] = rope_type
+        rope_config = config.per_layer_config[layer_type]
+        curr_inv_freq, curr_attention_scaling = rope_init_fn(rope_config, device, layer_type=layer_type)
+        setattr(self, f'{layer_type}_inv_freq', nn.Buffer(curr_inv_freq, persistent=False))
+        setattr(self, f'{layer_type}_original_inv_freq', nn.Buffer(curr_inv_freq.clone(), persistent=False))
+        setattr(self, f'{layer_type}_attention_scaling', curr_attention_scaling)"""
+
 _LAYERED_FORWARD_FORM = """@dynamic_rope_update
 def forward(self, x, position_ids, layer_type):
     inv_freq = getattr(self, f'{layer_type}_inv_freq')
@@ -197,6 +224,9 @@ _APPLY_FORMS = {
     q_embed = torch.cat([q_embed, q_pass], dim=-1)
     k_embed = torch.cat([k_embed, k_pass], dim=-1)
     return (q_embed, k_embed)""": "partial",
+    # Gemma 4's: one tensor at a time (q, then k unless the layer reuses another's).
+    """def apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
+""" + _UNSQUEEZE + "    return x * cos + rotate_half(x) * sin": "single",
 }
 
 _ROTATE_HALF_FORM = """def rotate_half(x):
@@ -387,7 +417,8 @@ def _rope_init_functions():
 
 
 def _same_plan(cls, config, plan, **kwargs) -> bool:
-    """The family's own frequency code gives posemb's plan, bitwise."""
+    """The family's own frequency code gives posemb's plan, bitwise (Gemma 4:
+    ``config`` is the one resolved for the layer type)."""
     params = config.rope_parameters if not kwargs else config.rope_parameters[kwargs["layer_type"]]
     rope_type = params.get("rope_type", "default")
     init = cls.compute_default_rope_parameters if rope_type == "default" else _rope_init_functions()[rope_type]
@@ -409,17 +440,18 @@ def _rotary_replacement(module: nn.Module):
         device = _buffer_device(module)
         return (new.to(device) if device is not None else new), "gptj"
     init, forward = _form(cls.__init__), _form(cls.forward)
-    layered = init == _LAYERED_INIT_FORM and forward == _LAYERED_FORWARD_FORM
+    per_layer_config = init == _GEMMA4_INIT_FORM
+    layered = init in (_LAYERED_INIT_FORM, _GEMMA4_INIT_FORM) and forward == _LAYERED_FORWARD_FORM
     if not layered and (init != _INIT_FORM or forward not in _ROTARY_FORMS):
-        return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's)"
+        return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's, Gemma 4's)"
     kind, reason = _apply_form(code)
     if kind is None:
         return None, reason
     config = module.config
     try:
         if layered:
-            new = HFLayeredRotaryEmbedding(config)
-            same = all(_same_plan(cls, config, new._plan(lt), layer_type=lt) for lt in new.rope_type)
+            new = HFLayeredRotaryEmbedding(config, per_layer_config=per_layer_config)
+            same = all(_same_plan(cls, new._config_of(lt), new._plan(lt), layer_type=lt) for lt in new.rope_type)
         else:
             new = HFRotaryEmbedding(config, fp32_cos_sin=_ROTARY_FORMS[forward])
             same = _same_plan(cls, config, rope.frequency_plan_from_config(config))
@@ -530,28 +562,31 @@ def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, 
 
 
 class HFLayeredRotaryEmbedding(nn.Module):
-    """Stands in for Gemma 3's rotary module (one frequency plan per layer
-    type, e.g. local ``sliding_attention`` and global ``full_attention`` with
-    different ``rope_theta`` and scaling) and keeps its contract:
+    """Stands in for Gemma 3's and Gemma 4's rotary modules (one frequency
+    plan per layer type, e.g. local ``sliding_attention`` and global
+    ``full_attention`` with different ``rope_theta`` and scaling; with
+    ``per_layer_config``, Gemma 4's, each layer type's head_dim from
+    ``config.per_layer_config``) and keeps their contract:
     ``forward(x, position_ids, layer_type)`` returns that layer type's
     ``(cos, sin)`` as :class:`HFRotaryEmbedding` does. Buffers have Hugging
     Face's names (``{layer_type}_inv_freq``, ``{layer_type}_original_inv_freq``),
     non-persistent, fp32 and rebuilt after every move or cast."""
 
-    def __init__(self, config, device=None) -> None:
+    def __init__(self, config, device=None, *, per_layer_config: bool = False) -> None:
         super().__init__()
         _LIVE.add(self)
         self.config = config
-        self.head_dim = rope.head_dim_of(config)
+        self.per_layer_config = per_layer_config
         self.max_position_embeddings = getattr(config, "max_position_embeddings", None)
         self.max_seq_len_cached = self.original_max_seq_len = self.max_position_embeddings
         self.layer_types = sorted(set(config.layer_types))
-        self.rope_type, self.rope_parameters = {}, {}
+        self.rope_type, self.rope_parameters, self.head_dims = {}, {}, {}
         for layer_type in self.layer_types:
             params = config.rope_parameters[layer_type]
             if params is None:
                 continue
             self.rope_parameters[layer_type] = dict(params)
+            self.head_dims[layer_type] = rope.head_dim_of(self._config_of(layer_type))
             self.rope_type[layer_type] = params.get("rope_type", "default")
             plan = self._plan(layer_type)
             inv_freq = plan.inv_freq.to(torch.empty(0).device)
@@ -561,8 +596,12 @@ class HFLayeredRotaryEmbedding(nn.Module):
         if device is not None:
             self.to(device)
 
+    def _config_of(self, layer_type: str):
+        """The config of a layer type (Gemma 4 resolves one per type)."""
+        return self.config.per_layer_config[layer_type] if self.per_layer_config else self.config
+
     def _plan(self, layer_type: str, seq_len=None):
-        return rope.frequency_plan(self.rope_parameters[layer_type], self.head_dim,
+        return rope.frequency_plan(self.rope_parameters[layer_type], self.head_dims[layer_type],
                                    max_position_embeddings=self.max_position_embeddings, seq_len=seq_len)
 
     def reset_parameters(self) -> None:
@@ -771,11 +810,12 @@ class DistilBertEmbeddings(BertEmbeddings):
 HFRotary = HFRotaryEmbedding
 
 
-def _extra_parameters(original):
-    """The parameters of ``apply_rotary_pos_emb`` after (q, k, cos, sin),
-    with their defaults (older transformers had ``position_ids`` there)."""
+def _extra_parameters(original, skip: int = 4):
+    """The parameters of ``apply_rotary_pos_emb`` after (q, k, cos, sin)
+    (``skip`` of them), with their defaults (older transformers had
+    ``position_ids`` there)."""
     try:
-        params = list(inspect.signature(original).parameters.values())[4:]
+        params = list(inspect.signature(original).parameters.values())[skip:]
     except (TypeError, ValueError):
         return None
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
@@ -822,14 +862,38 @@ def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool) -> bool:
     return q.shape[-1] == k.shape[-1] == width
 
 
+def _single_dispatch(original):
+    """Gemma 4's apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1): posemb's
+    rotary on the one tensor for cos and sin posemb made, the model's own
+    code otherwise."""
+    extra = _extra_parameters(original, skip=3)
+
+    def apply_rotary_pos_emb(x, cos, sin, *args, **kwargs):
+        made = getattr(cos, _MADE, None)
+        if made is not None and getattr(sin, _MADE, None) is made:
+            seq_dim = _fused_seq_dim(extra, args, kwargs)
+            if seq_dim is not None and _fusable(made, x, x, cos, sin, seq_dim, False):
+                dtype = torch.promote_types(x.dtype, cos.dtype)  # the eager code's (x * cos promotes)
+                return ops.rotary(x.to(dtype), None, made.inv_freq, made.positions,
+                                  attention_scaling=made.attention_scaling, seq_dim=seq_dim)
+        return original(x, cos, sin, *args, **kwargs)
+
+    apply_rotary_pos_emb.posemb_original = original
+    apply_rotary_pos_emb.posemb_kind = "single"
+    return apply_rotary_pos_emb
+
+
 def _rotary_dispatch(original, kind: str = "llama"):
     """apply_rotary_pos_emb that runs posemb's fused rotary for cos and sin
     that posemb made, and the model's own code otherwise (models left
     unpatched are unaffected). ``kind`` is the form of the original
-    (``_APPLY_FORMS``): ``llama``, ``cast`` (results in q's and k's dtypes)
-    or ``partial`` (channels past cos's width passed through)."""
+    (``_APPLY_FORMS``): ``llama``, ``cast`` (results in q's and k's dtypes),
+    ``partial`` (channels past cos's width passed through), ``single`` (one
+    tensor: Gemma 4) or ``gptj``."""
     if kind == "gptj":
         return _gptj_dispatch(original)
+    if kind == "single":
+        return _single_dispatch(original)
     extra = _extra_parameters(original)
     partial, cast = kind == "partial", kind == "cast"
 

@@ -489,8 +489,8 @@ class RotaryEmbedding(nn.Module):
         head_dim: the attention head size.
         base: ``rope_theta`` when ``rope_parameters`` is not given.
         rope_parameters: a Hugging Face ``rope_parameters`` dict (``rope_type``
-            ``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3`` or
-            ``longrope`` with its fields).
+            ``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3``,
+            ``longrope`` or ``proportional`` with its fields).
         rotary_dim: rotate only the first ``rotary_dim`` channels (even).
         max_position_embeddings: the model's context (``dynamic``,
             ``yarn``/``longrope`` defaults).
