@@ -482,8 +482,10 @@ class HFRotaryEmbedding(RotaryEmbedding):
     rope type. They are computed by posemb's kernel with exact angles from
     posemb's fp32 frequencies: :func:`posemb.rotary` of a row whose first half
     is ones and second half zeros is ``(cos, sin) * attention_scaling`` of
-    each frequency. ``dynamic`` and ``longrope`` take their plan from the
-    call's largest position (a host read), with no state kept between calls.
+    each frequency. ``dynamic`` and ``longrope`` take their frequencies from
+    the call's largest position, chosen on the device (no host read, so
+    ``torch.compile(fullgraph=True)`` keeps one graph), with no state kept
+    between calls.
 
     The cos and sin it returns carry the positions and plan they were made
     from; the wrapped ``apply_rotary_pos_emb`` of the model recognises them
@@ -531,11 +533,11 @@ class HFRotaryEmbedding(RotaryEmbedding):
         return plan.inv_freq.to(device) if device is not None else plan.inv_freq, plan.attention_scaling
 
     def forward(self, x: Tensor, position_ids: Tensor):
-        if self.rope_type in ("dynamic", "longrope"):
-            inv_freq, scaling = self._plan_for(self._last_position(x, position_ids, 0, None) + 1)
-        else:
-            inv_freq, scaling = self.inv_freq, self.attention_scaling
-        return _cos_sin(x, position_ids, inv_freq, scaling, torch.float32 if self.fp32_cos_sin else x.dtype)
+        inv_freq = self.inv_freq
+        if self.rope_type in rope.LENGTH_DEPENDENT:  # once per forward, on the device: every layer uses it
+            inv_freq = self._inv_freq_for(self._seq_len(x, position_ids, 0, None))
+        return _cos_sin(x, position_ids, inv_freq, self.attention_scaling,
+                        torch.float32 if self.fp32_cos_sin else x.dtype)
 
 
 def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, dtype: torch.dtype):
@@ -592,6 +594,9 @@ class HFLayeredRotaryEmbedding(nn.Module):
             inv_freq = plan.inv_freq.to(torch.empty(0).device)
             self.register_buffer(f"{layer_type}_inv_freq", inv_freq, persistent=False)
             self.register_buffer(f"{layer_type}_original_inv_freq", inv_freq.clone(), persistent=False)
+            if self.rope_type[layer_type] == "longrope":  # fp32 on the host, as RotaryEmbedding.long_inv_freq
+                setattr(self, f"{layer_type}_long_inv_freq", rope.long_inv_freq(
+                    self.rope_parameters[layer_type], self.head_dims[layer_type], self.max_position_embeddings))
             setattr(self, f"{layer_type}_attention_scaling", plan.attention_scaling)
         if device is not None:
             self.to(device)
@@ -621,13 +626,13 @@ class HFLayeredRotaryEmbedding(nn.Module):
         return self
 
     def forward(self, x: Tensor, position_ids: Tensor, layer_type: str):
-        if self.rope_type[layer_type] in ("dynamic", "longrope"):
-            plan = self._plan(layer_type, (int(position_ids.max()) if position_ids.numel() else 0) + 1)
-            inv_freq, scaling = plan.inv_freq, plan.attention_scaling
-        else:
-            inv_freq = getattr(self, f"{layer_type}_inv_freq")
-            scaling = getattr(self, f"{layer_type}_attention_scaling")
-        return _cos_sin(x, position_ids, inv_freq, scaling, x.dtype)
+        inv_freq = getattr(self, f"{layer_type}_inv_freq")
+        if self.rope_type[layer_type] in rope.LENGTH_DEPENDENT:  # on the device, as HFRotaryEmbedding
+            last = position_ids.max() if position_ids.numel() else position_ids.new_zeros(())
+            inv_freq = rope.inv_freq_for_length(self.rope_parameters[layer_type], self.head_dims[layer_type],
+                                                self.max_position_embeddings, last.to(torch.int64) + 1, inv_freq,
+                                                getattr(self, f"{layer_type}_long_inv_freq", None))
+        return _cos_sin(x, position_ids, inv_freq, getattr(self, f"{layer_type}_attention_scaling"), x.dtype)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{lt}: rope_type={t!r}, rotary_dim={2 * getattr(self, lt + '_inv_freq').numel()}"

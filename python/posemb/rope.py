@@ -9,7 +9,9 @@ as exact, so it is computed here in fp32 with the same operations, in the
 same order, as transformers does, giving bitwise the same numbers
 (``tests/python/test_rope.py``).
 
-Only host code lives here; it needs torch, not transformers.
+Host code, but for :func:`inv_freq_for_length` (``dynamic`` and
+``longrope`` choose their frequencies per call, on the device); it needs
+torch, not transformers.
 """
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["FrequencyPlan", "frequency_plan", "frequency_plan_from_config", "rope_parameters_of", "ROPE_TYPES"]
+__all__ = ["FrequencyPlan", "frequency_plan", "frequency_plan_from_config", "inv_freq_for_length",
+           "long_inv_freq", "rope_parameters_of", "LENGTH_DEPENDENT", "ROPE_TYPES"]
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope", "proportional")
+# The rope types whose frequencies depend on the call's largest position.
+LENGTH_DEPENDENT = ("dynamic", "longrope")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +193,39 @@ def _inv_freq(rope_type: str, rope_parameters: Mapping[str, Any], base: float, d
     else:
         inv_freq, attention = _longrope(rope_parameters, base, dim, max_position_embeddings, seq_len)
     return inv_freq, attention
+
+
+def long_inv_freq(rope_parameters: Mapping[str, Any], head_dim: int,
+                  max_position_embeddings: Optional[int] = None) -> Tensor:
+    """``longrope``'s frequencies past the original context (transformers
+    takes them at ``original_max_position_embeddings + 1``)."""
+    seq_len = rope_parameters["original_max_position_embeddings"] + 1
+    return frequency_plan(rope_parameters, head_dim, max_position_embeddings=max_position_embeddings,
+                          seq_len=seq_len).inv_freq
+
+
+def inv_freq_for_length(rope_parameters: Mapping[str, Any], head_dim: int, max_position_embeddings: Optional[int],
+                        seq_len: Tensor, short: Tensor, long: Optional[Tensor] = None) -> Tensor:
+    """The frequencies of ``dynamic`` and ``longrope`` for a sequence length
+    held in a 0-d integer tensor, chosen on ``short``'s device with no host
+    read, so a compiled forward stays one graph.
+
+    ``short`` is the plan without a length (:func:`frequency_plan`). longrope:
+    ``long`` (:func:`long_inv_freq`) past ``original_max_position_embeddings``,
+    as transformers' ``torch.where``. dynamic: past
+    ``max_position_embeddings``, transformers' own fp32 tensor ops of its
+    forward (where the length is a tensor too), so bitwise its numbers.
+    """
+    seq_len = seq_len.to(short.device)
+    if rope_parameters.get("rope_type") == "longrope":
+        return torch.where(seq_len > rope_parameters["original_max_position_embeddings"], long.to(short.device),
+                           short)
+    base, factor = rope_parameters["rope_theta"], rope_parameters["factor"]
+    dim = int(head_dim * rope_parameters.get("partial_rotary_factor", 1.0))
+    length = torch.clamp_min(seq_len, max_position_embeddings)
+    grown = base * ((factor * length / max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device=short.device).float() / dim
+    return torch.where(seq_len > max_position_embeddings, 1.0 / (grown ** exponents), short)
 
 
 def _positive(value) -> bool:
