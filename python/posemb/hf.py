@@ -20,7 +20,8 @@ imported here):
   :class:`HFSinusoidalPositionalEmbedding` (no table).
 
 - Rotary modules written like Llama's -> :class:`HFRotaryEmbedding`,
-  Gemma 3's per-layer-type module -> :class:`HFLayeredRotaryEmbedding`, and
+  Gemma 3's and Gemma 4's per-layer-type modules ->
+  :class:`HFLayeredRotaryEmbedding`, and
   GPT-J's -> :class:`HFGPTJRotaryEmbedding`. A
   ``*RotaryEmbedding`` module is replaced only when its ``__init__`` and
   ``forward``, and its modeling module's ``apply_rotary_pos_emb`` and
@@ -72,8 +73,8 @@ _DISTILBERT_CHILDREN = {"word_embeddings", "position_embeddings", "LayerNorm", "
 TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryEmbedding", "Qwen3RotaryEmbedding",
                  "GraniteRotaryEmbedding", "GemmaRotaryEmbedding", "Gemma2RotaryEmbedding", "OlmoRotaryEmbedding",
                  "Olmo2RotaryEmbedding", "Phi3RotaryEmbedding", "GPTNeoXRotaryEmbedding", "Gemma3RotaryEmbedding",
-                 "GPTJRotaryEmbedding", "Qwen2VLRotaryEmbedding", "Qwen2_5_VLRotaryEmbedding",
-                 "Qwen3VLTextRotaryEmbedding", "Llama4TextRotaryEmbedding",
+                 "Gemma4TextRotaryEmbedding", "GPTJRotaryEmbedding", "Qwen2VLRotaryEmbedding",
+                 "Qwen2_5_VLRotaryEmbedding", "Qwen3VLTextRotaryEmbedding", "Llama4TextRotaryEmbedding",
                  "PixtralVisionRotaryEmbedding")
 
 
@@ -163,6 +164,32 @@ _LAYERED_INIT_FORM = """def __init__(self, config, device=None):
         setattr(self, f'{layer_type}_original_inv_freq', nn.Buffer(curr_inv_freq.clone(), persistent=False))
         setattr(self, f'{layer_type}_attention_scaling', curr_attention_scaling)"""
 
+# Gemma 4's: the same per layer type, from a config resolved for the layer
+# type (its head_dim differs: global layers have wider heads).
+_GEMMA4_INIT_FORM = """def __init__(self, config, device=None):
+    super().__init__()
+    self.max_seq_len_cached = config.max_position_embeddings
+    self.original_max_seq_len = config.max_position_embeddings
+    self.config = config
+    self.layer_types = sorted(set(config.layer_types))
+    self.rope_init_fns: _ = {}
+    self.rope_type: _ = {}
+    for layer_type in self.layer_types:
+        rope_params = self.config.rope_parameters[layer_type]
+        if rope_params is None:
+            continue
+        if (rope_type := rope_params['rope_type']) != 'default':
+            rope_init_fn = ROPE_INIT_FUNCTIONS[rope_type]
+        else:
+            rope_init_fn = self.compute_default_rope_parameters
+        self.rope_init_fns[layer_type] = rope_init_fn
+        self.rope_type[layer_type] = rope_type
+        rope_config = config.per_layer_config[layer_type]
+        curr_inv_freq, curr_attention_scaling = rope_init_fn(rope_config, device, layer_type=layer_type)
+        setattr(self, f'{layer_type}_inv_freq', nn.Buffer(curr_inv_freq, persistent=False))
+        setattr(self, f'{layer_type}_original_inv_freq', nn.Buffer(curr_inv_freq.clone(), persistent=False))
+        setattr(self, f'{layer_type}_attention_scaling', curr_attention_scaling)"""
+
 _LAYERED_FORWARD_FORM = """@dynamic_rope_update
 def forward(self, x, position_ids, layer_type):
     inv_freq = getattr(self, f'{layer_type}_inv_freq')
@@ -202,6 +229,9 @@ _APPLY_FORMS = {
     q_embed = torch.cat([q_embed, q_pass], dim=-1)
     k_embed = torch.cat([k_embed, k_pass], dim=-1)
     return (q_embed, k_embed)""": "partial",
+    # Gemma 4's: one tensor at a time (q, then k unless the layer reuses another's).
+    """def apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
+""" + _UNSQUEEZE + "    return x * cos + rotate_half(x) * sin": "single",
 }
 
 _ROTATE_HALF_FORM = """def rotate_half(x):
@@ -477,7 +507,8 @@ def _rope_init_functions():
 
 
 def _same_plan(cls, config, plan, **kwargs) -> bool:
-    """The family's own frequency code gives posemb's plan, bitwise."""
+    """The family's own frequency code gives posemb's plan, bitwise (Gemma 4:
+    ``config`` is the one resolved for the layer type)."""
     params = config.rope_parameters if not kwargs else config.rope_parameters[kwargs["layer_type"]]
     rope_type = params.get("rope_type", "default")
     init = cls.compute_default_rope_parameters if rope_type == "default" else _rope_init_functions()[rope_type]
@@ -499,7 +530,8 @@ def _rotary_replacement(module: nn.Module):
         device = _buffer_device(module)
         return (new.to(device) if device is not None else new), "gptj"
     init, forward = _form(cls.__init__), _form(cls.forward)
-    layered = init == _LAYERED_INIT_FORM and forward == _LAYERED_FORWARD_FORM
+    per_layer_config = init == _GEMMA4_INIT_FORM
+    layered = init in (_LAYERED_INIT_FORM, _GEMMA4_INIT_FORM) and forward == _LAYERED_FORWARD_FORM
     mrope_interleaved = _mrope_layout(cls, init, forward)
     if mrope_interleaved is not None:
         section = list(getattr(module, "mrope_section", None) or [])
@@ -536,15 +568,15 @@ def _rotary_replacement(module: nn.Module):
         return None, ("a vision tower's rotary table, indexed by patch rows and columns in the vision model's own "
                       "forward; posemb.rotary with mrope_section computes such axial rotary directly")
     elif not layered and (init != _INIT_FORM or forward not in _ROTARY_FORMS):
-        return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's)"
+        return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's, Gemma 4's)"
     kind, reason = _apply_form(code)
     if kind is None:
         return None, reason
     config = module.config
     try:
         if layered:
-            new = HFLayeredRotaryEmbedding(config)
-            same = all(_same_plan(cls, config, new._plan(lt), layer_type=lt) for lt in new.rope_type)
+            new = HFLayeredRotaryEmbedding(config, per_layer_config=per_layer_config)
+            same = all(_same_plan(cls, new._config_of(lt), new._plan(lt), layer_type=lt) for lt in new.rope_type)
         elif mrope_interleaved is not None:
             new = HFMultimodalRotaryEmbedding(config, mrope_section=section, mrope_interleaved=mrope_interleaved)
             same = _same_plan(cls, config, rope.frequency_plan_from_config(config))
@@ -578,8 +610,10 @@ class HFRotaryEmbedding(RotaryEmbedding):
     rope type. They are computed by posemb's kernel with exact angles from
     posemb's fp32 frequencies: :func:`posemb.rotary` of a row whose first half
     is ones and second half zeros is ``(cos, sin) * attention_scaling`` of
-    each frequency. ``dynamic`` and ``longrope`` take their plan from the
-    call's largest position (a host read), with no state kept between calls.
+    each frequency. ``dynamic`` and ``longrope`` take their frequencies from
+    the call's largest position, chosen on the device (no host read, so
+    ``torch.compile(fullgraph=True)`` keeps one graph), with no state kept
+    between calls.
 
     The cos and sin it returns carry the positions and plan they were made
     from; the wrapped ``apply_rotary_pos_emb`` of the model recognises them
@@ -629,12 +663,11 @@ class HFRotaryEmbedding(RotaryEmbedding):
         return plan.inv_freq.to(device) if device is not None else plan.inv_freq, plan.attention_scaling
 
     def forward(self, x: Tensor, position_ids: Tensor):
-        if self.rope_type in ("dynamic", "longrope"):
-            inv_freq, scaling = self._plan_for(self._last_position(x, position_ids, 0, None) + 1)
-        else:
-            inv_freq, scaling = self.inv_freq, self.attention_scaling
-        return _cos_sin(x, position_ids, inv_freq, scaling, torch.float32 if self.fp32_cos_sin else x.dtype,
-                        self.mrope_section, self.mrope_interleaved)
+        inv_freq = self.inv_freq
+        if self.rope_type in rope.LENGTH_DEPENDENT:  # once per forward, on the device: every layer uses it
+            inv_freq = self._inv_freq_for(self._seq_len(x, position_ids, 0, None))
+        return _cos_sin(x, position_ids, inv_freq, self.attention_scaling,
+                        torch.float32 if self.fp32_cos_sin else x.dtype, self.mrope_section, self.mrope_interleaved)
 
 
 class HFMultimodalRotaryEmbedding(HFRotaryEmbedding):
@@ -769,39 +802,49 @@ def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, 
 
 
 class HFLayeredRotaryEmbedding(nn.Module):
-    """Stands in for Gemma 3's rotary module (one frequency plan per layer
-    type, e.g. local ``sliding_attention`` and global ``full_attention`` with
-    different ``rope_theta`` and scaling) and keeps its contract:
+    """Stands in for Gemma 3's and Gemma 4's rotary modules (one frequency
+    plan per layer type, e.g. local ``sliding_attention`` and global
+    ``full_attention`` with different ``rope_theta`` and scaling; with
+    ``per_layer_config``, Gemma 4's, each layer type's head_dim from
+    ``config.per_layer_config``) and keeps their contract:
     ``forward(x, position_ids, layer_type)`` returns that layer type's
     ``(cos, sin)`` as :class:`HFRotaryEmbedding` does. Buffers have Hugging
     Face's names (``{layer_type}_inv_freq``, ``{layer_type}_original_inv_freq``),
     non-persistent, fp32 and rebuilt after every move or cast."""
 
-    def __init__(self, config, device=None) -> None:
+    def __init__(self, config, device=None, *, per_layer_config: bool = False) -> None:
         super().__init__()
         _LIVE.add(self)
         self.config = config
-        self.head_dim = rope.head_dim_of(config)
+        self.per_layer_config = per_layer_config
         self.max_position_embeddings = getattr(config, "max_position_embeddings", None)
         self.max_seq_len_cached = self.original_max_seq_len = self.max_position_embeddings
         self.layer_types = sorted(set(config.layer_types))
-        self.rope_type, self.rope_parameters = {}, {}
+        self.rope_type, self.rope_parameters, self.head_dims = {}, {}, {}
         for layer_type in self.layer_types:
             params = config.rope_parameters[layer_type]
             if params is None:
                 continue
             self.rope_parameters[layer_type] = dict(params)
+            self.head_dims[layer_type] = rope.head_dim_of(self._config_of(layer_type))
             self.rope_type[layer_type] = params.get("rope_type", "default")
             plan = self._plan(layer_type)
             inv_freq = plan.inv_freq.to(torch.empty(0).device)
             self.register_buffer(f"{layer_type}_inv_freq", inv_freq, persistent=False)
             self.register_buffer(f"{layer_type}_original_inv_freq", inv_freq.clone(), persistent=False)
+            if self.rope_type[layer_type] == "longrope":  # fp32 on the host, as RotaryEmbedding.long_inv_freq
+                setattr(self, f"{layer_type}_long_inv_freq", rope.long_inv_freq(
+                    self.rope_parameters[layer_type], self.head_dims[layer_type], self.max_position_embeddings))
             setattr(self, f"{layer_type}_attention_scaling", plan.attention_scaling)
         if device is not None:
             self.to(device)
 
+    def _config_of(self, layer_type: str):
+        """The config of a layer type (Gemma 4 resolves one per type)."""
+        return self.config.per_layer_config[layer_type] if self.per_layer_config else self.config
+
     def _plan(self, layer_type: str, seq_len=None):
-        return rope.frequency_plan(self.rope_parameters[layer_type], self.head_dim,
+        return rope.frequency_plan(self.rope_parameters[layer_type], self.head_dims[layer_type],
                                    max_position_embeddings=self.max_position_embeddings, seq_len=seq_len)
 
     def reset_parameters(self) -> None:
@@ -821,13 +864,13 @@ class HFLayeredRotaryEmbedding(nn.Module):
         return self
 
     def forward(self, x: Tensor, position_ids: Tensor, layer_type: str):
-        if self.rope_type[layer_type] in ("dynamic", "longrope"):
-            plan = self._plan(layer_type, (int(position_ids.max()) if position_ids.numel() else 0) + 1)
-            inv_freq, scaling = plan.inv_freq, plan.attention_scaling
-        else:
-            inv_freq = getattr(self, f"{layer_type}_inv_freq")
-            scaling = getattr(self, f"{layer_type}_attention_scaling")
-        return _cos_sin(x, position_ids, inv_freq, scaling, x.dtype)
+        inv_freq = getattr(self, f"{layer_type}_inv_freq")
+        if self.rope_type[layer_type] in rope.LENGTH_DEPENDENT:  # on the device, as HFRotaryEmbedding
+            last = position_ids.max() if position_ids.numel() else position_ids.new_zeros(())
+            inv_freq = rope.inv_freq_for_length(self.rope_parameters[layer_type], self.head_dims[layer_type],
+                                                self.max_position_embeddings, last.to(torch.int64) + 1, inv_freq,
+                                                getattr(self, f"{layer_type}_long_inv_freq", None))
+        return _cos_sin(x, position_ids, inv_freq, getattr(self, f"{layer_type}_attention_scaling"), x.dtype)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{lt}: rope_type={t!r}, rotary_dim={2 * getattr(self, lt + '_inv_freq').numel()}"
@@ -1010,11 +1053,12 @@ class DistilBertEmbeddings(BertEmbeddings):
 HFRotary = HFRotaryEmbedding
 
 
-def _extra_parameters(original):
-    """The parameters of ``apply_rotary_pos_emb`` after (q, k, cos, sin),
-    with their defaults (older transformers had ``position_ids`` there)."""
+def _extra_parameters(original, skip: int = 4):
+    """The parameters of ``apply_rotary_pos_emb`` after (q, k, cos, sin)
+    (``skip`` of them), with their defaults (older transformers had
+    ``position_ids`` there)."""
     try:
-        params = list(inspect.signature(original).parameters.values())[4:]
+        params = list(inspect.signature(original).parameters.values())[skip:]
     except (TypeError, ValueError):
         return None
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
@@ -1065,16 +1109,40 @@ def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool) -> bool:
     return q.shape[-1] == k.shape[-1] == width
 
 
+def _single_dispatch(original):
+    """Gemma 4's apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1): posemb's
+    rotary on the one tensor for cos and sin posemb made, the model's own
+    code otherwise."""
+    extra = _extra_parameters(original, skip=3)
+
+    def apply_rotary_pos_emb(x, cos, sin, *args, **kwargs):
+        made = getattr(cos, _MADE, None)
+        if made is not None and getattr(sin, _MADE, None) is made:
+            seq_dim = _fused_seq_dim(extra, args, kwargs)
+            if seq_dim is not None and _fusable(made, x, x, cos, sin, seq_dim, False):
+                dtype = torch.promote_types(x.dtype, cos.dtype)  # the eager code's (x * cos promotes)
+                return ops.rotary(x.to(dtype), None, made.inv_freq, made.positions,
+                                  attention_scaling=made.attention_scaling, seq_dim=seq_dim)
+        return original(x, cos, sin, *args, **kwargs)
+
+    apply_rotary_pos_emb.posemb_original = original
+    apply_rotary_pos_emb.posemb_kind = "single"
+    return apply_rotary_pos_emb
+
+
 def _rotary_dispatch(original, kind: str = "llama"):
     """apply_rotary_pos_emb that runs posemb's fused rotary for cos and sin
     that posemb made, and the model's own code otherwise (models left
     unpatched are unaffected). ``kind`` is the form of the original
-    (``_APPLY_FORMS``): ``llama``, ``cast`` (results in q's and k's dtypes)
-    or ``partial`` (channels past cos's width passed through)."""
+    (``_APPLY_FORMS``): ``llama``, ``cast`` (results in q's and k's dtypes),
+    ``partial`` (channels past cos's width passed through), ``single`` (one
+    tensor: Gemma 4), ``complex`` (Llama 4's freqs_cis) or ``gptj``."""
     if kind == "gptj":
         return _gptj_dispatch(original)
     if kind == "complex":
         return _complex_dispatch(original)
+    if kind == "single":
+        return _single_dispatch(original)
     extra = _extra_parameters(original)
     partial, cast = kind == "partial", kind == "cast"
 

@@ -489,8 +489,8 @@ class RotaryEmbedding(nn.Module):
         head_dim: the attention head size.
         base: ``rope_theta`` when ``rope_parameters`` is not given.
         rope_parameters: a Hugging Face ``rope_parameters`` dict (``rope_type``
-            ``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3`` or
-            ``longrope`` with its fields).
+            ``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3``,
+            ``longrope`` or ``proportional`` with its fields).
         rotary_dim: rotate only the first ``rotary_dim`` channels (even).
         max_position_embeddings: the model's context (``dynamic``,
             ``yarn``/``longrope`` defaults).
@@ -534,6 +534,13 @@ class RotaryEmbedding(nn.Module):
         plan = rope.frequency_plan(params, head_dim, max_position_embeddings=max_position_embeddings)
         # On the default device, as torch's modules are (meta builds included).
         self.register_buffer("inv_freq", plan.inv_freq.to(torch.empty(0).device), persistent=False)
+        # longrope's frequencies past the original context, made once, fp32 on
+        # the host: a plain attribute (as transformers keeps it), so casts,
+        # meta builds and deferred initialisation leave it alone. The forward
+        # only chooses between the two, on the device.
+        self.long_inv_freq = None
+        if params.get("rope_type") == "longrope":
+            self.long_inv_freq = rope.long_inv_freq(params, head_dim, max_position_embeddings)
         self.attention_scaling = plan.attention_scaling
 
     def reset_parameters(self) -> None:
@@ -562,25 +569,34 @@ class RotaryEmbedding(nn.Module):
                    max_position_embeddings=getattr(config, "max_position_embeddings", None),
                    interleaved=interleaved, seq_dim=seq_dim)
 
-    def _last_position(self, q: Tensor, positions, offset, cu_seqlens) -> int:
-        """The largest position of the call (a host sync), as transformers takes
-        for dynamic and longrope: over the batch, or over each packed sequence."""
+    def _seq_len(self, q: Tensor, positions, offset, cu_seqlens) -> Tensor:
+        """The largest position of the call plus one, as transformers takes it
+        for dynamic and longrope (over the batch, or over each packed
+        sequence): a 0-d int64 tensor on the device, never read on the host."""
+        device = self.inv_freq.device
+        zero = torch.zeros((), dtype=torch.int64, device=device)
         if positions is not None:
-            return int(positions.max()) if positions.numel() else 0
-        offset = torch.as_tensor(offset)
-        if cu_seqlens is not None:
-            lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
-            return int((offset.to(lengths.device) + lengths).max()) - 1 if lengths.numel() else 0
-        largest = int(offset.max()) if offset.numel() else 0
-        return largest + q.shape[self.seq_dim] - 1
+            last = positions.max() if positions.numel() else zero
+        else:
+            offset = torch.as_tensor(offset, device=device)
+            if cu_seqlens is not None:
+                lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(device, torch.int64)
+                last = (offset + lengths).max() - 1 if lengths.numel() else zero
+            else:
+                last = (offset.max() if offset.numel() else zero) + q.shape[self.seq_dim] - 1
+        return last.to(device, torch.int64) + 1
+
+    def _inv_freq_for(self, seq_len: Tensor) -> Tensor:
+        """The frequencies for a call whose largest position is ``seq_len - 1``
+        (dynamic and longrope depend on it), on the device."""
+        if self.rope_parameters.get("rope_type") not in rope.LENGTH_DEPENDENT:
+            return self.inv_freq
+        return rope.inv_freq_for_length(self.rope_parameters, self.head_dim, self.max_position_embeddings,
+                                        seq_len, self.inv_freq, self.long_inv_freq)
 
     def _plan_for(self, seq_len: int):
-        """dynamic and longrope frequencies depend on the sequence length."""
-        if self.rope_parameters.get("rope_type") not in ("dynamic", "longrope"):
-            return self.inv_freq, self.attention_scaling
-        plan = rope.frequency_plan(self.rope_parameters, self.head_dim,
-                                   max_position_embeddings=self.max_position_embeddings, seq_len=seq_len)
-        return plan.inv_freq.to(self.inv_freq.device), plan.attention_scaling
+        """``(inv_freq, attention_scaling)`` for a sequence length (an int)."""
+        return self._inv_freq_for(torch.tensor(seq_len)), self.attention_scaling
 
     def forward(
         self,
@@ -593,12 +609,11 @@ class RotaryEmbedding(nn.Module):
         inplace: bool = False,
     ):
         """``(q_out, k_out)`` (or ``q_out`` without k): see :func:`posemb.rotary`."""
-        if self.rope_parameters.get("rope_type") in ("dynamic", "longrope"):
-            inv_freq, scaling = self._plan_for(self._last_position(q, positions, offset, cu_seqlens) + 1)
-        else:
-            inv_freq, scaling = self.inv_freq, self.attention_scaling
+        inv_freq = self.inv_freq
+        if self.rope_parameters.get("rope_type") in rope.LENGTH_DEPENDENT:
+            inv_freq = self._inv_freq_for(self._seq_len(q, positions, offset, cu_seqlens))
         return ops.rotary(q, k, inv_freq, positions, offset=offset, cu_seqlens=cu_seqlens,
-                          attention_scaling=scaling, interleaved=self.interleaved, seq_dim=self.seq_dim,
+                          attention_scaling=self.attention_scaling, interleaved=self.interleaved, seq_dim=self.seq_dim,
                           mrope_section=self.mrope_section, mrope_interleaved=self.mrope_interleaved,
                           inplace=inplace)
 

@@ -2,14 +2,16 @@
 
 A plan is an fp32 ``inv_freq`` of ``rotary_dim // 2`` frequencies and a float
 ``attention_scaling`` that multiplies cos and sin. Hugging Face's rope types
-(``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3``, ``longrope``)
-all produce exactly that pair, so one rotary kernel serves them all with
-nothing cached. The plan is the kernel's parameter and taken as exact, so it
-is computed here in fp32 with the same operations, in the same order, as
-transformers does, giving bitwise the same numbers
+(``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3``, ``longrope``,
+``proportional``) all produce exactly that pair, so one rotary kernel serves
+them all with nothing cached. The plan is the kernel's parameter and taken
+as exact, so it is computed here in fp32 with the same operations, in the
+same order, as transformers does, giving bitwise the same numbers
 (``tests/python/test_rope.py``).
 
-Only host code lives here; it needs torch, not transformers.
+Host code, but for :func:`inv_freq_for_length` (``dynamic`` and
+``longrope`` choose their frequencies per call, on the device); it needs
+torch, not transformers.
 """
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["FrequencyPlan", "frequency_plan", "frequency_plan_from_config", "rope_parameters_of", "ROPE_TYPES"]
+__all__ = ["FrequencyPlan", "frequency_plan", "frequency_plan_from_config", "inv_freq_for_length",
+           "long_inv_freq", "rope_parameters_of", "LENGTH_DEPENDENT", "ROPE_TYPES"]
 
-ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope", "proportional")
+# The rope types whose frequencies depend on the call's largest position.
+LENGTH_DEPENDENT = ("dynamic", "longrope")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +110,16 @@ def _longrope(params: Mapping[str, Any], base: float, dim: int, max_positions: O
     return 1.0 / (ext * base**exponents), attention
 
 
+def _proportional(params: Mapping[str, Any], base: float, head_dim: int):
+    """Gemma 4's: the first ``partial_rotary_factor`` of the head_dim/2
+    frequencies with exponents over the whole head, the rest zero (those
+    channels are not turned), all divided by ``factor``."""
+    angles = int(params.get("partial_rotary_factor", 1.0) * head_dim // 2)
+    turned = 1.0 / (base ** (torch.arange(0, 2 * angles, 2, dtype=torch.int64).float() / head_dim))
+    inv_freq = torch.cat((turned, torch.zeros(head_dim // 2 - angles, dtype=torch.float32)))
+    return inv_freq / params.get("factor", 1.0), 1.0
+
+
 def frequency_plan(
     rope_parameters: Mapping[str, Any],
     head_dim: int,
@@ -120,7 +135,8 @@ def frequency_plan(
             ``low_freq_factor``, ``beta_fast``, ``long_factor``, ...), and
             optionally ``partial_rotary_factor``.
         head_dim: the attention head size; ``rotary_dim`` is
-            ``int(head_dim * partial_rotary_factor)``.
+            ``int(head_dim * partial_rotary_factor)`` (``proportional``: the
+            whole head, its frequencies past that fraction zero).
         max_position_embeddings: the model's context length (``dynamic``; the
             default ``factor`` of ``yarn`` and ``longrope``).
         seq_len: the current sequence length (``dynamic`` and ``longrope``
@@ -138,13 +154,17 @@ def frequency_plan(
     if not isinstance(head_dim, int) or head_dim < 2:
         raise ValueError(f"posemb.rope: head_dim must be an int >= 2, got {head_dim!r}")
     dim = int(head_dim * rope_parameters.get("partial_rotary_factor", 1.0))
+    if rope_type == "proportional":
+        dim = head_dim
     if dim < 2 or dim % 2:
         raise ValueError(f"posemb.rope: rotary_dim must be even and at least 2, got {dim}")
 
     with torch.device("cpu"):  # host math, whatever the default device (meta builds included)
         inv_freq, attention = _inv_freq(rope_type, rope_parameters, base, dim, max_position_embeddings, seq_len)
     inv_freq = inv_freq.to(torch.float32).contiguous()
-    if not (torch.isfinite(inv_freq).all() and (inv_freq > 0).all()) or not _positive(attention):
+    # Zero is a frequency only where it means "not turned" (proportional's tail).
+    low = (inv_freq >= 0) if rope_type == "proportional" else (inv_freq > 0)
+    if not (torch.isfinite(inv_freq).all() and low.all()) or not _positive(attention):
         raise ValueError(f"posemb.rope: the rope parameters {dict(rope_parameters)} give frequencies that are not "
                          f"all finite and > 0 (or a bad attention scaling {attention!r})")
     return FrequencyPlan(inv_freq, float(attention))
@@ -168,9 +188,44 @@ def _inv_freq(rope_type: str, rope_parameters: Mapping[str, Any], base: float, d
         inv_freq, attention = _yarn(rope_parameters, base, dim, max_position_embeddings)
     elif rope_type == "llama3":
         inv_freq, attention = _llama3(rope_parameters, base, dim)
+    elif rope_type == "proportional":
+        inv_freq, attention = _proportional(rope_parameters, base, dim)
     else:
         inv_freq, attention = _longrope(rope_parameters, base, dim, max_position_embeddings, seq_len)
     return inv_freq, attention
+
+
+def long_inv_freq(rope_parameters: Mapping[str, Any], head_dim: int,
+                  max_position_embeddings: Optional[int] = None) -> Tensor:
+    """``longrope``'s frequencies past the original context (transformers
+    takes them at ``original_max_position_embeddings + 1``)."""
+    seq_len = rope_parameters["original_max_position_embeddings"] + 1
+    return frequency_plan(rope_parameters, head_dim, max_position_embeddings=max_position_embeddings,
+                          seq_len=seq_len).inv_freq
+
+
+def inv_freq_for_length(rope_parameters: Mapping[str, Any], head_dim: int, max_position_embeddings: Optional[int],
+                        seq_len: Tensor, short: Tensor, long: Optional[Tensor] = None) -> Tensor:
+    """The frequencies of ``dynamic`` and ``longrope`` for a sequence length
+    held in a 0-d integer tensor, chosen on ``short``'s device with no host
+    read, so a compiled forward stays one graph.
+
+    ``short`` is the plan without a length (:func:`frequency_plan`). longrope:
+    ``long`` (:func:`long_inv_freq`) past ``original_max_position_embeddings``,
+    as transformers' ``torch.where``. dynamic: past
+    ``max_position_embeddings``, transformers' own fp32 tensor ops of its
+    forward (where the length is a tensor too), so bitwise its numbers.
+    """
+    seq_len = seq_len.to(short.device)
+    if rope_parameters.get("rope_type") == "longrope":
+        return torch.where(seq_len > rope_parameters["original_max_position_embeddings"], long.to(short.device),
+                           short)
+    base, factor = rope_parameters["rope_theta"], rope_parameters["factor"]
+    dim = int(head_dim * rope_parameters.get("partial_rotary_factor", 1.0))
+    length = torch.clamp_min(seq_len, max_position_embeddings)
+    grown = base * ((factor * length / max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64, device=short.device).float() / dim
+    return torch.where(seq_len > max_position_embeddings, 1.0 / (grown ** exponents), short)
 
 
 def _positive(value) -> bool:

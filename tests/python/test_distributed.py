@@ -187,3 +187,58 @@ def test_fsdp2_training_matches_one_process(tmp_path):
     sharded = torch.load(out_path)
     for name, p in single.named_parameters():
         torch.testing.assert_close(sharded[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def tensor_parallel_worker(rank, port, rope_types):
+    """Llama attention under parallelize_module, Hugging Face's own plan:
+    q, k, v ColwiseParallel (each rank projects its own heads, local
+    outputs), o_proj RowwiseParallel (the sum over heads all-reduced)."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    mesh = _init(rank, port)
+    from test_hf_contract import build
+
+    ids = torch.randint(0, 80, (2, 12), generator=torch.Generator().manual_seed(3))
+    plan = {"self_attn.q_proj": ColwiseParallel(), "self_attn.k_proj": ColwiseParallel(),
+            "self_attn.v_proj": ColwiseParallel(), "self_attn.o_proj": RowwiseParallel()}
+    original = posemb.ops.rotary
+    for rope_type in rope_types:
+        reference = build("llama", rope_type)  # unsharded and unpatched; the same seed on both ranks
+        position_ids = torch.arange(12).expand(2, 12) + (600 if rope_type in ("dynamic", "longrope") else 0)
+        want = reference(ids, position_ids=position_ids).logits
+        want.logsumexp(-1).mean().backward()
+        model = build("llama", rope_type)
+        assert posemb.hf.patch(model)
+        for layer in model.model.layers:
+            parallelize_module(layer, mesh, plan)
+        q_heads = []
+
+        def counted(q, k, *args, **kwargs):
+            q_heads.append(q.shape[1])  # (batch, heads, seq, head_dim) in the layers
+            return original(q, k, *args, **kwargs)
+
+        posemb.ops.rotary = counted
+        try:
+            got = model(ids, position_ids=position_ids).logits
+        finally:
+            posemb.ops.rotary = original
+        # The (cos, sin) table, then the fused rotary of each layer on this
+        # rank's 2 of the 4 query heads.
+        assert q_heads[1:] == [model.config.num_attention_heads // 2] * model.config.num_hidden_layers, q_heads
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=rope_type)
+        got.logsumexp(-1).mean().backward()
+        for name, p in model.named_parameters():
+            grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+            torch.testing.assert_close(grad, reference.get_parameter(name).grad, rtol=1e-4, atol=1e-6,
+                                       msg=f"{rope_type} {name}")
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_llama_attention_tensor_parallel_equals_one_process():
+    """A patched Llama whose attention is tensor parallel on 2 processes
+    (ColwiseParallel q/k/v, RowwiseParallel o_proj) gives the unsharded,
+    unpatched model's logits and gradients, with posemb's fused rotary on
+    each rank's local heads (dynamic and longrope past the context too)."""
+    _spawn(tensor_parallel_worker, ["default", "yarn", "dynamic", "longrope"])

@@ -265,14 +265,24 @@ def test_autocast_gives_the_eager_result_dtype(monkeypatch):
 
 # ----------------------------------------------------------- torch.compile
 
-@pytest.mark.parametrize("rope_type", ["default", "yarn", "llama3"])
+@pytest.mark.compile
+@pytest.mark.parametrize("rope_type", list(ROPE))
 def test_fullgraph_compile_keeps_the_fused_kernel(rope_type):
+    """One graph for every rope type: dynamic and longrope choose their
+    frequencies from the largest position on the device (no host read), so
+    the same graph gives the unpatched logits at short positions and past
+    the original context (longrope's long factors, dynamic's grown base)."""
     model = build("llama", rope_type)
     ids = torch.randint(0, 80, (2, 16), generator=torch.Generator().manual_seed(2))
-    ref = model(ids).logits
+    short = torch.arange(16).repeat(2, 1)  # (strides as long's: one graph serves both)
+    long = short + LONG  # past max_position_embeddings (512) and longrope's 256
+    ref = model(ids, position_ids=short).logits
     ref.logsumexp(-1).mean().backward()
     ref_grads = grads_of(model)
     model.zero_grad()
+    ref_long = model(ids, position_ids=long).logits
+    if rope_type in ("dynamic", "longrope"):  # other frequencies there (a plain shift alone changes nothing)
+        assert (ref_long - ref).abs().max() > 1e-3
     posemb.hf.patch(model)
     graphs = []
 
@@ -281,19 +291,23 @@ def test_fullgraph_compile_keeps_the_fused_kernel(rope_type):
         return torch._dynamo.backends.registry.lookup_backend("aot_eager")(gm, example_inputs)
 
     torch._dynamo.reset()
-    compiled = torch.compile(model, fullgraph=True, backend=backend)
-    out = compiled(ids).logits
-    assert len(graphs) == 1
+    try:
+        compiled = torch.compile(model, fullgraph=True, backend=backend)
+        out = compiled(ids, position_ids=short).logits
+        out_long = compiled(ids, position_ids=long).logits
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 1  # both calls: one graph, no recompile
     rotary = [n for n in graphs[0].graph.nodes
               if n.target in (torch.ops.posemb.rotary, torch.ops.posemb.rotary.default)]
     # The (cos, sin) table, then q and k of each layer (the eager fallback
     # would leave only the first).
     assert len(rotary) == 1 + model.config.num_hidden_layers
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out_long, ref_long, rtol=1e-4, atol=1e-4)
     out.logsumexp(-1).mean().backward()
     for name, g in grads_of(model).items():
         torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-5, msg=name)
-    torch._dynamo.reset()
 
 
 # ------------------------------------------------ deferred initialisation

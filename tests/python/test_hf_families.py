@@ -58,6 +58,16 @@ FAMILIES = {
                     rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                      "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0}}),
                0),
+    # Gemma 4: per layer type too, the global layers with wider heads (32) and
+    # proportional rope (a quarter of the frequencies turned, the rest zero);
+    # apply_rotary_pos_emb(x, cos, sin) takes q and k one at a time.
+    "gemma4": ("Gemma4TextConfig", "Gemma4ForCausalLM", "gemma4",
+               dict(**GQA, head_dim=HEAD, global_head_dim=2 * HEAD, sliding_window=8,
+                    layer_types=["sliding_attention", "full_attention"],
+                    rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                     "full_attention": {"rope_type": "proportional", "rope_theta": 1e6,
+                                                        "partial_rotary_factor": 0.25}}),
+               0),
     # longrope (short factors below 128, long past it) on half the head.
     "phi3": ("Phi3Config", "Phi3ForCausalLM", "phi3",
              dict(**GQA, partial_rotary_factor=0.5,
@@ -111,8 +121,8 @@ def rope_tables(model):
 
 def rotary_calls(model):
     """posemb.rotary calls in one forward: the tables, then q and k of each
-    layer (together, or one at a time for GPT-J)."""
-    per_layer = 2 if model.config.model_type == "gptj" else 1
+    layer (together, or one at a time for GPT-J and Gemma 4)."""
+    per_layer = 2 if model.config.model_type in ("gptj", "gemma4_text") else 1
     return rope_tables(model) + per_layer * model.config.num_hidden_layers
 
 
@@ -482,7 +492,7 @@ def test_marian_is_left_alone_with_a_warning():
     assert any("MarianSinusoidalPositionalEmbedding" in str(w.message) for w in record)
 
 
-@pytest.mark.parametrize("family", ["olmo", "gemma3", "gpt_neox", "gptj"])
+@pytest.mark.parametrize("family", ["olmo", "gemma3", "gemma4", "gpt_neox", "gptj"])
 def test_fullgraph_compile_keeps_the_fused_kernel(family):
     model = build(family)
     ids = torch.randint(3, VOCAB, (2, 12), generator=torch.Generator().manual_seed(2))
@@ -506,7 +516,7 @@ def test_fullgraph_compile_keeps_the_fused_kernel(family):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["gemma3", "gptj"])
+@pytest.mark.parametrize("family", ["gemma3", "gemma4", "gptj"])
 def test_from_pretrained_of_a_model_that_patches_itself(family, tmp_path):
     """from_pretrained builds on meta, materialises the non-persistent buffers
     uninitialised and runs _init_weights, which rebuilds only its own

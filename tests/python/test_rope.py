@@ -35,6 +35,11 @@ CASES = {
                         "original_max_position_embeddings": 1024}, 512),
     "longrope-long": ({"rope_type": "longrope", "rope_theta": 10000.0, "long_factor": LONG, "short_factor": SHORT,
                        "original_max_position_embeddings": 1024}, 4096),
+    # Gemma 4's: a quarter of the frequencies turned (exponents over the whole head), the rest zero.
+    "proportional": ({"rope_type": "proportional", "rope_theta": 1e6, "partial_rotary_factor": 0.25}, None),
+    "proportional-factor": ({"rope_type": "proportional", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                             "factor": 8.0}, None),
+    "proportional-whole": ({"rope_type": "proportional", "rope_theta": 10000.0}, None),
 }
 
 
@@ -60,7 +65,12 @@ def test_plan_equals_transformers_bitwise(name):
     assert plan.inv_freq.dtype == torch.float32
     assert torch.equal(plan.inv_freq, inv_freq.float()), (plan.inv_freq - inv_freq).abs().max()
     assert plan.attention_scaling == scaling
-    assert plan.rotary_dim == int(HEAD * params.get("partial_rotary_factor", 1.0))
+    if params["rope_type"] == "proportional":  # the whole head; the frequencies past the fraction are 0
+        assert plan.rotary_dim == HEAD
+        turned = int(params.get("partial_rotary_factor", 1.0) * HEAD // 2)
+        assert (plan.inv_freq[:turned] > 0).all() and (plan.inv_freq[turned:] == 0).all()
+    else:
+        assert plan.rotary_dim == int(HEAD * params.get("partial_rotary_factor", 1.0))
     from_config = frequency_plan_from_config(config, seq_len=seq_len)
     assert torch.equal(from_config.inv_freq, plan.inv_freq) and from_config.attention_scaling == plan.attention_scaling
 

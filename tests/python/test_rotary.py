@@ -221,6 +221,42 @@ def test_compile_equals_eager_without_recompiles(device):
     assert compiled_graphs(counter) == 1
 
 
+
+@pytest.mark.compile
+@pytest.mark.parametrize("rope_type", ["dynamic", "longrope"])
+def test_length_dependent_plans_compile_into_one_graph(rope_type, device):
+    """dynamic and longrope choose their frequencies from the call's largest
+    position on the device, with no host read: one fullgraph graph serves
+    positions within and past the original context (other frequencies
+    there), equal to eager, for positions and for per-sequence offsets."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from test_sinusoidal import compiled_graphs
+
+    params = {"rope_type": rope_type, "rope_theta": 1e4, "factor": 2.0}
+    if rope_type == "longrope":
+        params = dict(params, short_factor=[1.0 + 0.01 * i for i in range(16)],
+                      long_factor=[1.0 + 0.2 * i for i in range(16)], original_max_position_embeddings=64)
+    rope = posemb.nn.RotaryEmbedding(32, rope_parameters=params, max_position_embeddings=64).to(device)
+    assert not torch.equal(rope._inv_freq_for(torch.tensor(200)), rope.inv_freq)  # past the context: other ones
+    counter = CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    by_positions = torch.compile(lambda q, k, p: rope(q, k, p), backend=counter, fullgraph=True)
+    by_offset = torch.compile(lambda q, k, o: rope(q, k, offset=o), backend=counter, fullgraph=True)
+    try:
+        q, k = torch.randn(2, 8, 4, 32, device=device), torch.randn(2, 8, 2, 32, device=device)
+        for start in (0, 10, 100, 190):  # the largest position below 64, then past it
+            positions = (torch.arange(8, device=device) + start).repeat(2, 1)
+            offsets = torch.tensor([start, start // 2], device=device)
+            for got, want in ((by_positions(q, k, positions), rope(q, k, positions)),
+                              (by_offset(q, k, offsets), rope(q, k, offset=offsets))):
+                torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+                torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-6)
+    finally:
+        torch._dynamo.reset()
+    assert compiled_graphs(counter) == 2  # one each, no recompiles
+
+
 ERRORS = [
     (lambda t, w: OP(t(2, 3, 2, 8).long(), t(2, 3, 2, 8).long(), w), "q must be float32"),
     (lambda t, w: OP(t(2, 3, 8), t(2, 3, 8), w), r"q must be \(batch, seq, heads, head_dim\)"),
