@@ -564,10 +564,10 @@ def _rotary_replacement(module: nn.Module):
             return None, "its frequencies for this config are not posemb's"
         device = _buffer_device(module)
         return (new.to(device) if device is not None else new), kind
-    elif "Vision" in cls.__name__:
-        return None, ("a vision tower's rotary table, indexed by patch rows and columns in the vision model's own "
-                      "forward; posemb.rotary with mrope_section computes such axial rotary directly")
     elif not layered and (init != _INIT_FORM or forward not in _ROTARY_FORMS):
+        if "Vision" in cls.__name__:
+            return None, ("a vision tower's rotary table, indexed by patch rows and columns in the vision model's "
+                          "own forward; posemb.rotary with mrope_section computes such axial rotary directly")
         return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's, Gemma 4's)"
     kind, reason = _apply_form(code)
     if kind is None:
