@@ -219,3 +219,18 @@ def test_pixtral_cos_and_sin_are_pixtrals_and_both_axes_matter():
     # After a cast the frequencies are still Pixtral's, in fp32.
     model.to(torch.bfloat16)
     assert ours.inv_freq.dtype == torch.float32 and torch.equal(ours.inv_freq, hf.inv_freq)
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("kind", ["qwen2_vl", "qwen3_vl"])
+def test_text_model_compiles_in_one_graph_with_its_three_axes(kind):
+    model = build(kind)
+    ref_lm = copy.deepcopy(model.model.language_model)
+    patch_quietly(model)
+    lm = model.model.language_model
+    g = torch.Generator().manual_seed(6)
+    embeds, positions = torch.randn(2, 12, 64, generator=g), torch.randint(0, 50, (3, 2, 12), generator=g)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda e, p: lm(inputs_embeds=e, position_ids=p).last_hidden_state, fullgraph=True)
+    ref = ref_lm(inputs_embeds=embeds, position_ids=positions).last_hidden_state
+    torch.testing.assert_close(compiled(embeds, positions), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
