@@ -382,6 +382,39 @@ ROTARY_SHAPES = [
 ROTARY_TOLERANCE = {torch.float32: dict(atol=1e-3, rtol=0.0), torch.bfloat16: dict(atol=6e-2, rtol=2e-2)}
 
 
+def rotary_variants(settings: Settings, what: str, q, k, fused, eager, backward: bool):
+    """What every rotary case times, checked first: the roofline (a clone of
+    q and k, scaled to the bytes moved), posemb, transformers' eager code and
+    its compiled form. Returns (timed, roofline, before, bytes_moved,
+    variants, notes); ``timed(fn)`` adds the backward when asked."""
+    def timed(fn):
+        if not backward:
+            return lambda: fn()
+        grads = (torch.randn_like(q), torch.randn_like(k))
+        return lambda: torch.autograd.backward(fn(), grads)
+
+    with torch.no_grad():
+        for ours, theirs, name in zip(fused(), eager(q, k), ("q", "k")):
+            assert_matches(f"{what}: posemb vs transformers, {name}", ours, theirs, ROTARY_TOLERANCE[q.dtype])
+    # Read q and k, write them back rotated; the backward reads and writes the gradients again.
+    bytes_moved = (q.numel() + k.numel()) * q.element_size() * (4 if backward else 2)
+    roofline = clone_roofline(torch.cat([q.detach().reshape(-1), k.detach().reshape(-1)]), bytes_moved)
+    before = (lambda: clear_grads((q, k))) if backward else None
+    notes: List[str] = []
+    variants = [
+        roofline,
+        Variant("posemb", "posemb", timed(fused), roofline.name, before),
+        Variant("transformers eager", "peer", timed(lambda: eager(q, k)), roofline.name, before),
+    ]
+    if settings.compile:
+        with torch.set_grad_enabled(backward):
+            compiled = compile_or_note(eager, (q, k), notes)
+        if compiled is not None:
+            variants.append(Variant("compile(transformers)", "peer", timed(lambda: compiled(q, k)), roofline.name,
+                                    before))
+    return timed, roofline, before, bytes_moved, variants, notes
+
+
 def hf_llama_rotary(head_dim: int, device: torch.device):
     """transformers' Llama rotary module and apply_rotary_pos_emb, offline."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -419,33 +452,11 @@ def rotary_case(settings: Settings, label, shape, decode, dtype, backward) -> Ca
         cos, sin = hf_rotary(q, position_ids)
         return apply(q, k, cos.to(q.dtype), sin.to(q.dtype))
 
-    def timed(fn):
-        if not backward:
-            return lambda: fn()
-        grads = (torch.randn_like(q), torch.randn_like(k))
-        return lambda: torch.autograd.backward(fn(), grads)
-
     label = f"{label}, {'fwd+bwd' if backward else 'forward'}"
     what = f"rotary {label} {shape} {dtype}"
-    with torch.no_grad():
-        for ours, theirs, name in zip(fused(), eager(q, k), ("q", "k")):
-            assert_matches(f"{what}: posemb vs transformers, {name}", ours, theirs, ROTARY_TOLERANCE[dtype])
-    # Read q and k, write them back rotated; the backward reads and writes the gradients again.
-    bytes_moved = (q.numel() + k.numel()) * q.element_size() * (4 if backward else 2)
-    roofline = clone_roofline(torch.cat([q.detach().reshape(-1), k.detach().reshape(-1)]), bytes_moved)
-    before = (lambda: clear_grads((q, k))) if backward else None
-    notes: List[str] = []
-    variants = [
-        roofline,
-        Variant("posemb", "posemb", timed(fused), roofline.name, before),
-        Variant("transformers eager", "peer", timed(lambda: eager(q, k)), roofline.name, before),
-    ]
-    if settings.compile:
-        with torch.set_grad_enabled(backward):
-            compiled = compile_or_note(eager, (q, k), notes)
-        if compiled is not None:
-            variants.append(Variant("compile(transformers)", "peer", timed(lambda: compiled(q, k)), roofline.name,
-                                    before))
+    timed, roofline, before, bytes_moved, variants, notes = rotary_variants(settings, what, q, k, fused, eager,
+                                                                             backward)
+
     def lucid():
         from rotary_embedding_torch import RotaryEmbedding as LucidRotary
 
@@ -527,32 +538,9 @@ def mrope_case(settings: Settings, label, shape, dtype, backward) -> Case:
         cos, sin = hf_rotary(q, positions)
         return apply(q, k, cos.to(q.dtype), sin.to(q.dtype))
 
-    def timed(fn):
-        if not backward:
-            return lambda: fn()
-        grads = (torch.randn_like(q), torch.randn_like(k))
-        return lambda: torch.autograd.backward(fn(), grads)
-
     label = f"{label}, {'fwd+bwd' if backward else 'forward'}"
-    with torch.no_grad():
-        for ours, theirs, name in zip(fused(), eager(q, k), ("q", "k")):
-            assert_matches(f"mrope {label} {shape} {dtype}: posemb vs transformers, {name}", ours, theirs,
-                           ROTARY_TOLERANCE[dtype])
-    bytes_moved = (q.numel() + k.numel()) * q.element_size() * (4 if backward else 2)
-    roofline = clone_roofline(torch.cat([q.detach().reshape(-1), k.detach().reshape(-1)]), bytes_moved)
-    before = (lambda: clear_grads((q, k))) if backward else None
-    notes: List[str] = []
-    variants = [
-        roofline,
-        Variant("posemb", "posemb", timed(fused), roofline.name, before),
-        Variant("transformers eager", "peer", timed(lambda: eager(q, k)), roofline.name, before),
-    ]
-    if settings.compile:
-        with torch.set_grad_enabled(backward):
-            compiled = compile_or_note(eager, (q, k), notes)
-        if compiled is not None:
-            variants.append(Variant("compile(transformers)", "peer", timed(lambda: compiled(q, k)), roofline.name,
-                                    before))
+    _, _, _, bytes_moved, variants, notes = rotary_variants(settings, f"mrope {label} {shape} {dtype}", q, k, fused,
+                                                            eager, backward)
     return Case("mrope", label, shape, dtype, bytes_moved, variants, notes)
 
 

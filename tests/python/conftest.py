@@ -127,3 +127,19 @@ class Counter:
             return original(*args, **kwargs)
 
         monkeypatch.setattr(owner, name, counted)
+
+
+def assert_same_gradients(model, ref, ours, out, min_parameters: int = 10) -> None:
+    """Backpropagates one random projection of ``ref`` (the unpatched
+    ``model``'s output) and of ``out`` (the patched ``ours``'s), and checks
+    that every parameter gradient agrees (1e-4 relative, 1e-5 of the
+    gradient's largest entry)."""
+    proj = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
+    (ref * proj).sum().backward()
+    (out * proj).sum().backward()
+    want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    got = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys() and len(got) > min_parameters
+    for name, g in got.items():
+        torch.testing.assert_close(g, want[name], rtol=1e-4, atol=1e-5 * max(1.0, want[name].abs().max().item()),
+                                   msg=name)

@@ -16,7 +16,7 @@ import torch
 import posemb
 import posemb.hf
 
-from conftest import Counter
+from conftest import Counter, assert_same_gradients
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -95,15 +95,7 @@ def test_logits_gradients_and_the_fused_kernel(kind, monkeypatch):
         assert section == model.config.text_config.rope_parameters["mrope_section"]
         assert interleaved == (kind == "qwen3_vl")
 
-    proj = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
-    (ref * proj).sum().backward()
-    (out * proj).sum().backward()
-    want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    got = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
-    assert got.keys() == want.keys() and len(got) > 10
-    for name, g in got.items():
-        torch.testing.assert_close(g, want[name], rtol=1e-4, atol=1e-5 * max(1.0, want[name].abs().max().item()),
-                                   msg=name)
+    assert_same_gradients(model, ref, ours, out)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -192,15 +184,7 @@ def test_pixtral_hidden_states_gradients_and_the_fused_kernel(monkeypatch):
     out = ours(**pixtral_inputs()).last_hidden_state
     assert kernel.calls == 1 + model.config.num_hidden_layers
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
-    proj = torch.randn(ref.shape, generator=torch.Generator().manual_seed(7))
-    (ref * proj).sum().backward()
-    (out * proj).sum().backward()
-    want = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    got = {n: p.grad for n, p in ours.named_parameters() if p.grad is not None}
-    assert got.keys() == want.keys() and len(got) > 10
-    for name, g in got.items():
-        torch.testing.assert_close(g, want[name], rtol=1e-4, atol=1e-5 * max(1.0, want[name].abs().max().item()),
-                                   msg=name)
+    assert_same_gradients(model, ref, ours, out)
 
 
 def test_pixtral_cos_and_sin_are_pixtrals_and_both_axes_matter():
