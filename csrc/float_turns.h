@@ -9,8 +9,8 @@
 
 namespace posemb::detail {
 
-/// The n frequencies w_i = scale · exp(-i · log_base / denom) as FloatFreq
+/// The n frequencies w_i = scale · base^(-i / denom) as FloatFreq
 /// (kernels/float_turns.cuh), an int64 [n, 4] tensor on `device`.
-at::Tensor float_freq_table(int64_t n, double log_base, double denom, double scale, const at::Device& device);
+at::Tensor float_freq_table(int64_t n, double base, double denom, double scale, const at::Device& device);
 
 }  // namespace posemb::detail

@@ -63,7 +63,7 @@ at::Tensor sincos_2d_add_impl(Sincos2dRunner run, const at::Tensor& x, const at:
   const at::Tensor h = pos_h.contiguous(), w = pos_w.contiguous();
   const int64_t dim = x.size(2);
   // ω_k = base^(-k / (dim/4)), as diffusers' and MAE's 1-D halves.
-  const at::Tensor freqs = float_freq_table(dim / 4, std::log(base), static_cast<double>(dim / 4), 1.0, x.device());
+  const at::Tensor freqs = float_freq_table(dim / 4, base, static_cast<double>(dim / 4), 1.0, x.device());
   Sincos2dParams p;
   p.x = x.const_data_ptr();
   p.y = y.data_ptr();

@@ -79,7 +79,7 @@ at::Tensor timestep_embedding_impl(TimestepRunner run, const at::Tensor& timeste
   const at::Tensor t = timesteps.to(fp64 ? at::kDouble : at::kFloat).contiguous();
   const int64_t half = embedding_dim / 2;
   const at::Tensor freqs =
-      float_freq_table(half, std::log(max_period), static_cast<double>(half) - downscale_freq_shift, scale,
+      float_freq_table(half, max_period, static_cast<double>(half) - downscale_freq_shift, scale,
                        timesteps.device());
   TimestepParams p;
   p.timesteps = t.const_data_ptr();
