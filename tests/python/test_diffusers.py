@@ -130,3 +130,15 @@ def test_patched_model_compiles_without_graph_breaks():
     compiled = torch.compile(lambda s, t: model(s, t, return_dict=False)[0], fullgraph=True)
     torch.testing.assert_close(compiled(kwargs["sample"], kwargs["timestep"]),
                                model(**kwargs, return_dict=False)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_under_autocast_the_patched_block_keeps_diffusers_dtype():
+    """bf16 conv output + the fp32 grid: diffusers adds in fp32 and rounds to
+    bf16 once; posemb adds in fp32 inside the kernel and rounds once."""
+    model, inputs, _ = sd3()
+    original = model.pos_embed
+    x = inputs()["hidden_states"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = original(x), pd.PatchEmbed(original)(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
