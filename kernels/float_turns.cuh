@@ -58,9 +58,12 @@ POSEMB_HD uint64_t integer_turns(P n, uint64_t F) {
   // n = m · 2^shift, m an integer of the type's mantissa width, shift >= 10.
   constexpr int kBits = sizeof(P) == 4 ? 24 : 53;
   int e;
-  P m;
-  if constexpr (sizeof(P) == 4) m = frexpf(n, &e); else m = frexp(n, &e);
-  const int64_t mi = static_cast<int64_t>(sizeof(P) == 4 ? ldexpf(m, kBits) : ldexp(m, kBits));
+  int64_t mi;
+  if constexpr (sizeof(P) == 4) {  // float calls only: no fp64 on the fp32 path
+    mi = static_cast<int64_t>(ldexpf(frexpf(n, &e), kBits));
+  } else {
+    mi = static_cast<int64_t>(ldexp(frexp(n, &e), kBits));
+  }
   const int shift = e - kBits;
   return shift >= 64 ? 0 : (static_cast<uint64_t>(mi) * F) << shift;
 }
@@ -78,10 +81,12 @@ POSEMB_HD uint64_t float_angle(P p, const FloatFreq& w) {
     hi = w.dhi;
     lo = w.dlo;
   }
-  const P n = sizeof(P) == 4 ? truncf(p) : trunc(p);
+  P n, prod_err;
+  if constexpr (sizeof(P) == 4) n = truncf(p); else n = trunc(p);
   const P f = p - n;  // exact
   const P prod = f * hi;
-  const P prod_err = sizeof(P) == 4 ? fmaf(f, hi, -prod) : fma(f, hi, -prod);  // f·hi = prod + prod_err exactly
+  if constexpr (sizeof(P) == 4) prod_err = fmaf(f, hi, -prod); else prod_err = fma(f, hi, -prod);
+  // f·hi = prod + prod_err exactly
   return detail::integer_turns(n, w.F) + detail::fraction_turns(prod) + detail::fraction_turns(prod_err) +
          detail::fraction_turns(f * lo);
 }
