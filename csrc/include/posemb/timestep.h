@@ -13,8 +13,8 @@ namespace posemb {
 /// [sin(t w_i), cos(t w_i)] (cos first when flipped), w_i = scale ·
 /// max_period^(-i / (embedding_dim/2 - downscale_freq_shift)), and a zero last
 /// column for an odd embedding_dim. Timesteps are taken as float32 (float64
-/// ones as they are); the angle of that float is exact to ~1e-14 rad (README:
-/// "Timestep embeddings and 2-D sin-cos grids"). Output dtype: `dtype`,
+/// ones as they are); the angle of that float is exact to ~1e-14 rad plus
+/// |angle| · 2^-64 (README: "Timestep embeddings and 2-D sin-cos grids"). Output dtype: `dtype`,
 /// default float32 as diffusers'. Differentiable in floating timesteps.
 at::Tensor timestep_embedding(const at::Tensor& timesteps, int64_t embedding_dim, bool flip_sin_to_cos = false,
                               double downscale_freq_shift = 1.0, double scale = 1.0, double max_period = 10000.0,
