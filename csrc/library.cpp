@@ -67,6 +67,26 @@ TORCH_LIBRARY(posemb, m) {
   m.def(
       "rotary_backward(Tensor grad_q, Tensor grad_k, Tensor inv_freq, Tensor? positions=None, "
       "Tensor? offsets=None, SymInt offset=0, Tensor? cu_seqlens=None, "
+<<<<<<< HEAD
       "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1, int[]? mrope_section=None, "
       "bool mrope_interleaved=False) -> (Tensor, Tensor)");
+=======
+      "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1) -> (Tensor, Tensor)");
+
+  // Diffusion timestep embeddings of float timesteps; see csrc/include/posemb/timestep.h.
+  m.def(
+      "timestep_embedding(Tensor timesteps, int embedding_dim, bool flip_sin_to_cos=False, "
+      "float downscale_freq_shift=1.0, float scale=1.0, float max_period=10000.0, *, "
+      "ScalarType? dtype=None) -> Tensor");
+  // The gradient of the timesteps, from the embedding.
+  m.def(
+      "timestep_embedding_backward(Tensor grad, Tensor timesteps, Tensor embedding, bool flip_sin_to_cos, "
+      "float downscale_freq_shift, float scale, float max_period) -> Tensor");
+
+  // y = x + the 2-D sin-cos grid of image patches; see csrc/include/posemb/sincos_2d.h.
+  m.def("sincos_2d_add(Tensor x, Tensor pos_h, Tensor pos_w, float base=10000.0) -> Tensor");
+  m.def(
+      "sincos_2d_table(Tensor pos_h, Tensor pos_w, SymInt dim, float base=10000.0, *, "
+      "ScalarType? dtype=None) -> Tensor");
+>>>>>>> diffusion
 }

@@ -25,7 +25,7 @@ done
 if $py -c "import nvidia" 2> /dev/null; then
   # Every kernel family is held to the budget (no FP64 in the fp32/bf16/fp16 paths, no local memory).
   $py scripts/sass_report.py "$objects"/*.o --out "$objects/sass.txt" \
-    --check sinusoidal_add rotary learned_add table_grad bert | tail -1
+    --check sinusoidal_add rotary learned_add table_grad bert timestep sincos_2d | tail -1
 else
   echo "check_cuda_build: no cuobjdump (pip nvidia-cuda-cuobjdump): SASS report skipped"
 fi

@@ -113,7 +113,33 @@ def rotary(device: str) -> None:
         close(f"rotary in place {dtype}", inplace, out.detach(), 0.0)
 
 
-FAMILIES: Dict[str, Callable[[str], None]] = dict(sinusoidal=sinusoidal, learned=learned, bert=bert, rotary=rotary)
+def timestep(device: str) -> None:
+    """timestep_embedding: odd and even dims, fp32 and fp64 timesteps, every output dtype."""
+    t = torch.tensor([0.0, 0.5, 999.0, 123.456, -3.75, 3e7])
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        for dim, flip in ((320, True), (9, False)):
+            for ts in (t, t.double()):
+                out = posemb.timestep_embedding(ts.to(device), dim, flip, 0.0, dtype=dtype)
+                close(f"timestep_embedding {dtype} {dim} {ts.dtype}", out,
+                      reference.timestep_embedding(ts, dim, flip, 0.0), 2e-2 if dtype.itemsize == 2 else 1e-6)
+
+
+def sincos_2d(device: str) -> None:
+    """sincos_2d_add: contiguous and strided x, every dtype, backward."""
+    pos_h, pos_w = posemb.sincos_2d_positions(7, 16), posemb.sincos_2d_positions(5, 16)
+    table = reference.sincos_2d_table(pos_h, pos_w, 48)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        for x in (torch.randn(3, 35, 48), torch.randn(35, 3, 96).transpose(0, 1)[..., ::2]):
+            xd = x.to(device, dtype).requires_grad_()
+            out = posemb.sincos_2d_add(xd, pos_h.to(device), pos_w.to(device))
+            out.backward(torch.ones_like(out))
+            close(f"sincos_2d_add {dtype} {tuple(x.stride())}", out, x.to(dtype).double() + table,
+                  3e-2 if dtype.itemsize == 2 else 1e-6)
+            close(f"sincos_2d_add backward {dtype}", xd.grad, torch.ones(x.shape), 0.0)
+
+
+FAMILIES: Dict[str, Callable[[str], None]] = dict(sinusoidal=sinusoidal, learned=learned, bert=bert, rotary=rotary,
+                                                  timestep=timestep, sincos_2d=sincos_2d)
 
 
 def main(argv=None) -> int:

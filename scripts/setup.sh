@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-# Installed again whenever requirements-dev.txt changes (its hash is kept in .venv).
+# Installed again whenever requirements-dev.txt or requirements-diffusers.txt changes (its hash is kept in .venv).
 stamp=.venv/requirements-dev.sha256
 if ! sha256sum --check --status "$stamp" 2> /dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-  sha256sum requirements-dev.txt > "$stamp"
+  # diffusers' declared huggingface_hub<2 conflicts with the pin above: see the file.
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-diffusers.txt
+  sha256sum requirements-dev.txt requirements-diffusers.txt > "$stamp"
 fi
 
 if [ ! -f /usr/include/gtest/gtest.h ] && [ "$(id -u)" = 0 ]; then

@@ -35,6 +35,7 @@ from .ops import (  # noqa: E402
     sinusoidal_add_,
     sinusoidal_table,
 )
+from .ops import sincos_2d_add, sincos_2d_positions, sincos_2d_table, timestep_embedding  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # posemb.hf on first use (it needs no transformers import either way);
     # posemb.cpp, the C++ modules bound to Python, on first use too.
-    if name in ("hf", "cpp"):
+    if name in ("hf", "cpp", "diffusers"):
         import importlib
 
         return importlib.import_module("." + name, __name__)
@@ -58,4 +59,8 @@ __all__ = [
     "sinusoidal_add",
     "sinusoidal_add_",
     "sinusoidal_table",
+    "sincos_2d_add",
+    "sincos_2d_positions",
+    "sincos_2d_table",
+    "timestep_embedding",
 ]

@@ -546,6 +546,78 @@ def mrope_case(settings: Settings, label, shape, dtype, backward) -> Case:
 
 # --------------------------------------------------------------------------- timing and report
 
+# --------------------------------------------------------------------------- diffusion
+
+TIMESTEP_SHAPES = [("UNet, batch 8", 8, 320, True), ("DiT, batch 256", 256, 256, False)]  # label, N, dim, in --quick
+
+
+@register("timestep_embedding")
+def timestep_embedding_cases(settings: Settings) -> Iterator[Case]:
+    for label, n, dim, in_quick in TIMESTEP_SHAPES:
+        if in_quick or not settings.quick:
+            yield later(timestep_embedding_case, label, n, dim)
+
+
+def timestep_embedding_case(settings: Settings, label, n, dim) -> Case:
+    device = settings.device
+    t = torch.rand(n, device=device) * 1000
+    fused = lambda: posemb.timestep_embedding(t, dim, True, 0.0)  # noqa: E731
+    out = torch.empty(n, dim, device=device)
+    roofline = clone_roofline(out, 2 * out.numel() * out.element_size())  # the op writes (n, dim)
+    variants = [roofline, Variant("posemb", "posemb", step(fused, None), roofline.name)]
+    notes: List[str] = []
+
+    def build():
+        from diffusers.models.embeddings import get_timestep_embedding
+        eager = lambda: get_timestep_embedding(t, dim, True, 0.0)  # noqa: E731
+        assert_matches(f"timestep_embedding {label}: posemb vs diffusers", fused(), eager(), dict(atol=1e-4, rtol=0))
+        return eager
+
+    add_optional_peer(variants, notes, "diffusers eager", build, lambda fn: step(fn, None), roofline.name)
+    return Case("timestep_embedding", label, (n, dim), torch.float32, out.numel() * out.element_size(), variants,
+                notes)
+
+
+SINCOS_2D_SHAPES = [("DiT-XL/2 256px", (8, 16, 16, 1152), True), ("SD3 1024px", (2, 64, 64, 1536), False)]
+
+
+@register("sincos_2d_add")
+def sincos_2d_add_cases(settings: Settings) -> Iterator[Case]:
+    for label, shape, in_quick in SINCOS_2D_SHAPES:
+        if in_quick or not settings.quick:
+            for dtype in (torch.float32, torch.bfloat16):
+                yield later(sincos_2d_add_case, label, shape, dtype)
+
+
+def sincos_2d_add_case(settings: Settings, label, shape, dtype) -> Case:
+    device = settings.device
+    batch, h, w, dim = shape
+    x = torch.randn(batch, h * w, dim, device=device, dtype=dtype)
+    pos_h = posemb.sincos_2d_positions(h, h, device=device)
+    pos_w = posemb.sincos_2d_positions(w, h, device=device)
+    fused = lambda: posemb.sincos_2d_add(x, pos_h, pos_w)  # noqa: E731
+    bytes_moved = 2 * x.numel() * x.element_size()
+    roofline = clone_roofline(x, bytes_moved)
+    variants = [roofline, Variant("posemb", "posemb", step(fused, None), roofline.name)]
+    notes: List[str] = []
+
+    def cached():  # PatchEmbed at its own size: the fp32 buffer, added
+        from diffusers.models.embeddings import get_2d_sincos_pos_embed
+        table = get_2d_sincos_pos_embed(dim, (h, w), base_size=h, output_type="pt", device=device).float()[None]
+        eager = lambda: (x + table).to(dtype)  # noqa: E731
+        assert_matches(f"sincos_2d_add {label}: posemb vs diffusers", fused(), eager())
+        return eager
+
+    def rebuilt():  # PatchEmbed at another size: the grid rebuilt (fp64) every call
+        from diffusers.models.embeddings import get_2d_sincos_pos_embed
+        return lambda: (x + get_2d_sincos_pos_embed(dim, (h, w), base_size=h, output_type="pt",
+                                                    device=device).float()[None]).to(dtype)
+
+    add_optional_peer(variants, notes, "diffusers buffer add", cached, lambda fn: step(fn, None), roofline.name)
+    add_optional_peer(variants, notes, "diffusers grid rebuilt", rebuilt, lambda fn: step(fn, None), roofline.name)
+    return Case("sincos_2d_add", label, tuple(x.shape), dtype, bytes_moved, variants, notes)
+
+
 def median_time_us(fn, device: torch.device, warmup: int, repeats: int, before=None) -> float:
     """Median time of one call, in µs, after ``warmup`` calls (CUDA events on GPU)."""
     before = before or (lambda: None)

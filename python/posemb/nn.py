@@ -12,6 +12,7 @@ from . import ops, rope
 __all__ = [
     "BertEmbeddings", "FourierPositionalEmbedding", "LearnedPositionalEmbedding", "RotaryEmbedding",
     "SinusoidalPositionalEmbedding",
+    "SinCos2dPositionalEmbedding", "Timesteps",
 ]
 
 
@@ -619,6 +620,67 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"head_dim={self.head_dim}, rotary_dim={2 * self.inv_freq.numel()}, "
+<<<<<<< HEAD
                 f"rope_type={self.rope_parameters.get('rope_type', 'default')!r}, interleaved={self.interleaved}"
                 + (f", mrope_section={self.mrope_section}, mrope_interleaved={self.mrope_interleaved}"
                    if self.mrope_section is not None else ""))
+=======
+                f"rope_type={self.rope_parameters.get('rope_type', 'default')!r}, interleaved={self.interleaved}")
+
+
+class Timesteps(nn.Module):
+    """diffusers' ``Timesteps`` (same arguments and attributes): ``forward(timesteps)``
+    is :func:`posemb.timestep_embedding`, float32 ``(N, num_channels)``. No
+    parameters or buffers."""
+
+    def __init__(self, num_channels: int, flip_sin_to_cos: bool, downscale_freq_shift: float, scale: float = 1,
+                 max_period: float = 10000) -> None:
+        super().__init__()
+        _check_int("posemb.nn.Timesteps", "num_channels", num_channels, 1)
+        _check_finite("posemb.nn.Timesteps", "downscale_freq_shift", downscale_freq_shift)
+        _check_finite("posemb.nn.Timesteps", "scale", scale)
+        _check_finite("posemb.nn.Timesteps", "max_period", max_period, positive=True)
+        self.num_channels, self.flip_sin_to_cos = num_channels, bool(flip_sin_to_cos)
+        self.downscale_freq_shift, self.scale, self.max_period = downscale_freq_shift, scale, max_period
+
+    def forward(self, timesteps: Tensor) -> Tensor:
+        return ops.timestep_embedding(timesteps, self.num_channels, self.flip_sin_to_cos, self.downscale_freq_shift,
+                                      self.scale, self.max_period)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_channels}, flip_sin_to_cos={self.flip_sin_to_cos}, "
+                f"downscale_freq_shift={self.downscale_freq_shift}, scale={self.scale}")
+
+
+class SinCos2dPositionalEmbedding(nn.Module):
+    """Adds the 2-D sin-cos grid to patch embeddings, computed in the kernel:
+    ``forward(x, height, width)`` for ``x`` ``(batch, height*width, embed_dim)``
+    is :func:`posemb.sincos_2d_add` with each axis' positions from
+    :func:`posemb.sincos_2d_positions` (diffusers' ``base_size`` and
+    ``interpolation_scale``; ``base_size=None`` for MAE's integer grid). No
+    table, no buffer."""
+
+    def __init__(self, embed_dim: int, base_size: Optional[float] = None, interpolation_scale: float = 1.0,
+                 base: float = 10000.0) -> None:
+        super().__init__()
+        _check_int("posemb.nn.SinCos2dPositionalEmbedding", "embed_dim", embed_dim, 4)
+        if embed_dim % 4:
+            raise ValueError(f"posemb.nn.SinCos2dPositionalEmbedding: embed_dim must be a multiple of 4, "
+                             f"got {embed_dim}")
+        if base_size is not None:
+            _check_finite("posemb.nn.SinCos2dPositionalEmbedding", "base_size", base_size, positive=True)
+        _check_finite("posemb.nn.SinCos2dPositionalEmbedding", "interpolation_scale", interpolation_scale,
+                      positive=True)
+        _check_finite("posemb.nn.SinCos2dPositionalEmbedding", "base", base, positive=True)
+        self.embed_dim, self.base_size = embed_dim, base_size
+        self.interpolation_scale, self.base = interpolation_scale, base
+
+    def forward(self, x: Tensor, height: int, width: int) -> Tensor:
+        pos_h = ops.sincos_2d_positions(height, self.base_size, self.interpolation_scale, device=x.device)
+        pos_w = ops.sincos_2d_positions(width, self.base_size, self.interpolation_scale, device=x.device)
+        return ops.sincos_2d_add(x, pos_h, pos_w, base=self.base)
+
+    def extra_repr(self) -> str:
+        return (f"{self.embed_dim}, base_size={self.base_size}, interpolation_scale={self.interpolation_scale}, "
+                f"base={self.base}")
+>>>>>>> diffusion

@@ -9,6 +9,7 @@ from torch import Tensor
 __all__ = [
     "bert_embeddings", "fourier_features", "learned_add", "make_positions", "rotary", "sinusoidal_add",
     "sinusoidal_add_", "sinusoidal_table",
+    "sincos_2d_add", "sincos_2d_positions", "sincos_2d_table", "timestep_embedding",
 ]
 
 
@@ -280,3 +281,71 @@ def fourier_features(positions: Tensor, frequencies: Tensor) -> Tensor:
     ``p cos(α p)`` (and ``-p sin(α p)``) formed from those same exact values
     (the op ``fourier_features_backward``, p and the sum in fp64)."""
     return torch.ops.posemb.fourier_features(positions, frequencies)
+
+
+def timestep_embedding(
+    timesteps: Tensor,
+    embedding_dim: int,
+    flip_sin_to_cos: bool = False,
+    downscale_freq_shift: float = 1.0,
+    scale: float = 1.0,
+    max_period: float = 10000.0,
+    *,
+    dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    """diffusers' ``get_timestep_embedding``, in one kernel.
+
+    Returns ``timesteps.shape + (embedding_dim,)``: ``[sin(t w_i), cos(t w_i)]``
+    (``[cos, sin]`` with ``flip_sin_to_cos``), ``w_i = scale *
+    max_period^(-i / (embedding_dim // 2 - downscale_freq_shift))``, and a zero
+    last column for an odd ``embedding_dim``. DiT's ``TimestepEmbedder`` is
+    ``flip_sin_to_cos=True, downscale_freq_shift=0``.
+
+    Timesteps (any real dtype) are taken as the float32 values they become, as
+    diffusers' ``.float()`` does (float64 ones as they are); the angle of that
+    float is exact to about 1e-14 rad, ``scale`` folded into the frequency in
+    extended precision (README: "Timestep embeddings and 2-D sin-cos grids").
+    Output dtype ``dtype``, default float32. Differentiable in floating timesteps.
+    """
+    return torch.ops.posemb.timestep_embedding(
+        timesteps, embedding_dim, flip_sin_to_cos, float(downscale_freq_shift), float(scale), float(max_period),
+        dtype=dtype)
+
+
+def sincos_2d_positions(
+    size: int,
+    base_size: Optional[float] = None,
+    interpolation_scale: float = 1.0,
+    *,
+    device: Optional[Union[torch.device, str]] = None,
+) -> Tensor:
+    """The float32 positions of one grid axis of ``size`` patches, as diffusers'
+    ``get_2d_sincos_pos_embed`` computes them (``arange(size) / (size /
+    base_size) / interpolation_scale``, the same float32 operations, so the
+    same bits); ``base_size=None`` gives MAE's ``arange(size)``
+    (``/ interpolation_scale``)."""
+    pos = torch.arange(size, device=device, dtype=torch.float32)
+    if base_size is not None:
+        pos = pos / (size / base_size)
+    return pos / interpolation_scale if interpolation_scale != 1.0 else pos
+
+
+def sincos_2d_add(x: Tensor, pos_h: Tensor, pos_w: Tensor, *, base: float = 10000.0) -> Tensor:
+    """Returns ``x + PE2d`` for patch embeddings ``x`` of shape ``(batch, H*W,
+    dim)`` (row-major patches, ``dim`` a multiple of 4), in one kernel.
+
+    Channels ``[0, dim/2)`` hold ``[sin(pos_w ω_k), cos(pos_w ω_k)]`` of the
+    patch's column, ``[dim/2, dim)`` the same of its row's ``pos_h``, ``ω_k =
+    base^(-k / (dim/4))``: diffusers' ``get_2d_sincos_pos_embed`` (and MAE's)
+    order. ``pos_h`` ``(H,)`` and ``pos_w`` ``(W,)`` are float32 positions
+    (:func:`sincos_2d_positions`); their angles are exact for those floats.
+    Differentiable in ``x``.
+    """
+    return torch.ops.posemb.sincos_2d_add(x, pos_h, pos_w, float(base))
+
+
+def sincos_2d_table(pos_h: Tensor, pos_w: Tensor, dim: int, *, base: float = 10000.0,
+                    dtype: Optional[torch.dtype] = None) -> Tensor:
+    """The grid of :func:`sincos_2d_add` alone, ``(H*W, dim)`` (float32 unless
+    ``dtype`` says otherwise), on the positions' device."""
+    return torch.ops.posemb.sincos_2d_table(pos_h, pos_w, dim, float(base), dtype=dtype)

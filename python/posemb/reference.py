@@ -217,3 +217,53 @@ def mrope_axes(mrope_section, interleaved: bool = False):
         for j in range(mrope_section[a]):
             owner[a + axes * j] = a
     return owner
+
+
+def timestep_embedding(timesteps: Tensor, embedding_dim: int, flip_sin_to_cos: bool = False,
+                       downscale_freq_shift: float = 1.0, scale: float = 1.0, max_period: float = 10000.0) -> Tensor:
+    """diffusers' get_timestep_embedding in float64, for timesteps taken as
+    float32 (float64 ones as they are): (N..., embedding_dim)."""
+    t = timesteps.double() if timesteps.dtype == torch.float64 else timesteps.float().double()
+    half = embedding_dim // 2
+    w = torch.exp(torch.arange(half, dtype=torch.float64) * (-math.log(max_period) / (half - downscale_freq_shift)))
+    angle = t.unsqueeze(-1) * (w * scale)
+    sin, cos = torch.sin(angle), torch.cos(angle)
+    emb = torch.cat([cos, sin] if flip_sin_to_cos else [sin, cos], dim=-1)
+    if embedding_dim % 2:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+def timestep_embedding_mp(timesteps: Tensor, embedding_dim: int, flip_sin_to_cos: bool = False,
+                          downscale_freq_shift: float = 1.0, scale: float = 1.0, max_period: float = 10000.0) -> Tensor:
+    """The same with mpmath at 40 digits (fp64 angles lose 1e-16 * |angle|:
+    3e-6 rad at 3e10 rad), rounded to float64. A 1-D tensor of timesteps."""
+    import mpmath
+
+    with mpmath.workdps(40):
+        half = embedding_dim // 2
+        t = timesteps.double() if timesteps.dtype == torch.float64 else timesteps.float().double()
+        w = [mpmath.mpf(scale) * mpmath.exp(-mpmath.log(max_period) * i / (half - mpmath.mpf(downscale_freq_shift)))
+             for i in range(half)]
+        rows = []
+        for v in t.tolist():
+            sin = [float(mpmath.sin(mpmath.mpf(v) * wi)) for wi in w]
+            cos = [float(mpmath.cos(mpmath.mpf(v) * wi)) for wi in w]
+            rows.append((cos + sin if flip_sin_to_cos else sin + cos) + [0.0] * (embedding_dim % 2))
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), embedding_dim)
+
+
+def sincos_2d_table(pos_h: Tensor, pos_w: Tensor, dim: int, base: float = 10000.0) -> Tensor:
+    """The 2-D sin-cos grid (H*W, dim) in float64 for float positions: [w axis,
+    h axis], each [sin, cos] of pos * base^(-k / (dim/4))."""
+    q = dim // 4
+    omega = torch.tensor(float(base), dtype=torch.float64) ** (-torch.arange(q, dtype=torch.float64) / q)
+
+    def axis(pos):
+        a = pos.double().unsqueeze(-1) * omega
+        return torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
+
+    h, w = pos_h.shape[0], pos_w.shape[0]
+    ew = axis(pos_w).repeat(h, 1)             # token t: column t % W
+    eh = axis(pos_h).repeat_interleave(w, 0)  # token t: row t // W
+    return torch.cat([ew, eh], dim=-1)

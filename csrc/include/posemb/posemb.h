@@ -11,5 +11,7 @@
 #include "posemb/nn/rotary.h"
 #include "posemb/nn/sinusoidal.h"
 #include "posemb/rotary.h"
+#include "posemb/sincos_2d.h"
 #include "posemb/sinusoidal.h"
+#include "posemb/timestep.h"
 #include "posemb/types.h"
