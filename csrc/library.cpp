@@ -67,11 +67,8 @@ TORCH_LIBRARY(posemb, m) {
   m.def(
       "rotary_backward(Tensor grad_q, Tensor grad_k, Tensor inv_freq, Tensor? positions=None, "
       "Tensor? offsets=None, SymInt offset=0, Tensor? cu_seqlens=None, "
-<<<<<<< HEAD
       "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1, int[]? mrope_section=None, "
       "bool mrope_interleaved=False) -> (Tensor, Tensor)");
-=======
-      "float attention_scaling=1.0, bool interleaved=False, int seq_dim=1) -> (Tensor, Tensor)");
 
   // Diffusion timestep embeddings of float timesteps; see csrc/include/posemb/timestep.h.
   m.def(
@@ -88,5 +85,4 @@ TORCH_LIBRARY(posemb, m) {
   m.def(
       "sincos_2d_table(Tensor pos_h, Tensor pos_w, SymInt dim, float base=10000.0, *, "
       "ScalarType? dtype=None) -> Tensor");
->>>>>>> diffusion
 }

@@ -620,12 +620,9 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"head_dim={self.head_dim}, rotary_dim={2 * self.inv_freq.numel()}, "
-<<<<<<< HEAD
                 f"rope_type={self.rope_parameters.get('rope_type', 'default')!r}, interleaved={self.interleaved}"
                 + (f", mrope_section={self.mrope_section}, mrope_interleaved={self.mrope_interleaved}"
                    if self.mrope_section is not None else ""))
-=======
-                f"rope_type={self.rope_parameters.get('rope_type', 'default')!r}, interleaved={self.interleaved}")
 
 
 class Timesteps(nn.Module):
@@ -683,4 +680,3 @@ class SinCos2dPositionalEmbedding(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.embed_dim}, base_size={self.base_size}, interpolation_scale={self.interpolation_scale}, "
                 f"base={self.base}")
->>>>>>> diffusion
