@@ -228,3 +228,26 @@ def test_errors_name_op_and_argument(call, message, fake):
     with FakeTensorMode() if fake else torch.no_grad():
         with pytest.raises(RuntimeError, match=r"posemb.rotary(_|_backward)?: " + message):
             call(torch.ones(4))
+
+
+@pytest.mark.parametrize("interleaved", [False, True], ids=["qwen2-vl", "qwen3-vl"])
+def test_fp32_contract_up_to_2_31_and_transformers_error_beside_it(interleaved):
+    """The angle of every (token, frequency) is exact for its own axis'
+    position: fp32 cos and sin within 2.5e-7 at positions up to 2^31 - 1.
+    Printed beside it: the same cos formed as transformers does (fp32
+    position * fp32 inv_freq)."""
+    section = [8, 4, 4] if interleaved else [4, 6, 6]
+    w = inv_freq(32, 1e6)
+    g = torch.Generator().manual_seed(9)
+    positions = torch.cat([torch.randint(0, 2**31, (3, 1, 40), generator=g),
+                           torch.tensor([0, 1, 2**31 - 1, 2**24 + 1]).expand(3, 1, 4)], dim=-1)
+    unit = (torch.arange(32) < 16).float().expand(1, 44, 1, 32)  # turned: (cos, sin) of each angle
+    out = posemb.rotary(unit, None, w, positions, mrope_section=section, mrope_interleaved=interleaved)[0, :, 0]
+    axes = torch.tensor(reference.mrope_axes(section, interleaved))
+    theta = positions[:, 0].double().T[:, axes] * w.double()
+    err = max((out[:, :16].double() - torch.cos(theta)).abs().max().item(),
+              (out[:, 16:].double() - torch.sin(theta)).abs().max().item())
+    naive = positions[:, 0].T[:, axes].float() * w
+    naive_err = (torch.cos(naive).double() - torch.cos(theta)).abs().max().item()
+    print(f"mrope {section} interleaved={interleaved}: posemb {err:.2e}, transformers' fp32 angles {naive_err:.2e}")
+    assert err <= 2.5e-7
