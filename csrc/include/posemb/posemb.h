@@ -10,6 +10,7 @@
 #include "posemb/nn/learned.h"
 #include "posemb/nn/rotary.h"
 #include "posemb/nn/sinusoidal.h"
+#include "posemb/nn/timestep.h"
 #include "posemb/rotary.h"
 #include "posemb/sincos_2d.h"
 #include "posemb/sinusoidal.h"
