@@ -32,7 +32,8 @@ POSEMB_LIBRARY="$PWD/build/ctest/libposemb.so" \
   python -m pytest -q -p no:cacheprovider -m "not compile and not slow and not large" \
   tests/python/test_sinusoidal.py tests/python/test_learned.py tests/python/test_bert.py \
   tests/python/test_rotary.py tests/python/test_properties.py tests/python/test_angle_contract.py \
-  tests/python/test_autocast.py tests/python/test_module_args.py
+  tests/python/test_autocast.py tests/python/test_module_args.py tests/python/test_mrope.py \
+  tests/python/test_timestep.py tests/python/test_sincos_2d.py
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 echo "== pytest: the portable CPU loop (ATen's CPU capability forced to default)"

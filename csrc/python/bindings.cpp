@@ -187,4 +187,33 @@ PYBIND11_MODULE(_cpp, m) {
         .def("reset_parameters", &Impl::reset_parameters);
     repr_from_pretty_print<Impl>(cls);
   }
+  {
+    using Impl = TimestepsImpl;
+    auto cls = bind_module<Impl, true>(m, "Timesteps");
+    cls.def(py::init([](int64_t num_channels, bool flip_sin_to_cos, double downscale_freq_shift, double scale,
+                        double max_period) {
+              return std::make_shared<Impl>(TimestepsOptions(num_channels)
+                                                .flip_sin_to_cos(flip_sin_to_cos)
+                                                .downscale_freq_shift(downscale_freq_shift)
+                                                .scale(scale).max_period(max_period));
+            }),
+            py::arg("num_channels"), py::arg("flip_sin_to_cos"), py::arg("downscale_freq_shift"),
+            py::arg("scale") = 1.0, py::arg("max_period") = 10000.0)
+        .def("forward", &Impl::forward, py::arg("timesteps"));
+    repr_from_pretty_print<Impl>(cls);
+  }
+  {
+    using Impl = SinCos2dPositionalEmbeddingImpl;
+    auto cls = bind_module<Impl, true>(m, "SinCos2dPositionalEmbedding");
+    cls.def(py::init([](int64_t embed_dim, std::optional<double> base_size, double interpolation_scale,
+                        double base) {
+              return std::make_shared<Impl>(SinCos2dPositionalEmbeddingOptions(embed_dim)
+                                                .base_size(base_size)
+                                                .interpolation_scale(interpolation_scale).base(base));
+            }),
+            py::arg("embed_dim"), py::arg("base_size") = py::none(), py::arg("interpolation_scale") = 1.0,
+            py::arg("base") = 10000.0)
+        .def("forward", &Impl::forward, py::arg("x"), py::arg("height"), py::arg("width"));
+    repr_from_pretty_print<Impl>(cls);
+  }
 }

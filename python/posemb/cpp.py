@@ -3,8 +3,8 @@
 Each class is a ``torch.nn.Module`` (torch's ``torch.nn.cpp.ModuleWrapper``,
 made by ``torch::python::bind_module``) that drives the very C++ object a
 LibTorch program builds: ``posemb.cpp.SinusoidalPositionalEmbedding``,
-``LearnedPositionalEmbedding``, ``BertEmbeddings``, ``RotaryEmbedding`` and
-``FourierPositionalEmbedding``,
+``LearnedPositionalEmbedding``, ``BertEmbeddings``, ``RotaryEmbedding``,
+``FourierPositionalEmbedding``, ``Timesteps`` and ``SinCos2dPositionalEmbedding``,
 with the constructor and ``forward`` arguments of their twins in
 :mod:`posemb.nn` (the C++ options, e.g. ``sinusoidal_init`` for the learned
 table; ``RotaryEmbedding`` takes ``base``, ``linear_factor`` or a precomputed
@@ -48,8 +48,10 @@ LearnedPositionalEmbedding = _cpp.LearnedPositionalEmbedding
 BertEmbeddings = _cpp.BertEmbeddings
 RotaryEmbedding = _cpp.RotaryEmbedding
 FourierPositionalEmbedding = _cpp.FourierPositionalEmbedding
+Timesteps = _cpp.Timesteps
+SinCos2dPositionalEmbedding = _cpp.SinCos2dPositionalEmbedding
 for _cls in (SinusoidalPositionalEmbedding, LearnedPositionalEmbedding, BertEmbeddings, RotaryEmbedding,
-             FourierPositionalEmbedding):
+             FourierPositionalEmbedding, Timesteps, SinCos2dPositionalEmbedding):
     _cls.__module__ = __name__  # the wrapper classes are made at import, in no module of their own
 del _cls
 
@@ -95,4 +97,4 @@ for _cls in (SinusoidalPositionalEmbedding, LearnedPositionalEmbedding, BertEmbe
 del _cls
 
 __all__ = ["BertEmbeddings", "FourierPositionalEmbedding", "LearnedPositionalEmbedding", "RotaryEmbedding",
-           "SinusoidalPositionalEmbedding"]
+           "SinCos2dPositionalEmbedding", "SinusoidalPositionalEmbedding", "Timesteps"]

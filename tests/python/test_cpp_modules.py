@@ -35,7 +35,7 @@ def grads_of(module):
 
 def test_the_bound_classes_are_torch_modules_driving_the_cpp_objects():
     for name in ("SinusoidalPositionalEmbedding", "LearnedPositionalEmbedding", "BertEmbeddings",
-                 "RotaryEmbedding", "FourierPositionalEmbedding"):
+                 "RotaryEmbedding", "FourierPositionalEmbedding", "Timesteps", "SinCos2dPositionalEmbedding"):
         cls = getattr(posemb.cpp, name)
         assert issubclass(cls, torch.nn.Module) and issubclass(cls, torch.nn.cpp.ModuleWrapper)
         assert cls.__module__ == "posemb.cpp"
@@ -280,3 +280,28 @@ def test_fourier_against_python(mode):
     same(xs[0].grad, xs[1].grad)
     for name, grad in grads_of(py).items():
         same(grads_of(cpp)[name], grad)  # frequencies, weight and bias
+
+
+@pytest.mark.parametrize("kw", [dict(flip_sin_to_cos=True, downscale_freq_shift=0),
+                                dict(flip_sin_to_cos=False, downscale_freq_shift=1, scale=3.0, max_period=500.0)])
+def test_timesteps_against_python(kw):
+    cpp, py = posemb.cpp.Timesteps(9, **kw), posemb.nn.Timesteps(9, **kw)
+    assert cpp.__module__ == "posemb.cpp" and repr(cpp).startswith("posemb::nn::Timesteps(9")
+    t = torch.tensor([0.0, 0.5, 999.0, 1e6])
+    same(cpp(t), py(t))
+    with pytest.raises(RuntimeError, match="posemb::nn::Timesteps: num_channels must be >= 1"):
+        posemb.cpp.Timesteps(0, True, 0)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(base_size=16.0, interpolation_scale=2.0)])
+def test_sincos_2d_against_python(kw):
+    cpp, py = posemb.cpp.SinCos2dPositionalEmbedding(32, **kw), posemb.nn.SinCos2dPositionalEmbedding(32, **kw)
+    xs = [leaf((2, 6 * 5, 32), torch.float32) for _ in range(2)]
+    ys = [m(x, 6, 5) for m, x in zip((cpp, py), xs)]
+    same(*ys)
+    g = leaf((2, 30, 32), torch.float32, seed=1).detach()
+    for y in ys:
+        y.backward(g)
+    same(xs[0].grad, xs[1].grad)
+    with pytest.raises(RuntimeError, match="embed_dim must be a positive multiple of 4"):
+        posemb.cpp.SinCos2dPositionalEmbedding(30)
