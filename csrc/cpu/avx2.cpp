@@ -168,40 +168,59 @@ void from_float(const float* src, c10::Half* dst, int64_t n) { from_float_impl(s
 
 namespace {
 
+// sin and cos of 8 angles given as quadrants q and fp32-path residuals (turns::split):
+// the same operations in the same order as turns::sincos, 8 wide, so the
+// results are bitwise those of the scalar path and the CUDA kernels.
+void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(residual), _mm256_set1_ps(turns::kResidualToRadians));
+  const __m256 z = _mm256_mul_ps(r, r);
+  __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kSin7), _mm256_set1_ps(turns::kSin5));
+  ps = _mm256_fmadd_ps(z, ps, _mm256_set1_ps(turns::kSin3));
+  const __m256 sr = _mm256_fmadd_ps(_mm256_mul_ps(r, z), ps, r);
+  __m256 pc = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kCos8), _mm256_set1_ps(turns::kCos6));
+  pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(turns::kCos4));
+  pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(-0.5f));
+  const __m256 cr = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(1.0f));
+  // sin/cos of r + q·π/2: odd q swaps them; q&2 negates sin, (q+1)&2 negates cos.
+  const __m256 swap = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, one), one));
+  const __m256 sign_s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(q, two), 30));
+  const __m256 sign_c = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(q, one), two), 30));
+  _mm256_storeu_ps(s, _mm256_xor_ps(_mm256_blendv_ps(sr, cr, swap), sign_s));
+  _mm256_storeu_ps(c, _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), sign_c));
+}
+
 template <bool kWide>
 void position_sincos_row_impl(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
   const uint64_t p = static_cast<uint64_t>(position);
   const __m256i p_lo = _mm256_set1_epi64x(static_cast<int64_t>(p & 0xffffffffu));
   const __m256i p_hi = _mm256_set1_epi64x(static_cast<int64_t>(p >> 32));
-  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
-  const __m256 to_radians = _mm256_set1_ps(turns::kResidualToRadians);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    // The same operations in the same order as turns::sincos, 8 wide, so the
-    // results are bitwise those of the scalar path and the CUDA kernels.
     __m256i q, residual;
     split8<kWide>(p_lo, p_hi, F + i, &q, &residual);
-    const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(residual), to_radians);
-    const __m256 z = _mm256_mul_ps(r, r);
-    __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kSin7), _mm256_set1_ps(turns::kSin5));
-    ps = _mm256_fmadd_ps(z, ps, _mm256_set1_ps(turns::kSin3));
-    const __m256 sr = _mm256_fmadd_ps(_mm256_mul_ps(r, z), ps, r);
-    __m256 pc = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kCos8), _mm256_set1_ps(turns::kCos6));
-    pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(turns::kCos4));
-    pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(-0.5f));
-    const __m256 cr = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(1.0f));
-    // sin/cos of r + q·π/2: odd q swaps them; q&2 negates sin, (q+1)&2 negates cos.
-    const __m256 swap = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, one), one));
-    const __m256 sign_s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(q, two), 30));
-    const __m256 sign_c =
-        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(q, one), two), 30));
-    _mm256_storeu_ps(s + i, _mm256_xor_ps(_mm256_blendv_ps(sr, cr, swap), sign_s));
-    _mm256_storeu_ps(c + i, _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), sign_c));
+    store_sincos8(q, residual, s + i, c + i);
   }
   for (; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 
 }  // namespace
+
+void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    // The split is integer work on 64-bit angles, lane by lane; the polynomial runs 8 wide.
+    alignas(32) int32_t q[8], residual[8];
+    for (int k = 0; k < 8; ++k) {
+      int quadrant;
+      turns::split(u[i + k], &quadrant, &residual[k]);
+      q[k] = quadrant;
+    }
+    store_sincos8(_mm256_load_si256(reinterpret_cast<const __m256i*>(q)),
+                  _mm256_load_si256(reinterpret_cast<const __m256i*>(residual)), s + i, c + i);
+  }
+  for (; i < n; ++i) turns::sincos(u[i], &s[i], &c[i]);
+}
 
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
   if (static_cast<uint64_t>(position) >> 32) return position_sincos_row_impl<true>(position, F, n, s, c);

@@ -19,6 +19,11 @@ bool available();
 /// (kernels/turns.cuh), for i < n: 8 wide, bitwise equal to turns::position_sincos.
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c);
 
+/// s[i], c[i] = sin, cos of the angles u[i] (turns · 2^64, as float
+/// positions' angles come from kernels/float_turns.cuh) for i < n: 8 wide,
+/// bitwise equal to turns::sincos.
+void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c);
+
 /// y[r][d] = x[r][d] * scale + enc[d] for r < rows, d < n, rounded once to
 /// the storage type: the rows that share one encoding, swept together.
 void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n);

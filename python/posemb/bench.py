@@ -555,12 +555,15 @@ TIMESTEP_SHAPES = [("UNet, batch 8", 8, 320, True), ("DiT, batch 256", 256, 256,
 def timestep_embedding_cases(settings: Settings) -> Iterator[Case]:
     for label, n, dim, in_quick in TIMESTEP_SHAPES:
         if in_quick or not settings.quick:
-            yield later(timestep_embedding_case, label, n, dim)
+            for fractional in (False, True):
+                yield later(timestep_embedding_case, label, n, dim, fractional)
 
 
-def timestep_embedding_case(settings: Settings, label, n, dim) -> Case:
+def timestep_embedding_case(settings: Settings, label, n, dim, fractional) -> Case:
     device = settings.device
-    t = torch.rand(n, device=device) * 1000
+    # Integer steps (DDPM/DiT training and sampling) or fractional ones (flow matching: sigma * 1000).
+    t = torch.rand(n, device=device) * 1000 if fractional else torch.randint(0, 1000, (n,), device=device).float()
+    label = f"{label}, {'fractional' if fractional else 'integer'} t"
     fused = lambda: posemb.timestep_embedding(t, dim, True, 0.0)  # noqa: E731
     out = torch.empty(n, dim, device=device)
     roofline = clone_roofline(out, 2 * out.numel() * out.element_size())  # the op writes (n, dim)

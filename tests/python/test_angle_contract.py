@@ -139,7 +139,7 @@ def test_positions_wrap_nowhere_below_2_31():
 
 
 def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
-    """The AVX2 loop (where this CPU has it) and the portable loop
+    """The AVX2 loops (where this CPU has them) and the portable loops
     (ATEN_CPU_CAPABILITY=default) compute the same bits: one angle core."""
     import os
     import subprocess
@@ -150,7 +150,16 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "t = posemb.sinusoidal_table(40, 128, offset=2**31 - 40); "
             "w = posemb.sinusoidal_table(40, 130, offset=2**32 - 20); "
             "r = posemb.rotary(q, None, posemb.rope.frequency_plan({'rope_theta': 5e5}, 64).inv_freq, offset=2**30); "
-            "torch.save((t, w, r), sys.argv[1])")
+            # Rotary with position axes (one vector run per axis), integral
+            # timesteps (the vector row) beside fractional ones, the 2-D grid.
+            "m = posemb.rotary(q, None, posemb.rope.frequency_plan({'rope_theta': 1e6}, 64).inv_freq, "
+            "torch.arange(120).view(3, 40) * 7919, mrope_section=[8, 12, 12]); "
+            "s = torch.tensor([0., 1., 999., -3., 2.**40, 0.5, 123.25]); "
+            "e = (posemb.timestep_embedding(s, 321), posemb.timestep_embedding(s, 64, flip_sin_to_cos=True, "
+            "dtype=torch.bfloat16)); "
+            "g = posemb.sincos_2d_add(torch.zeros(2, 12, 32), posemb.sincos_2d_positions(3, 16.0), "
+            "posemb.sincos_2d_positions(4, 16.0)); "
+            "torch.save((t, w, r, m, *e, g), sys.argv[1])")
     results = []
     for capability in (None, "default"):
         env = dict(os.environ)
