@@ -22,20 +22,16 @@ Known blocks (matched by class name and checked, so diffusers is not imported he
 """
 from __future__ import annotations
 
-import warnings
 from typing import Dict
 
 import torch
 from torch import Tensor, nn
 
 from . import ops
+from ._patching import PatchError, is_posemb, report, set_submodule
 from .nn import Timesteps
 
 __all__ = ["PatchEmbed", "PatchError", "patch", "unpatch"]
-
-
-class PatchError(RuntimeError):
-    """patch(strict=True) recognised nothing it could replace."""
 
 
 class PatchEmbed(nn.Module):
@@ -107,15 +103,6 @@ def _patch_embed_replacement(module: nn.Module):
 _KNOWN = {"Timesteps": _timesteps_replacement, "PatchEmbed": _patch_embed_replacement}
 
 
-def _is_posemb(module: nn.Module) -> bool:
-    return type(module).__module__.split(".")[0] == "posemb"
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     """Replaces the model's ``Timesteps`` and sin-cos ``PatchEmbed`` modules
     with posemb's, in place; returns ``{qualified name: the module replaced}``
@@ -124,31 +111,24 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     skipped: Dict[str, str] = {}
     for name, module in model.named_modules():
         kind = type(module).__name__
-        if _is_posemb(module) or kind not in _KNOWN or not type(module).__module__.startswith("diffusers."):
+        if is_posemb(module) or kind not in _KNOWN or not type(module).__module__.startswith("diffusers."):
             continue
         new, reason = _KNOWN[kind](module)
         if new is None:
             skipped[name] = f"{kind}: {reason}"
         else:
             planned[name] = new
-    if skipped:
-        warnings.warn("posemb.diffusers.patch: left unpatched: " + "; ".join(f"{n} ({r})" for n, r in skipped.items()),
-                      stacklevel=2)
-    if not planned:
-        message = (f"posemb.diffusers.patch: nothing to replace in {type(model).__name__} (posemb knows diffusers' "
-                   f"{sorted(_KNOWN)}; already patched blocks are skipped)")
-        if strict:
-            raise PatchError(message)
-        warnings.warn(message, stacklevel=2)
+    nothing = f"{type(model).__name__} (posemb knows diffusers' {sorted(_KNOWN)}; already patched blocks are skipped)"
+    if not report("posemb.diffusers.patch", planned, skipped, nothing, strict):
         return {}
     replaced: Dict[str, nn.Module] = {}
     for name, new in planned.items():
         replaced[name] = model.get_submodule(name)
-        _set_submodule(model, name, new)
+        set_submodule(model, name, new)
     return replaced
 
 
 def unpatch(model: nn.Module, replaced: Dict[str, nn.Module]) -> None:
     """Puts back the modules that :func:`patch` returned."""
     for name, module in replaced.items():
-        _set_submodule(model, name, module)
+        set_submodule(model, name, module)

@@ -48,7 +48,6 @@ import gc
 import inspect
 import sys
 import textwrap
-import warnings
 import weakref
 from typing import Dict, Optional
 
@@ -56,6 +55,8 @@ import torch
 from torch import Tensor, nn
 
 from . import ops, rope
+from ._patching import PatchError, report
+from ._patching import is_posemb as _is_posemb, set_submodule as _set_submodule
 from .nn import BertEmbeddings, RotaryEmbedding
 
 __all__ = ["DistilBertEmbeddings", "HFGPTJRotaryEmbedding", "HFLayeredRotaryEmbedding", "HFRotaryEmbedding",
@@ -1167,19 +1168,6 @@ def _rotary_dispatch(original, kind: str = "llama"):
     return apply_rotary_pos_emb
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
-def _is_posemb(module: nn.Module) -> bool:
-    return type(module).__module__.split(".")[0] == "posemb"
-
-
-class PatchError(RuntimeError):
-    """patch(strict=True) recognised nothing it could replace."""
-
-
 def _absolute_replacement(module: nn.Module, kind: str):
     """posemb's block for a BERT-like embeddings block, or ``(None, reason)``."""
     children = {name for name, _ in module.named_children()}
@@ -1229,17 +1217,10 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
             skipped[name] = f"{kind}: {reason}"
         else:
             planned[name] = new
-    if skipped:
-        warnings.warn("posemb.hf.patch: left unpatched: " + "; ".join(f"{n} ({r})" for n, r in skipped.items()),
-                      stacklevel=2)
-    if not planned:
-        message = (f"posemb.hf.patch: nothing to replace in {type(model).__name__} (posemb knows "
-                   f"{sorted(_ABSOLUTE | _PADDING_AWARE)}, DistilBERT's Embeddings, M2M-100-, Speech2Text- and "
-                   f"XGLM-style sinusoidal position modules and the rotary modules "
-                   f"written like {', '.join(TESTED_ROTARY)}; already patched blocks are skipped)")
-        if strict:
-            raise PatchError(message)
-        warnings.warn(message, stacklevel=2)
+    nothing = (f"{type(model).__name__} (posemb knows {sorted(_ABSOLUTE | _PADDING_AWARE)}, DistilBERT's "
+               f"Embeddings, M2M-100-, Speech2Text- and XGLM-style sinusoidal position modules and the rotary "
+               f"modules written like {', '.join(TESTED_ROTARY)}; already patched blocks are skipped)")
+    if not report("posemb.hf.patch", planned, skipped, nothing, strict):
         return {}
     # Everything is built: now change the model, and the modules' code.
     replaced: Dict[str, nn.Module] = {}
