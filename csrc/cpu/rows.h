@@ -24,6 +24,7 @@ inline bool cpu_avx2() {
 
 template <typename T>
 void load_row(const T* src, acc_t<T>* dst, int64_t n) {
+  if (n <= 0) return;  // an empty row may come with null pointers, which memcpy must not see
   if constexpr (std::is_same_v<T, acc_t<T>>) {
     std::memcpy(dst, src, n * sizeof(T));
   } else {
@@ -36,6 +37,7 @@ void load_row(const T* src, acc_t<T>* dst, int64_t n) {
 
 template <typename T>
 void store_row(const acc_t<T>* src, T* dst, int64_t n) {
+  if (n <= 0) return;
   if constexpr (std::is_same_v<T, acc_t<T>>) {
     std::memcpy(dst, src, n * sizeof(T));
   } else {
