@@ -3,7 +3,8 @@
 // the encodings of the W columns and H rows are computed once, (W + H) x
 // dim/2 sin/cos (kernels/sincos_2d.cuh's formula, the same values), and the
 // add is a streaming pass over x, whole rows at a time (8 wide on AVX2), as
-// cheap as a copy: no sin/cos per token, none per batch entry.
+// cheap as a copy: no sin/cos per token, none per batch entry. Channels that
+// are not contiguous run kernels/sincos_2d.cuh's body, as the GPU does.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -35,10 +36,15 @@ std::vector<A> axis_encodings(const Sincos2dParams& p, const float* positions, i
 template <typename T>
 void sincos_2d_cpu_typed(const Sincos2dParams& p) {
   using A = acc_t<T>;
-  using Ops = ScalarOps<T>;
+  if (p.x_sd != 1 || p.y_sd != 1) {  // channels not contiguous: the shared body, item by item
+    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.batch));
+    at::parallel_for(0, sincos_2d_items(p), grain, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) sincos_2d_item<T>(p, j);
+    });
+    return;
+  }
   const int64_t half = p.dim / 2, tokens = p.h * p.w;
   const std::vector<A> cols = axis_encodings<A>(p, p.pos_w, p.w), rows = axis_encodings<A>(p, p.pos_h, p.h);
-  const bool unit = p.x_sd == 1 && p.y_sd == 1;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.dim));
   at::parallel_for(0, p.batch * tokens, grain, [&](int64_t begin, int64_t end) {
     std::vector<A> buf(p.dim);
@@ -48,19 +54,14 @@ void sincos_2d_cpu_typed(const Sincos2dParams& p) {
       T* y = static_cast<T*>(p.y) + b * p.y_sb + t * p.y_st;
       const A* col = cols.data() + (t % p.w) * half;
       const A* row = rows.data() + (t / p.w) * half;
-      if (unit && std::is_same_v<T, A>) {  // fp32, fp64: one pass the compiler vectorises
-        for (int64_t d = 0; d < half; ++d) y[d] = static_cast<T>(Ops::to_acc(x[d]) + col[d]);
-        for (int64_t d = 0; d < half; ++d) y[half + d] = static_cast<T>(Ops::to_acc(x[half + d]) + row[d]);
-      } else if (unit) {
+      if constexpr (std::is_same_v<T, A>) {  // fp32, fp64: one pass the compiler vectorises
+        for (int64_t d = 0; d < half; ++d) y[d] = x[d] + col[d];
+        for (int64_t d = 0; d < half; ++d) y[half + d] = x[half + d] + row[d];
+      } else {
         load_row(x, buf.data(), p.dim);
         for (int64_t d = 0; d < half; ++d) buf[d] += col[d];
         for (int64_t d = 0; d < half; ++d) buf[half + d] += row[d];
         store_row(buf.data(), y, p.dim);
-      } else {
-        for (int64_t d = 0; d < p.dim; ++d) {
-          const A e = d < half ? col[d] : row[d - half];
-          y[d * p.y_sd] = Ops::from_acc(Ops::to_acc(x[d * p.x_sd]) + e);
-        }
       }
     }
   });
