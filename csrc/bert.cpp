@@ -89,8 +89,9 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
   if (seed.has_value()) {
     // (Meta: the fake kernel sees every tensor on the meta device.)
     TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1 &&
-                    (seed->device().is_cpu() || seed->is_meta()),
-                "posemb.", op, ": dropout_seed must be one int64 on the CPU, got ",
+                    (seed->device().is_cpu() || seed->is_meta() || seed->device() == ids.device()),
+                "posemb.", op, ": dropout_seed must be one int64 on the CPU or on input_ids' ",
+                "device, got ",
                 seed->scalar_type(), " of shape ", seed->sym_sizes(), " on ", seed->device());
   }
   check_padding(op, "word_padding_idx", word_padding_idx, word);
@@ -130,11 +131,12 @@ at::Tensor broadcast_ids(const at::Tensor& t, const at::Tensor& ids) {
   return (l.dim() == 1 ? l.unsqueeze(0) : l).expand(ids.sizes());
 }
 
-// Every id in range, checked with one host sync; the error names the culprit.
+// Every id in range, checked with one host sync (none while a CUDA graph is
+// captured: op.h, stream_is_capturing); the error names the culprit.
 void check_index_values(const char* op, const at::Tensor& ids, const at::Tensor& word,
                         const std::optional<at::Tensor>& positions, const at::Tensor& position,
                         const std::optional<at::Tensor>& types, const at::Tensor& type) {
-  if (ids.numel() == 0) return;
+  if (ids.numel() == 0 || stream_is_capturing(ids)) return;
   struct Index {
     const char* name;
     at::Tensor values;
@@ -192,11 +194,19 @@ BertParams make_bert_params(const at::Tensor& ids, const at::Tensor& word,
   p.word_stride = w.stride(0);
   p.position_stride = pw.stride(0);
   p.type_stride = tw.stride(0);
+  p.word_rows = word.size(0);
+  p.position_rows = position.size(0);
+  p.type_rows = type.size(0);
   keep.push_back(gamma.contiguous());
   p.gamma = keep.back().data_ptr();
   p.dropout = dropout_p > 0.0 && seed.has_value();
   p.dropout_p = static_cast<float>(dropout_p);
-  p.seed = seed.has_value() ? static_cast<uint64_t>(seed->item<int64_t>()) : 0;
+  if (p.dropout && seed->device().is_cpu()) {
+    p.seed = static_cast<uint64_t>(seed->item<int64_t>());  // a host value: no sync
+  } else if (p.dropout) {
+    keep.push_back(seed->contiguous());
+    p.seed_on_device = keep.back().data_ptr<int64_t>();
+  }
   return p;
 }
 

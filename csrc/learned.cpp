@@ -6,6 +6,7 @@
 
 #include "learned_op.h"
 #include "posemb/learned.h"
+#include "op.h"
 #include "positions.h"
 
 namespace posemb {
@@ -71,11 +72,13 @@ void check_learned_add_backward(const at::Tensor& grad, const std::optional<at::
 namespace {
 
 // The values of tensor positions can only be checked on real data: one
-// min/max reduction (a host sync on CUDA) before any kernel reads the weight.
+// min/max reduction and one host sync on CUDA, none while a CUDA graph is
+// captured (op.h: stream_is_capturing).
 void check_position_values(const char* op, const at::Tensor& resolved, int64_t num_embeddings) {
-  if (resolved.numel() == 0) return;
+  if (resolved.numel() == 0 || stream_is_capturing(resolved)) return;
   const auto [lo, hi] = at::aminmax(resolved);
-  const int64_t min = lo.item<int64_t>(), max = hi.item<int64_t>();
+  const at::Tensor range = at::stack({lo, hi}).to(at::kCPU, at::kLong);
+  const int64_t min = range[0].item<int64_t>(), max = range[1].item<int64_t>();
   TORCH_CHECK(min >= 0 && max < num_embeddings, "posemb.", op,
               ": positions must be in [0, num_embeddings=", num_embeddings, "), got values in [",
               min, ", ", max, "]");

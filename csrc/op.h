@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -42,6 +43,19 @@ inline std::optional<at::Tensor> optional_tensor(const at::Tensor& t) {
 /// fp32 otherwise (the kernels' acc_t).
 inline at::ScalarType acc_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+/// True while t's device's current stream records a CUDA graph. The checks
+/// that read device values on the host (index ranges, cu_seqlens) would
+/// sync, which capture forbids, so they are skipped then; the kernels never
+/// read or write outside a table on their own (an index out of range gives
+/// NaN in the output and no gradient), and eager calls keep the clear error.
+inline bool stream_is_capturing(const at::Tensor& t) {
+  const c10::Device device = t.device();
+  if (device.is_cpu() || device.is_meta() || !c10::impl::hasDeviceGuardImpl(device.type())) {
+    return false;
+  }
+  return c10::impl::getDeviceGuardImpl(device.type())->getStream(device).is_capturing();
 }
 
 }  // namespace posemb::detail

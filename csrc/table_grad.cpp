@@ -10,7 +10,8 @@ TableGradParams make_table_grad_params(const at::Tensor& grad, const XDims& dims
                                        const at::Tensor& rows_of_tokens,
                                        const at::Tensor& grad_weight,
                                        std::optional<int64_t> padding_idx,
-                                       std::vector<at::Tensor>& keep) {
+                                       std::vector<at::Tensor>& keep,
+                                       std::optional<bool> gpu_indices) {
   const at::Tensor tokens = rows_of_tokens.to(at::kLong).reshape({-1}).contiguous();
   auto [sorted, order] = at::sort(tokens, /*stable=*/true, /*dim=*/0, /*descending=*/false);
   const BSDView gv = bsd_view(grad, dims);
@@ -31,6 +32,15 @@ TableGradParams make_table_grad_params(const at::Tensor& grad, const XDims& dims
   const auto acc = grad_weight.options().dtype(acc_type(grad_weight.scalar_type()));
   keep.push_back(at::empty({table_grad_chunks(p), 2, p.dim}, acc));
   p.partials = keep.back().data_ptr();
+  if (gpu_indices.value_or(!grad.device().is_cpu()) && p.num_tokens > 0) {
+    // Device ops, no host sync: each sorted token's grad row offset, and
+    // where each row's tokens start (searchsorted of 0 .. rows).
+    keep.push_back(order.div(p.seq, "trunc") * p.grad_rows.stride_b +
+                   order.remainder(p.seq) * p.grad_rows.stride_t);
+    p.grad_offsets = keep.back().data_ptr<int64_t>();
+    keep.push_back(at::searchsorted(sorted, at::arange(p.num_embeddings + 1, sorted.options())));
+    p.row_starts = keep.back().data_ptr<int64_t>();
+  }
   keep.push_back(std::move(sorted));
   keep.push_back(std::move(order));
   return p;

@@ -40,6 +40,7 @@ struct BertParams {
   const void* position = nullptr;
   const void* type = nullptr;
   int64_t word_stride = 0, position_stride = 0, type_stride = 0;
+  int64_t word_rows = 0, position_rows = 0, type_rows = 0;
   const void* gamma = nullptr;  // [dim]
   const void* beta = nullptr;   // [dim]
   double eps = 1e-12;
@@ -48,6 +49,9 @@ struct BertParams {
   bool dropout = false;
   float dropout_p = 0.0f;
   uint64_t seed = 0;
+  // dropout_seed on the GPU: read by the kernels, so a captured CUDA graph
+  // whose seed is drawn on the device draws a new mask at every replay.
+  const int64_t* seed_on_device = nullptr;
   // Forward outputs.
   void* out = nullptr;   // [rows, dim], the tables' dtype
   void* mean = nullptr;  // [rows], accumulation type
@@ -61,7 +65,9 @@ struct BertParams {
   void* grad_beta = nullptr;       // [dim]
 };
 
-/// Where one token's three rows are.
+/// Where one token's three rows are; word < 0 marks a token with an index
+/// outside its table (possible only in a captured CUDA graph, where the host
+/// check is skipped): its embedding is NaN and no table is read.
 struct BertRow {
   int64_t word, position, type;
 };
@@ -86,6 +92,9 @@ POSEMB_HD BertRow bert_row(const BertParams& p, int64_t row) {
   r.position = token_position(p.pos, b, t);
   r.type = p.types ? load_index(p.types, p.types_int64, b * p.types_stride_b + t * p.types_stride_t)
                    : 0;
+  const bool in_range = r.word >= 0 && r.word < p.word_rows && r.position >= 0 &&
+                        r.position < p.position_rows && r.type >= 0 && r.type < p.type_rows;
+  if (!in_range) r.word = -1;
   return r;
 }
 
@@ -93,6 +102,7 @@ POSEMB_HD BertRow bert_row(const BertParams& p, int64_t row) {
 template <typename T>
 POSEMB_HD acc_t<T> bert_input(const BertParams& p, const BertRow& r, int64_t d) {
   using Ops = ScalarOps<T>;
+  if (r.word < 0) return static_cast<acc_t<T>>(NAN);
   return Ops::to_acc(static_cast<const T*>(p.word)[r.word * p.word_stride + d]) +
          Ops::to_acc(static_cast<const T*>(p.position)[r.position * p.position_stride + d]) +
          Ops::to_acc(static_cast<const T*>(p.type)[r.type * p.type_stride + d]);
@@ -108,11 +118,17 @@ POSEMB_HD A bert_eps(const BertParams& p) {
   }
 }
 
+/// The dropout seed, read once per row and thread.
+POSEMB_HD uint64_t dropout_seed(const BertParams& p) {
+  if (!p.dropout) return 0;
+  return p.seed_on_device ? static_cast<uint64_t>(*p.seed_on_device) : p.seed;
+}
+
 /// The dropout factor of element (row, d): 0 or 1/(1-p) in training, else 1.
 template <typename A>
-POSEMB_HD A dropout_factor(const BertParams& p, int64_t row, int64_t d) {
+POSEMB_HD A dropout_factor(const BertParams& p, uint64_t seed, int64_t row, int64_t d) {
   if (!p.dropout) return A(1);
-  const float u = uniform(p.seed, static_cast<uint64_t>(row * p.dim + d));
+  const float u = uniform(seed, static_cast<uint64_t>(row * p.dim + d));
   return u >= p.dropout_p ? A(1) / (A(1) - A(p.dropout_p)) : A(0);
 }
 
@@ -149,12 +165,13 @@ POSEMB_HD void bert_row_write(const BertParams& p, int64_t row, int64_t first, i
   using Ops = detail::ScalarOps<T>;
   using A = detail::acc_t<T>;
   const BertRow r = detail::bert_row(p, row);
+  const uint64_t seed = detail::dropout_seed(p);
   const T* gamma = static_cast<const T*>(p.gamma);
   const T* beta = static_cast<const T*>(p.beta);
   T* out = static_cast<T*>(p.out) + row * p.dim;
   for (int64_t d = first; d < p.dim; d += stride) {
     const A y = (detail::bert_input<T>(p, r, d) - mean) * rstd * Ops::to_acc(gamma[d]) + Ops::to_acc(beta[d]);
-    out[d] = Ops::from_acc(y * detail::dropout_factor<A>(p, row, d));
+    out[d] = Ops::from_acc(y * detail::dropout_factor<A>(p, seed, row, d));
   }
 }
 
@@ -168,13 +185,14 @@ POSEMB_HD void bert_row_grad_sums(const BertParams& p, int64_t row, int64_t firs
   using Ops = detail::ScalarOps<T>;
   using A = detail::acc_t<T>;
   const BertRow r = detail::bert_row(p, row);
+  const uint64_t seed = detail::dropout_seed(p);
   const A mean = static_cast<const A*>(p.mean)[row], rstd = static_cast<const A*>(p.rstd)[row];
   const T* g = static_cast<const T*>(p.grad_out) + row * p.dim;
   const T* gamma = static_cast<const T*>(p.gamma);
   A s1 = 0, s2 = 0;
   for (int64_t d = first; d < p.dim; d += stride) {
     const A xhat = (detail::bert_input<T>(p, r, d) - mean) * rstd;
-    const A dxhat = Ops::to_acc(g[d]) * detail::dropout_factor<A>(p, row, d) * Ops::to_acc(gamma[d]);
+    const A dxhat = Ops::to_acc(g[d]) * detail::dropout_factor<A>(p, seed, row, d) * Ops::to_acc(gamma[d]);
     s1 += dxhat;
     s2 += dxhat * xhat;
   }
@@ -189,6 +207,7 @@ POSEMB_HD void bert_row_grad_write(const BertParams& p, int64_t row, int64_t fir
   using Ops = detail::ScalarOps<T>;
   using A = detail::acc_t<T>;
   const BertRow r = detail::bert_row(p, row);
+  const uint64_t seed = detail::dropout_seed(p);
   const A mean = static_cast<const A*>(p.mean)[row], rstd = static_cast<const A*>(p.rstd)[row];
   const A m1 = sum_dxhat / A(p.dim), m2 = sum_dxhat_xhat / A(p.dim);
   const T* g = static_cast<const T*>(p.grad_out) + row * p.dim;
@@ -196,7 +215,7 @@ POSEMB_HD void bert_row_grad_write(const BertParams& p, int64_t row, int64_t fir
   A* gx = static_cast<A*>(p.grad_x) + row * p.dim;
   for (int64_t d = first; d < p.dim; d += stride) {
     const A xhat = (detail::bert_input<T>(p, r, d) - mean) * rstd;
-    const A dxhat = Ops::to_acc(g[d]) * detail::dropout_factor<A>(p, row, d) * Ops::to_acc(gamma[d]);
+    const A dxhat = Ops::to_acc(g[d]) * detail::dropout_factor<A>(p, seed, row, d) * Ops::to_acc(gamma[d]);
     gx[d] = rstd * (dxhat - m1 - xhat * m2);
   }
 }
@@ -209,12 +228,13 @@ POSEMB_HD void bert_norm_grad_chunk(const BertParams& p, int64_t chunk, int64_t 
   const int64_t rows = p.batch * p.seq;
   const int64_t per_chunk = (rows + p.row_chunks - 1) / p.row_chunks;
   const int64_t end = rows < (chunk + 1) * per_chunk ? rows : (chunk + 1) * per_chunk;
+  const uint64_t seed = detail::dropout_seed(p);
   A sg = 0, sb = 0;
   for (int64_t row = chunk * per_chunk; row < end; ++row) {
     const BertRow r = detail::bert_row(p, row);
     const A mean = static_cast<const A*>(p.mean)[row], rstd = static_cast<const A*>(p.rstd)[row];
     const A g = Ops::to_acc(static_cast<const T*>(p.grad_out)[row * p.dim + d]) *
-                detail::dropout_factor<A>(p, row, d);
+                detail::dropout_factor<A>(p, seed, row, d);
     sg += g * (detail::bert_input<T>(p, r, d) - mean) * rstd;
     sb += g;
   }

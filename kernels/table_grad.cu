@@ -6,17 +6,34 @@
 namespace posemb {
 namespace {
 
-template <typename G, typename T>
-__global__ void table_grad_chunk_kernel(const TableGradParams p) {
-  for (int64_t j = blockIdx.x; j < table_grad_chunks(p); j += gridDim.x) {
-    table_grad_chunk<G, T>(p, j, threadIdx.x, blockDim.x);
+template <typename G, typename T, int V>
+__global__ void table_grad_chunk_kernel(const TableGradParams p, int64_t items) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    table_grad_chunk<G, T, V>(p, i);
   }
 }
 
-template <typename T>
-__global__ void table_grad_combine_kernel(const TableGradParams p) {
-  for (int64_t n = blockIdx.x; n < p.num_embeddings; n += gridDim.x) {
-    table_grad_combine<T>(p, n, threadIdx.x, blockDim.x);
+template <typename T, int V>
+__global__ void table_grad_combine_kernel(const TableGradParams p, int64_t items) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < items;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    table_grad_combine<T, V>(p, i);
+  }
+}
+
+// Pass 1 with 16-byte vectors of G where the rows allow, else channel by channel.
+template <typename G, typename T>
+void launch_chunks(const TableGradParams& p, int num_sms, cudaStream_t stream) {
+  constexpr int kVector = 16 / sizeof(G);
+  const bool vector = table_grad_vector(p, sizeof(G), /*of_grad=*/true) == kVector;
+  const int64_t items = table_grad_chunks(p) * (vector ? p.dim / kVector : p.dim);
+  const RowLaunch plan = plan_table_grad_items(items, num_sms);
+  const dim3 grid(static_cast<unsigned>(plan.grid)), block(static_cast<unsigned>(plan.block));
+  if (vector) {
+    table_grad_chunk_kernel<G, T, kVector><<<grid, block, 0, stream>>>(p, items);
+  } else {
+    table_grad_chunk_kernel<G, T, 1><<<grid, block, 0, stream>>>(p, items);
   }
 }
 
@@ -24,19 +41,24 @@ template <typename T>
 cudaError_t launch_typed(const TableGradParams& p, int num_sms, cudaStream_t stream) {
   using A = detail::acc_t<T>;
   if (table_grad_chunks(p) > 0) {
-    const RowLaunch chunks = plan_table_grad_chunks(p, num_sms);
-    const dim3 grid(static_cast<unsigned>(chunks.grid)), block(static_cast<unsigned>(chunks.block));
     if (p.grad_in_acc_type) {
-      table_grad_chunk_kernel<A, T><<<grid, block, 0, stream>>>(p);
+      launch_chunks<A, T>(p, num_sms, stream);
     } else {
-      table_grad_chunk_kernel<T, T><<<grid, block, 0, stream>>>(p);
+      launch_chunks<T, T>(p, num_sms, stream);
     }
     const cudaError_t status = cudaGetLastError();
     if (status != cudaSuccess) return status;
   }
-  const RowLaunch rows = plan_table_grad_rows(p, num_sms);
-  table_grad_combine_kernel<T><<<static_cast<unsigned>(rows.grid), static_cast<unsigned>(rows.block),
-                                 0, stream>>>(p);
+  constexpr int kVector = 16 / sizeof(T);
+  const bool vector = table_grad_vector(p, sizeof(T), /*of_grad=*/false) == kVector;
+  const int64_t items = p.num_embeddings * (vector ? p.dim / kVector : p.dim);
+  const RowLaunch plan = plan_table_grad_items(items, num_sms);
+  const dim3 grid(static_cast<unsigned>(plan.grid)), block(static_cast<unsigned>(plan.block));
+  if (vector) {
+    table_grad_combine_kernel<T, kVector><<<grid, block, 0, stream>>>(p, items);
+  } else {
+    table_grad_combine_kernel<T, 1><<<grid, block, 0, stream>>>(p, items);
+  }
   return cudaGetLastError();
 }
 

@@ -23,12 +23,20 @@ POSEMB_HD Vec<T, N> load_vec(const T* ptr) {
 template <typename T, int N>
 POSEMB_HD void store_vec(T* ptr, const Vec<T, N>& value) {
 #if defined(__CUDA_ARCH__)
-  if constexpr (sizeof(Vec<T, N>) == 16) {
-    // One 16-byte store: assigning the struct lets the compiler split it
-    // into N narrow stores (STG.E.U16 for bf16), which the SASS report catches.
-    uint4 bits;
+  // Whole-width stores: assigning the struct lets the compiler split it into
+  // N narrow stores (STG.E.U16 for bf16), which the SASS report catches.
+  if constexpr (sizeof(Vec<T, N>) % 16 == 0) {
+    POSEMB_UNROLL
+    for (int i = 0; i < static_cast<int>(sizeof(Vec<T, N>) / 16); ++i) {
+      uint4 bits;
+      memcpy(&bits, reinterpret_cast<const char*>(&value) + 16 * i, sizeof(bits));
+      __stwb(reinterpret_cast<uint4*>(ptr) + i, bits);
+    }
+    return;
+  } else if constexpr (sizeof(Vec<T, N>) == 8) {
+    uint2 bits;
     memcpy(&bits, &value, sizeof(bits));
-    __stwb(reinterpret_cast<uint4*>(ptr), bits);
+    __stwb(reinterpret_cast<uint2*>(ptr), bits);
     return;
   }
 #endif

@@ -57,7 +57,9 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids,
   }
   const double p = options.hidden_dropout_prob();
   std::optional<at::Tensor> seed;
-  if (is_training() && p > 0) seed = torch::randint(0, int64_t(1) << 62, {}, torch::kLong);
+  if (is_training() && p > 0) {  // from the generator of input_ids' device, as nn::Dropout draws
+    seed = torch::randint(0, int64_t(1) << 62, {}, input_ids.options().dtype(torch::kLong));
+  }
   return posemb::bert_embeddings(
       input_ids, word_embeddings->weight, position_embeddings->weight,
       token_type_embeddings->weight, LayerNorm->weight, LayerNorm->bias, positions,

@@ -183,15 +183,19 @@ def bert_embeddings(
         eps: the LayerNorm epsilon.
         dropout_p, training, generator: dropout is applied in training with
             ``dropout_p > 0``; its mask is a pure function of a seed drawn from
-            ``generator`` (torch's default CPU generator if None), so
-            ``torch.manual_seed`` reproduces it, on the CPU and on CUDA alike.
+            ``generator`` (if None, the default generator of ``input_ids``'
+            device, as ``nn.Dropout`` draws), so ``torch.manual_seed``
+            reproduces it. On CUDA the seed stays on the device and the kernel
+            reads it: a captured CUDA graph draws a new mask at each replay.
+            A CPU ``generator`` gives CPU and CUDA the same mask.
         word_padding_idx, position_padding_idx: those rows get no gradient.
 
     Statistics in fp32 (fp64 for fp64 tables); all gradients deterministic.
     """
     seed = None
     if training and dropout_p > 0.0:
-        seed = torch.randint(0, 2**62, (), dtype=torch.long, generator=generator)
+        device = generator.device if generator is not None else input_ids.device
+        seed = torch.randint(0, 2**62, (), dtype=torch.long, generator=generator, device=device)
     out, _, _ = torch.ops.posemb.bert_embeddings(
         input_ids, word_weight, position_weight, type_weight, ln_weight, ln_bias,
         position_ids, token_type_ids, cache_length, float(eps), float(dropout_p), seed,
