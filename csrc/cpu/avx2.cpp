@@ -5,6 +5,8 @@
 #include <ATen/Version.h>
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "kernels/turns.cuh"
 
 namespace posemb::detail::avx2 {
@@ -131,9 +133,17 @@ void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* 
   }
 }
 
+// 16 at a time: in 16-bit types one 32-byte load and store per operand
+// (the 8-wide bf16 store needs a pack and a permute per 8 lanes).
 template <typename T>
 void add_rows_impl(const T* x, const T* w, T* y, int64_t n) {
   int64_t d = 0;
+  for (; d + 16 <= n; d += 16) {
+    __m256 x0, x1, w0, w1;
+    load16_as_float(x + d, &x0, &x1);
+    load16_as_float(w + d, &w0, &w1);
+    store16_from_float(y + d, _mm256_add_ps(x0, w0), _mm256_add_ps(x1, w1));
+  }
   for (; d + 8 <= n; d += 8) store_from_float(y + d, _mm256_add_ps(load_as_float(x + d), load_as_float(w + d)));
   for (; d < n; ++d) y[d] = static_cast<T>(static_cast<float>(x[d]) + static_cast<float>(w[d]));
 }
@@ -152,7 +162,117 @@ void from_float_impl(const float* src, T* dst, int64_t n) {
   for (; d < n; ++d) dst[d] = static_cast<T>(src[d]);
 }
 
+template <typename G>
+void accumulate_row_impl(const G* g, float* acc, int64_t n) {
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16) {
+    __m256 a, b;
+    load16_as_float(g + d, &a, &b);
+    _mm256_storeu_ps(acc + d, _mm256_add_ps(_mm256_loadu_ps(acc + d), a));
+    _mm256_storeu_ps(acc + d + 8, _mm256_add_ps(_mm256_loadu_ps(acc + d + 8), b));
+  }
+  for (; d + 8 <= n; d += 8) _mm256_storeu_ps(acc + d, _mm256_add_ps(_mm256_loadu_ps(acc + d), load_as_float(g + d)));
+  for (; d < n; ++d) acc[d] += static_cast<float>(g[d]);
+}
+
+// A value the compiler must round as it is: GCC contracts an
+// _mm256_mul_ps followed by an _mm256_add_ps into one vfmadd under -mfma,
+// where the portable loops (built without FMA) round the product first.
+inline __m256 rounded(__m256 v) {
+  asm("" : "+x"(v));
+  return v;
+}
+inline float rounded(float v) {
+  asm("" : "+x"(v));
+  return v;
+}
+
+// The 32 partial sums of row_sum<float, kBertParts> (cpu/rows.h) as four
+// 8-lane vectors, parts 8j..8j+7 in s[j]: four chains of dependent adds in
+// flight instead of one.
+constexpr int kParts = 32;
+
+inline float parts_total(const __m256 s[4], float* part, int64_t tail_from, int64_t n, const float* tail_values) {
+  for (int j = 0; j < 4; ++j) _mm256_storeu_ps(part + 8 * j, s[j]);
+  for (int64_t d = tail_from; d < n; ++d) part[0] += tail_values[d];
+  float total = 0;
+  for (int k = 0; k < kParts; ++k) total += part[k];
+  return total;
+}
+
+template <typename T>
+void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, const float* beta, float eps,
+                        int64_t n, float* x, T* out, float* mean_out, float* rstd_out) {
+  // x = (w + p) + t and its sum, in row_sum<float, 32>'s order: part k sums
+  // the elements d = k mod 32 of the whole 32-steps, the tail goes into part
+  // 0 one element at a time, and the parts are added in order.
+  __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t d = 0;
+  for (; d + kParts <= n; d += kParts) {
+    for (int j = 0; j < 4; j += 2) {
+      __m256 w0, w1, p0, p1, t0, t1;
+      load16_as_float(w + d + 8 * j, &w0, &w1);
+      load16_as_float(p + d + 8 * j, &p0, &p1);
+      load16_as_float(t + d + 8 * j, &t0, &t1);
+      const __m256 a = _mm256_add_ps(_mm256_add_ps(w0, p0), t0);
+      const __m256 b = _mm256_add_ps(_mm256_add_ps(w1, p1), t1);
+      _mm256_storeu_ps(x + d + 8 * j, a);
+      _mm256_storeu_ps(x + d + 8 * j + 8, b);
+      s[j] = _mm256_add_ps(s[j], a);
+      s[j + 1] = _mm256_add_ps(s[j + 1], b);
+    }
+  }
+  const int64_t whole = d;
+  for (; d < n; ++d) x[d] = (static_cast<float>(w[d]) + static_cast<float>(p[d])) + static_cast<float>(t[d]);
+  alignas(32) float part[kParts];
+  const float mean = parts_total(s, part, whole, n, x) / static_cast<float>(n);
+
+  // The squared deviations, in the same order; c * c rounded before the add.
+  const __m256 m = _mm256_set1_ps(mean);
+  __m256 q[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (d = 0; d + kParts <= n; d += kParts) {
+    for (int j = 0; j < 4; ++j) {
+      const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(x + d + 8 * j), m);
+      q[j] = _mm256_add_ps(q[j], rounded(_mm256_mul_ps(c, c)));
+    }
+  }
+  for (int j = 0; j < 4; ++j) _mm256_storeu_ps(part + 8 * j, q[j]);
+  for (; d < n; ++d) part[0] += rounded((x[d] - mean) * (x[d] - mean));
+  float sq = 0;
+  for (int k = 0; k < kParts; ++k) sq += part[k];
+  const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
+
+  const __m256 r = _mm256_set1_ps(rstd);
+  auto norm8 = [&](int64_t e) {
+    const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + e), m), r), _mm256_loadu_ps(gamma + e));
+    return _mm256_add_ps(rounded(v), _mm256_loadu_ps(beta + e));
+  };
+  for (d = 0; d + 16 <= n; d += 16) store16_from_float(out + d, norm8(d), norm8(d + 8));
+  for (; d + 8 <= n; d += 8) store_from_float(out + d, norm8(d));
+  for (; d < n; ++d) out[d] = static_cast<T>(rounded((x[d] - mean) * rstd * gamma[d]) + beta[d]);
+  *mean_out = mean;
+  *rstd_out = rstd;
+}
+
 }  // namespace
+
+void accumulate_row(const float* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
+void accumulate_row(const c10::BFloat16* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
+void accumulate_row(const c10::Half* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
+
+void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
+                   float eps, int64_t n, float* x, float* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, eps, n, x, out, mean, rstd);
+}
+void bert_norm_row(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, const float* gamma,
+                   const float* beta, float eps, int64_t n, float* x, c10::BFloat16* out, float* mean,
+                   float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, eps, n, x, out, mean, rstd);
+}
+void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, const float* gamma,
+                   const float* beta, float eps, int64_t n, float* x, c10::Half* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, eps, n, x, out, mean, rstd);
+}
 
 void add_rows(const float* x, const float* w, float* y, int64_t n) { add_rows_impl(x, w, y, n); }
 void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n) {

@@ -37,6 +37,26 @@ void add_rows(const float* x, const float* w, float* y, int64_t n);
 void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n);
 void add_rows(const c10::Half* x, const c10::Half* w, c10::Half* y, int64_t n);
 
+/// acc[d] += float(g[d]) for d < n: one fp32 add per element, as the
+/// portable loop does it.
+void accumulate_row(const float* g, float* acc, int64_t n);
+void accumulate_row(const c10::BFloat16* g, float* acc, int64_t n);
+void accumulate_row(const c10::Half* g, float* acc, int64_t n);
+
+/// One token row of the BERT block's forward without dropout: x = (w + p) + t
+/// in fp32 (kept in x[0..n)), mean and rstd summed in the order of
+/// cpu/rows.h's row_sum<float, kBertParts> (32 parts, the tail into part 0),
+/// out = (x - mean) * rstd * gamma + beta rounded once. The same operations
+/// in the same order as bert_cpu.cpp's portable loop, and no fused
+/// multiply-add, so the results are bitwise that loop's.
+void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
+                   float eps, int64_t n, float* x, float* out, float* mean, float* rstd);
+void bert_norm_row(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, const float* gamma,
+                   const float* beta, float eps, int64_t n, float* x, c10::BFloat16* out, float* mean,
+                   float* rstd);
+void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, const float* gamma,
+                   const float* beta, float eps, int64_t n, float* x, c10::Half* out, float* mean, float* rstd);
+
 /// dst[d] = float(src[d]), and back with round-to-nearest-even.
 void to_float(const c10::BFloat16* src, float* dst, int64_t n);
 void to_float(const c10::Half* src, float* dst, int64_t n);

@@ -42,6 +42,27 @@ void dropout_row(const BertParams& p, int64_t row, A* f) {
   }
 }
 
+// The AVX2 row (no dropout, fp32 statistics): the portable loop's
+// operations in its order, 8 wide, reading the table rows in place.
+template <typename T>
+bool bert_avx2(const BertParams& p) {
+  return !std::is_same_v<T, double> && !p.dropout && cpu_avx2();
+}
+
+template <typename T>
+void norm_row_avx2(const BertParams& p, int64_t row, acc_t<T>* x, const acc_t<T>* gamma, const acc_t<T>* beta) {
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (!std::is_same_v<T, double>) {
+    const BertRow r = bert_row(p, row);
+    avx2::bert_norm_row(static_cast<const T*>(p.word) + r.word * p.word_stride,
+                        static_cast<const T*>(p.position) + r.position * p.position_stride,
+                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, p.eps_f32, p.dim, x,
+                        static_cast<T*>(p.out) + row * p.dim, static_cast<float*>(p.mean) + row,
+                        static_cast<float*>(p.rstd) + row);
+  }
+#endif
+}
+
 // The CPU runs each row whole: the row in a buffer, plain loops the compiler
 // vectorises, rows converted 8 wide (cpu/rows.h). Same formulas as the
 // shared bodies in kernels/bert.cuh.
@@ -52,13 +73,18 @@ void forward_typed(const BertParams& p) {
   std::vector<A> gamma(D), beta(D);
   load_row(static_cast<const T*>(p.gamma), gamma.data(), D);
   load_row(static_cast<const T*>(p.beta), beta.data(), D);
+  const bool avx2 = bert_avx2<T>(p);
   at::parallel_for(0, p.batch * p.seq, row_grain(D), [&](int64_t begin, int64_t end) {
     std::vector<A> x(D), y(D), f(p.dropout ? D : 0);
     for (int64_t row = begin; row < end; ++row) {
+      if (avx2) {
+        norm_row_avx2<T>(p, row, x.data(), gamma.data(), beta.data());
+        continue;
+      }
       gather_row<T>(p, row, x.data(), y.data());
       const A* v = x.data();
-      const A mean = row_sum<A>(D, [v](int64_t d) { return v[d]; }) / A(D);
-      const A sq = row_sum<A>(D, [v, mean](int64_t d) { return (v[d] - mean) * (v[d] - mean); });
+      const A mean = row_sum<A, kBertParts>(D, [v](int64_t d) { return v[d]; }) / A(D);
+      const A sq = row_sum<A, kBertParts>(D, [v, mean](int64_t d) { return (v[d] - mean) * (v[d] - mean); });
       const A rstd = A(1) / std::sqrt(sq / A(D) + detail::bert_eps<A>(p));
       for (int64_t d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * gamma[d] + beta[d];
       if (p.dropout) {

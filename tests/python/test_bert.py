@@ -282,3 +282,46 @@ def test_dropout_of_one_gives_zeros_as_nn_dropout():
     assert torch.equal(out, torch.zeros_like(out))
     out.sum().backward()
     assert block.word_embeddings.weight.grad.abs().sum() == 0
+
+
+def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
+    """The AVX2 row of the forward (where this CPU has it) and the portable
+    loop (ATEN_CPU_CAPABILITY=default) give the same bits: output, mean and
+    rstd, at hidden sizes with and without a tail past the 32-element steps;
+    and so do the three table gradients of the backward. (The inputs are made
+    here: torch's own randn draws other numbers under the default capability.)"""
+    import subprocess
+    import sys
+
+    inputs = []
+    for hidden in (13, 40, 300, 768):
+        g = torch.Generator().manual_seed(hidden)
+        w = [torch.randn(50, hidden, generator=g) + 5, torch.randn(40, hidden, generator=g) * 3,
+             torch.randn(2, hidden, generator=g), 1 + 0.1 * torch.randn(hidden, generator=g),
+             0.1 * torch.randn(hidden, generator=g)]
+        ids, types = torch.randint(0, 50, (3, 37), generator=g), torch.randint(0, 2, (3, 37), generator=g)
+        inputs.append((w, ids, types, torch.randn(3, 37, hidden, generator=g)))
+    torch.save(inputs, tmp_path / "inputs.pt")
+    code = """
+import sys, torch, posemb
+results = []
+for w, ids, types, grad in torch.load(sys.argv[1]):
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        w_ = [t.detach().to(dtype).requires_grad_() for t in w]
+        out, mean, rstd = torch.ops.posemb.bert_embeddings(ids, *w_, None, types, 0, 1e-12, 0.0, None, 1, None)
+        out.backward(grad.to(dtype))
+        results += [out, mean, rstd] + [t.grad for t in w_[:3]]
+torch.save(results, sys.argv[2])
+"""
+    results = []
+    for capability in (None, "default"):
+        env = dict(os.environ)
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        path = str(tmp_path / f"bert-{capability}.pt")
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "inputs.pt"), path], env=env, check=True)
+        results.append(torch.load(path))
+    assert len(results[0]) == len(results[1]) == 4 * 3 * 6
+    for i, (vector, portable) in enumerate(zip(*results)):
+        assert torch.equal(vector, portable), i
