@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/turns.cuh"
 
@@ -138,6 +139,22 @@ void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* 
 template <typename T>
 void add_rows_impl(const T* x, const T* w, T* y, int64_t n) {
   int64_t d = 0;
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    // An elementwise op may take the 16 lanes in any order: unpacking each
+    // 128-bit half's bf16 against zeros makes the fp32 values in one
+    // instruction per 8 (lanes 0-3, 8-11 and 4-7, 12-15), and packus
+    // restores the order on the way out, with no cross-lane permute.
+    const __m256i zero = _mm256_setzero_si256();
+    for (; d + 16 <= n; d += 16) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + d));
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + d));
+      const __m256 lo = _mm256_add_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, xv)),
+                                      _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, wv)));
+      const __m256 hi = _mm256_add_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, xv)),
+                                      _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, wv)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + d), _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi)));
+    }
+  }
   for (; d + 16 <= n; d += 16) {
     __m256 x0, x1, w0, w1;
     load16_as_float(x + d, &x0, &x1);
