@@ -74,6 +74,12 @@ inline __m256i bfloat16_bits(__m256 v) {
   return _mm256_castps_si256(
       _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0)), is_nan));
 }
+// The same rounding for values known not to be NaN.
+inline __m256i bfloat16_bits_not_nan(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  return _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+}
 inline void store_from_float(c10::BFloat16* p, __m256 v) {
   const __m256i r = bfloat16_bits(v);
   const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0b1000);
@@ -107,6 +113,13 @@ inline void store16_from_float(c10::Half* p, __m256 a, __m256 b) {
 inline void store16_from_float(c10::BFloat16* p, __m256 a, __m256 b) {
   // packus interleaves a's and b's 64-bit quarters; the permute restores order.
   const __m256i packed = _mm256_packus_epi32(bfloat16_bits(a), bfloat16_bits(b));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, _MM_SHUFFLE(3, 1, 2, 0)));
+}
+// 16 values known not to be NaN: the bf16 rounding without the NaN select.
+inline void store16_not_nan(float* p, __m256 a, __m256 b) { store16_from_float(p, a, b); }
+inline void store16_not_nan(c10::Half* p, __m256 a, __m256 b) { store16_from_float(p, a, b); }
+inline void store16_not_nan(c10::BFloat16* p, __m256 a, __m256 b) {
+  const __m256i packed = _mm256_packus_epi32(bfloat16_bits_not_nan(a), bfloat16_bits_not_nan(b));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
@@ -217,9 +230,36 @@ inline float parts_total(const __m256 s[4], float* part, int64_t tail_from, int6
   return total;
 }
 
+// (w + p) + t of 16 elements, in fp32, as two vectors in order.
 template <typename T>
-void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, const float* beta, float eps,
-                        int64_t n, float* x, T* out, float* mean_out, float* rstd_out) {
+inline void sum3_16(const T* w, const T* p, const T* t, __m256* a, __m256* b) {
+  __m256 w0, w1, p0, p1, t0, t1;
+  load16_as_float(w, &w0, &w1);
+  load16_as_float(p, &p0, &p1);
+  load16_as_float(t, &t0, &t1);
+  *a = _mm256_add_ps(_mm256_add_ps(w0, p0), t0);
+  *b = _mm256_add_ps(_mm256_add_ps(w1, p1), t1);
+}
+// bf16: each operand unpacked against zeros (lanes 0-3, 8-11 and 4-7,
+// 12-15), the adds done in that order, and only the two sums put back in
+// order: two permutes per 16 elements instead of three conversion chains.
+inline void sum3_16(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, __m256* a, __m256* b) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i tv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t));
+  auto lo = [&](__m256i v) { return _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v)); };
+  auto hi = [&](__m256i v) { return _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v)); };
+  const __m256 l = _mm256_add_ps(_mm256_add_ps(lo(wv), lo(pv)), lo(tv));
+  const __m256 h = _mm256_add_ps(_mm256_add_ps(hi(wv), hi(pv)), hi(tv));
+  *a = _mm256_permute2f128_ps(l, h, 0x20);
+  *b = _mm256_permute2f128_ps(l, h, 0x31);
+}
+
+template <typename T>
+void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, const float* beta,
+                        bool finite_affine, float eps, int64_t n, float* x, T* out, float* mean_out,
+                        float* rstd_out) {
   // x = (w + p) + t and its sum, in row_sum<float, 32>'s order: part k sums
   // the elements d = k mod 32 of the whole 32-steps, the tail goes into part
   // 0 one element at a time, and the parts are added in order.
@@ -227,12 +267,8 @@ void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, 
   int64_t d = 0;
   for (; d + kParts <= n; d += kParts) {
     for (int j = 0; j < 4; j += 2) {
-      __m256 w0, w1, p0, p1, t0, t1;
-      load16_as_float(w + d + 8 * j, &w0, &w1);
-      load16_as_float(p + d + 8 * j, &p0, &p1);
-      load16_as_float(t + d + 8 * j, &t0, &t1);
-      const __m256 a = _mm256_add_ps(_mm256_add_ps(w0, p0), t0);
-      const __m256 b = _mm256_add_ps(_mm256_add_ps(w1, p1), t1);
+      __m256 a, b;
+      sum3_16(w + d + 8 * j, p + d + 8 * j, t + d + 8 * j, &a, &b);
       _mm256_storeu_ps(x + d + 8 * j, a);
       _mm256_storeu_ps(x + d + 8 * j + 8, b);
       s[j] = _mm256_add_ps(s[j], a);
@@ -264,7 +300,15 @@ void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, 
     const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + e), m), r), _mm256_loadu_ps(gamma + e));
     return _mm256_add_ps(rounded(v), _mm256_loadu_ps(beta + e));
   };
-  for (d = 0; d + 16 <= n; d += 16) store16_from_float(out + d, norm8(d), norm8(d + 8));
+  // A finite mean means every x is finite, a finite sq that every
+  // (x - mean)^2 is, so |x - mean| * rstd stays below sqrt(n); with gamma
+  // and beta finite, no output is NaN (an overflow is an infinity, which
+  // the rounding without the check handles as the one with it).
+  if (finite_affine && std::isfinite(mean) && std::isfinite(sq)) {
+    for (d = 0; d + 16 <= n; d += 16) store16_not_nan(out + d, norm8(d), norm8(d + 8));
+  } else {
+    for (d = 0; d + 16 <= n; d += 16) store16_from_float(out + d, norm8(d), norm8(d + 8));
+  }
   for (; d + 8 <= n; d += 8) store_from_float(out + d, norm8(d));
   for (; d < n; ++d) out[d] = static_cast<T>(rounded((x[d] - mean) * rstd * gamma[d]) + beta[d]);
   *mean_out = mean;
@@ -278,17 +322,17 @@ void accumulate_row(const c10::BFloat16* g, float* acc, int64_t n) { accumulate_
 void accumulate_row(const c10::Half* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
 
 void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
-                   float eps, int64_t n, float* x, float* out, float* mean, float* rstd) {
-  bert_norm_row_impl(w, p, t, gamma, beta, eps, n, x, out, mean, rstd);
+                   bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, finite_affine, eps, n, x, out, mean, rstd);
 }
 void bert_norm_row(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, const float* gamma,
-                   const float* beta, float eps, int64_t n, float* x, c10::BFloat16* out, float* mean,
+                   const float* beta, bool finite_affine, float eps, int64_t n, float* x, c10::BFloat16* out, float* mean,
                    float* rstd) {
-  bert_norm_row_impl(w, p, t, gamma, beta, eps, n, x, out, mean, rstd);
+  bert_norm_row_impl(w, p, t, gamma, beta, finite_affine, eps, n, x, out, mean, rstd);
 }
 void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, const float* gamma,
-                   const float* beta, float eps, int64_t n, float* x, c10::Half* out, float* mean, float* rstd) {
-  bert_norm_row_impl(w, p, t, gamma, beta, eps, n, x, out, mean, rstd);
+                   const float* beta, bool finite_affine, float eps, int64_t n, float* x, c10::Half* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, finite_affine, eps, n, x, out, mean, rstd);
 }
 
 void add_rows(const float* x, const float* w, float* y, int64_t n) { add_rows_impl(x, w, y, n); }

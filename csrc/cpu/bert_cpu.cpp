@@ -50,13 +50,15 @@ bool bert_avx2(const BertParams& p) {
 }
 
 template <typename T>
-void norm_row_avx2(const BertParams& p, int64_t row, acc_t<T>* x, const acc_t<T>* gamma, const acc_t<T>* beta) {
+void norm_row_avx2(const BertParams& p, int64_t row, acc_t<T>* x, const acc_t<T>* gamma, const acc_t<T>* beta,
+                   bool finite_affine) {
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (!std::is_same_v<T, double>) {
     const BertRow r = bert_row(p, row);
     avx2::bert_norm_row(static_cast<const T*>(p.word) + r.word * p.word_stride,
                         static_cast<const T*>(p.position) + r.position * p.position_stride,
-                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, p.eps_f32, p.dim, x,
+                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, finite_affine, p.eps_f32,
+                        p.dim, x,
                         static_cast<T*>(p.out) + row * p.dim, static_cast<float*>(p.mean) + row,
                         static_cast<float*>(p.rstd) + row);
   }
@@ -74,11 +76,13 @@ void forward_typed(const BertParams& p) {
   load_row(static_cast<const T*>(p.gamma), gamma.data(), D);
   load_row(static_cast<const T*>(p.beta), beta.data(), D);
   const bool avx2 = bert_avx2<T>(p);
+  bool finite_affine = true;
+  for (int64_t d = 0; d < D; ++d) finite_affine = finite_affine && std::isfinite(gamma[d]) && std::isfinite(beta[d]);
   at::parallel_for(0, p.batch * p.seq, row_grain(D), [&](int64_t begin, int64_t end) {
     std::vector<A> x(D), y(D), f(p.dropout ? D : 0);
     for (int64_t row = begin; row < end; ++row) {
       if (avx2) {
-        norm_row_avx2<T>(p, row, x.data(), gamma.data(), beta.data());
+        norm_row_avx2<T>(p, row, x.data(), gamma.data(), beta.data(), finite_affine);
         continue;
       }
       gather_row<T>(p, row, x.data(), y.data());
