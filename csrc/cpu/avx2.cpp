@@ -8,6 +8,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "kernels/random.cuh"
 #include "kernels/turns.cuh"
 
 namespace posemb::detail::avx2 {
@@ -258,7 +259,7 @@ inline void sum3_16(const c10::BFloat16* w, const c10::BFloat16* p, const c10::B
 
 template <typename T>
 void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, const float* beta,
-                        bool finite_affine, float eps, int64_t n, float* x, T* out, float* mean_out,
+                        const float* f, bool finite_affine, float eps, int64_t n, float* x, T* out, float* mean_out,
                         float* rstd_out) {
   // x = (w + p) + t and its sum, in row_sum<float, 32>'s order: part k sums
   // the elements d = k mod 32 of the whole 32-steps, the tail goes into part
@@ -298,41 +299,96 @@ void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, 
   const __m256 r = _mm256_set1_ps(rstd);
   auto norm8 = [&](int64_t e) {
     const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + e), m), r), _mm256_loadu_ps(gamma + e));
-    return _mm256_add_ps(rounded(v), _mm256_loadu_ps(beta + e));
+    const __m256 y = _mm256_add_ps(rounded(v), _mm256_loadu_ps(beta + e));
+    return f == nullptr ? y : _mm256_mul_ps(y, _mm256_loadu_ps(f + e));
   };
   // A finite mean means every x is finite, a finite sq that every
   // (x - mean)^2 is, so |x - mean| * rstd stays below sqrt(n); with gamma
   // and beta finite, no output is NaN (an overflow is an infinity, which
   // the rounding without the check handles as the one with it).
-  if (finite_affine && std::isfinite(mean) && std::isfinite(sq)) {
+  // (A dropped infinity is inf * 0: NaN.)
+  if (f == nullptr && finite_affine && std::isfinite(mean) && std::isfinite(sq)) {
     for (d = 0; d + 16 <= n; d += 16) store16_not_nan(out + d, norm8(d), norm8(d + 8));
   } else {
     for (d = 0; d + 16 <= n; d += 16) store16_from_float(out + d, norm8(d), norm8(d + 8));
   }
   for (; d + 8 <= n; d += 8) store_from_float(out + d, norm8(d));
-  for (; d < n; ++d) out[d] = static_cast<T>(rounded((x[d] - mean) * rstd * gamma[d]) + beta[d]);
+  for (; d < n; ++d) {
+    const float y = rounded((x[d] - mean) * rstd * gamma[d]) + beta[d];
+    out[d] = static_cast<T>(f == nullptr ? y : y * f[d]);
+  }
   *mean_out = mean;
   *rstd_out = rstd;
 }
 
+// Philox-4x32-10 (kernels/random.cuh) of the counters in the four 64-bit
+// lanes of ctr: the words w0..w3 of each counter in the low 32 bits of c[0..3].
+inline void philox4(__m256i ctr, uint64_t key, __m256i c[4]) {
+  const __m256i low = _mm256_set1_epi64x(0xffffffffLL);
+  const __m256i m0 = _mm256_set1_epi64x(0xD2511F53LL), m1 = _mm256_set1_epi64x(0xCD9E8D57LL);
+  __m256i c0 = _mm256_and_si256(ctr, low), c1 = _mm256_srli_epi64(ctr, 32);
+  __m256i c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+    // mul_epu32 reads the low 32 bits of each lane: what the high halves hold does not matter.
+    const __m256i p0 = _mm256_mul_epu32(c0, m0), p1 = _mm256_mul_epu32(c2, m1);
+    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1), _mm256_set1_epi64x(k0));
+    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c3), _mm256_set1_epi64x(k1));
+    c1 = p1;
+    c3 = p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  c[0] = c0;
+  c[1] = c1;
+  c[2] = c2;
+  c[3] = c3;
+}
+
 }  // namespace
+
+void dropout_factors(uint64_t seed, uint64_t first, int64_t n, float p, float keep, float* f) {
+  auto scalar = [&](int64_t d) { f[d] = uniform(seed, first + d) >= p ? keep : 0.0f; };
+  int64_t d = 0;
+  for (; d < n && ((first + d) & 3) != 0; ++d) scalar(d);  // up to the next whole counter
+  const __m256i low = _mm256_set1_epi64x(0xffffffffLL);
+  const __m256 pv = _mm256_set1_ps(p), kv = _mm256_set1_ps(keep), scale = _mm256_set1_ps(1.0f / 16777216.0f);
+  auto factors = [&](__m256i words) {  // uniform_from_word, compared with p
+    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(words, 8)), scale);
+    return _mm256_and_ps(_mm256_cmp_ps(u, pv, _CMP_GE_OQ), kv);
+  };
+  for (; d + 16 <= n; d += 16) {
+    const int64_t counter = static_cast<int64_t>((first + d) >> 2);
+    __m256i c[4];
+    philox4(_mm256_setr_epi64x(counter, counter + 1, counter + 2, counter + 3), seed, c);
+    // Per counter: (w0, w1) and (w2, w3) as 64-bit lanes, then in element order.
+    const __m256i a = _mm256_or_si256(_mm256_and_si256(c[0], low), _mm256_slli_epi64(c[1], 32));
+    const __m256i b = _mm256_or_si256(_mm256_and_si256(c[2], low), _mm256_slli_epi64(c[3], 32));
+    const __m256i lo = _mm256_unpacklo_epi64(a, b), hi = _mm256_unpackhi_epi64(a, b);
+    _mm256_storeu_ps(f + d, factors(_mm256_permute2x128_si256(lo, hi, 0x20)));
+    _mm256_storeu_ps(f + d + 8, factors(_mm256_permute2x128_si256(lo, hi, 0x31)));
+  }
+  for (; d < n; ++d) scalar(d);
+}
 
 void accumulate_row(const float* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
 void accumulate_row(const c10::BFloat16* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
 void accumulate_row(const c10::Half* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
 
 void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
-                   bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd) {
-  bert_norm_row_impl(w, p, t, gamma, beta, finite_affine, eps, n, x, out, mean, rstd);
+                   const float* f, bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, f, finite_affine, eps, n, x, out, mean, rstd);
 }
 void bert_norm_row(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, const float* gamma,
-                   const float* beta, bool finite_affine, float eps, int64_t n, float* x, c10::BFloat16* out, float* mean,
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::BFloat16* out, float* mean,
                    float* rstd) {
-  bert_norm_row_impl(w, p, t, gamma, beta, finite_affine, eps, n, x, out, mean, rstd);
+  bert_norm_row_impl(w, p, t, gamma, beta, f, finite_affine, eps, n, x, out, mean, rstd);
 }
 void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, const float* gamma,
-                   const float* beta, bool finite_affine, float eps, int64_t n, float* x, c10::Half* out, float* mean, float* rstd) {
-  bert_norm_row_impl(w, p, t, gamma, beta, finite_affine, eps, n, x, out, mean, rstd);
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::Half* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, f, finite_affine, eps, n, x, out, mean, rstd);
 }
 
 void add_rows(const float* x, const float* w, float* y, int64_t n) { add_rows_impl(x, w, y, n); }

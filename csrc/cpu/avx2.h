@@ -48,17 +48,24 @@ void accumulate_row(const c10::Half* g, float* acc, int64_t n);
 /// cpu/rows.h's row_sum<float, kBertParts> (32 parts, the tail into part 0),
 /// out = (x - mean) * rstd * gamma + beta rounded once. The same operations
 /// in the same order as bert_cpu.cpp's portable loop, and no fused
-/// multiply-add, so the results are bitwise that loop's. finite_affine:
+/// multiply-add, so the results are bitwise that loop's. f: the dropout
+/// factors of the row (each output times f[d] before the rounding), or
+/// null. finite_affine:
 /// gamma and beta hold no NaN or infinity (then a row with a finite mean and
 /// rstd rounds to bf16 without the NaN check).
 void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
-                   bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd);
+                   const float* f, bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd);
 void bert_norm_row(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, const float* gamma,
-                   const float* beta, bool finite_affine, float eps, int64_t n, float* x, c10::BFloat16* out,
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::BFloat16* out,
                    float* mean, float* rstd);
 void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, const float* gamma,
-                   const float* beta, bool finite_affine, float eps, int64_t n, float* x, c10::Half* out,
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::Half* out,
                    float* mean, float* rstd);
+
+/// f[d] = keep when the uniform number of element first + d under seed
+/// (kernels/random.cuh: Philox-4x32-10) is >= p, else 0, for d < n: four
+/// Philox counters at a time in 64-bit lanes, bitwise the scalar draw.
+void dropout_factors(uint64_t seed, uint64_t first, int64_t n, float p, float keep, float* f);
 
 /// dst[d] = float(src[d]), and back with round-to-nearest-even.
 void to_float(const c10::BFloat16* src, float* dst, int64_t n);

@@ -30,6 +30,13 @@ void gather_row(const BertParams& p, int64_t row, acc_t<T>* x, acc_t<T>* tmp) {
 template <typename A>
 void dropout_row(const BertParams& p, int64_t row, A* f) {
   const A keep = A(1) / (A(1) - A(p.dropout_p));
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (std::is_same_v<A, float>) {
+    if (cpu_avx2()) {
+      return avx2::dropout_factors(p.seed, static_cast<uint64_t>(row * p.dim), p.dim, p.dropout_p, keep, f);
+    }
+  }
+#endif
   uint64_t cached = ~uint64_t(0);
   uint32_t words[4];
   for (int64_t d = 0; d < p.dim; ++d) {
@@ -42,22 +49,22 @@ void dropout_row(const BertParams& p, int64_t row, A* f) {
   }
 }
 
-// The AVX2 row (no dropout, fp32 statistics): the portable loop's
-// operations in its order, 8 wide, reading the table rows in place.
+// The AVX2 row (fp32 statistics): the portable loop's operations in its
+// order, 8 wide, reading the table rows in place.
 template <typename T>
 bool bert_avx2(const BertParams& p) {
-  return !std::is_same_v<T, double> && !p.dropout && cpu_avx2();
+  return !std::is_same_v<T, double> && cpu_avx2();
 }
 
 template <typename T>
 void norm_row_avx2(const BertParams& p, int64_t row, acc_t<T>* x, const acc_t<T>* gamma, const acc_t<T>* beta,
-                   bool finite_affine) {
+                   const acc_t<T>* f, bool finite_affine) {
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (!std::is_same_v<T, double>) {
     const BertRow r = bert_row(p, row);
     avx2::bert_norm_row(static_cast<const T*>(p.word) + r.word * p.word_stride,
                         static_cast<const T*>(p.position) + r.position * p.position_stride,
-                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, finite_affine, p.eps_f32,
+                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, f, finite_affine, p.eps_f32,
                         p.dim, x,
                         static_cast<T*>(p.out) + row * p.dim, static_cast<float*>(p.mean) + row,
                         static_cast<float*>(p.rstd) + row);
@@ -82,7 +89,8 @@ void forward_typed(const BertParams& p) {
     std::vector<A> x(D), y(D), f(p.dropout ? D : 0);
     for (int64_t row = begin; row < end; ++row) {
       if (avx2) {
-        norm_row_avx2<T>(p, row, x.data(), gamma.data(), beta.data(), finite_affine);
+        if (p.dropout) dropout_row(p, row, f.data());
+        norm_row_avx2<T>(p, row, x.data(), gamma.data(), beta.data(), p.dropout ? f.data() : nullptr, finite_affine);
         continue;
       }
       gather_row<T>(p, row, x.data(), y.data());

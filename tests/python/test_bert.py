@@ -287,7 +287,8 @@ def test_dropout_of_one_gives_zeros_as_nn_dropout():
 def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
     """The AVX2 row of the forward (where this CPU has it) and the portable
     loop (ATEN_CPU_CAPABILITY=default) give the same bits: output, mean and
-    rstd, at hidden sizes with and without a tail past the 32-element steps;
+    rstd, at hidden sizes with and without a tail past the 32-element steps,
+    with and without dropout (rows that start inside a Philox counter);
     and so do the three table gradients of the backward. (The inputs are made
     here: torch's own randn draws other numbers under the default capability.)"""
     import subprocess
@@ -322,10 +323,11 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
 import sys, torch, posemb
 results = []
 for w, ids, types, grad in torch.load(sys.argv[1]):
-    w = [t.requires_grad_() for t in w]
-    out, mean, rstd = torch.ops.posemb.bert_embeddings(ids, *w, None, types, 0, 1e-12, 0.0, None, 1, None)
-    out.backward(grad)
-    results += [out, mean, rstd] + [t.grad for t in w[:3]]
+    for dropout_p, seed in ((0.0, None), (0.3, torch.tensor(123))):
+        w = [t.detach().requires_grad_() for t in w]
+        out, mean, rstd = torch.ops.posemb.bert_embeddings(ids, *w, None, types, 0, 1e-12, dropout_p, seed, 1, None)
+        out.backward(grad)
+        results += [out, mean, rstd] + [t.grad for t in w[:3]]
 torch.save(results, sys.argv[2])
 """
     results = []
@@ -337,7 +339,7 @@ torch.save(results, sys.argv[2])
         path = str(tmp_path / f"bert-{capability}.pt")
         subprocess.run([sys.executable, "-c", code, str(tmp_path / "inputs.pt"), path], env=env, check=True)
         results.append(torch.load(path))
-    assert len(results[0]) == len(results[1]) == 6 * 3 * 6
+    assert len(results[0]) == len(results[1]) == 6 * 3 * 2 * 6
 
     def bits(t):
         return t.view(torch.int16 if t.element_size() == 2 else torch.int32) if t.dtype != torch.float64 else t
