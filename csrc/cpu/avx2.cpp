@@ -166,7 +166,13 @@ void add_rows_impl(const T* x, const T* w, T* y, int64_t n) {
                                       _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, wv)));
       const __m256 hi = _mm256_add_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, xv)),
                                       _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, wv)));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + d), _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi)));
+      // One unordered compare finds a NaN in either half; without one, the
+      // rounding needs no NaN select.
+      const __m256 nan = _mm256_cmp_ps(lo, hi, _CMP_UNORD_Q);
+      const __m256i bits = _mm256_testz_ps(nan, nan)
+                               ? _mm256_packus_epi32(bfloat16_bits_not_nan(lo), bfloat16_bits_not_nan(hi))
+                               : _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + d), bits);
     }
   }
   for (; d + 16 <= n; d += 16) {
