@@ -26,7 +26,7 @@ void gather_row(const BertParams& p, int64_t row, acc_t<T>* x, acc_t<T>* tmp) {
 }
 
 // f[d] = the dropout factor of (row, d), as dropout_factor computes it, one
-// Philox call per four consecutive elements.
+// Philox call per four consecutive elements (four calls at a time with AVX2).
 template <typename A>
 void dropout_row(const BertParams& p, int64_t row, A* f) {
   const A keep = A(1) / (A(1) - A(p.dropout_p));
@@ -64,17 +64,18 @@ void norm_row_avx2(const BertParams& p, int64_t row, acc_t<T>* x, const acc_t<T>
     const BertRow r = bert_row(p, row);
     avx2::bert_norm_row(static_cast<const T*>(p.word) + r.word * p.word_stride,
                         static_cast<const T*>(p.position) + r.position * p.position_stride,
-                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, f, finite_affine, p.eps_f32,
-                        p.dim, x,
-                        static_cast<T*>(p.out) + row * p.dim, static_cast<float*>(p.mean) + row,
-                        static_cast<float*>(p.rstd) + row);
+                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, f, finite_affine,
+                        p.eps_f32, p.dim, x, static_cast<T*>(p.out) + row * p.dim,
+                        static_cast<float*>(p.mean) + row, static_cast<float*>(p.rstd) + row);
   }
 #endif
 }
 
 // The CPU runs each row whole: the row in a buffer, plain loops the compiler
-// vectorises, rows converted 8 wide (cpu/rows.h). Same formulas as the
-// shared bodies in kernels/bert.cuh.
+// vectorises, rows converted 8 wide (cpu/rows.h); or, with AVX2, one call
+// per row that does the same operations in the same order (bitwise equal,
+// tests/python/test_bert.py). Same formulas as the shared bodies in
+// kernels/bert.cuh.
 template <typename T>
 void forward_typed(const BertParams& p) {
   using A = acc_t<T>;
