@@ -200,16 +200,30 @@ void from_float_impl(const float* src, T* dst, int64_t n) {
 }
 
 template <typename G>
-void accumulate_row_impl(const G* g, float* acc, int64_t n) {
+void sum_rows_impl(const G* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
   int64_t d = 0;
   for (; d + 16 <= n; d += 16) {
-    __m256 a, b;
-    load16_as_float(g + d, &a, &b);
-    _mm256_storeu_ps(acc + d, _mm256_add_ps(_mm256_loadu_ps(acc + d), a));
-    _mm256_storeu_ps(acc + d + 8, _mm256_add_ps(_mm256_loadu_ps(acc + d + 8), b));
+    __m256 a0 = from_zero ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + d);
+    __m256 a1 = from_zero ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + d + 8);
+    for (int64_t j = 0; j < count; ++j) {
+      __m256 v0, v1;
+      load16_as_float(g[j] + d, &v0, &v1);
+      a0 = _mm256_add_ps(a0, v0);
+      a1 = _mm256_add_ps(a1, v1);
+    }
+    _mm256_storeu_ps(acc + d, a0);
+    _mm256_storeu_ps(acc + d + 8, a1);
   }
-  for (; d + 8 <= n; d += 8) _mm256_storeu_ps(acc + d, _mm256_add_ps(_mm256_loadu_ps(acc + d), load_as_float(g + d)));
-  for (; d < n; ++d) acc[d] += static_cast<float>(g[d]);
+  for (; d + 8 <= n; d += 8) {
+    __m256 a0 = from_zero ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + d);
+    for (int64_t j = 0; j < count; ++j) a0 = _mm256_add_ps(a0, load_as_float(g[j] + d));
+    _mm256_storeu_ps(acc + d, a0);
+  }
+  for (; d < n; ++d) {
+    float a0 = from_zero ? 0.0f : acc[d];
+    for (int64_t j = 0; j < count; ++j) a0 += static_cast<float>(g[j][d]);
+    acc[d] = a0;
+  }
 }
 
 // A value the compiler must round as it is: GCC contracts an
@@ -379,9 +393,15 @@ void dropout_factors(uint64_t seed, uint64_t first, int64_t n, float p, float ke
   for (; d < n; ++d) scalar(d);
 }
 
-void accumulate_row(const float* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
-void accumulate_row(const c10::BFloat16* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
-void accumulate_row(const c10::Half* g, float* acc, int64_t n) { accumulate_row_impl(g, acc, n); }
+void sum_rows(const float* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
+  sum_rows_impl(g, count, n, acc, from_zero);
+}
+void sum_rows(const c10::BFloat16* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
+  sum_rows_impl(g, count, n, acc, from_zero);
+}
+void sum_rows(const c10::Half* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
+  sum_rows_impl(g, count, n, acc, from_zero);
+}
 
 void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
                    const float* f, bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd) {

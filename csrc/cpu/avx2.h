@@ -37,11 +37,13 @@ void add_rows(const float* x, const float* w, float* y, int64_t n);
 void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n);
 void add_rows(const c10::Half* x, const c10::Half* w, c10::Half* y, int64_t n);
 
-/// acc[d] += float(g[d]) for d < n: one fp32 add per element, as the
-/// portable loop does it.
-void accumulate_row(const float* g, float* acc, int64_t n);
-void accumulate_row(const c10::BFloat16* g, float* acc, int64_t n);
-void accumulate_row(const c10::Half* g, float* acc, int64_t n);
+/// acc[d] = (((a + g[0][d]) + g[1][d]) + ...) + g[count - 1][d] for d < n,
+/// with a = 0 when from_zero, else acc[d]: one fp32 add per element and row,
+/// in row order, as the portable loop adds them, the partial sums kept in
+/// registers.
+void sum_rows(const float* const* g, int64_t count, int64_t n, float* acc, bool from_zero);
+void sum_rows(const c10::BFloat16* const* g, int64_t count, int64_t n, float* acc, bool from_zero);
+void sum_rows(const c10::Half* const* g, int64_t count, int64_t n, float* acc, bool from_zero);
 
 /// One token row of the BERT block's forward without dropout: x = (w + p) + t
 /// in fp32 (kept in x[0..n)), mean and rstd summed in the order of

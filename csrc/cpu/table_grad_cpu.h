@@ -15,63 +15,61 @@
 
 namespace posemb::detail {
 
-/// acc[d] += g[d * stride] for d < n, in the accumulation type A.
+/// acc[d] = a + g[0][d * stride] + ... + g[count - 1][d * stride], added
+/// in that order in the accumulation type A, a = 0 when from_zero, else
+/// acc[d].
 template <typename G, typename A>
-void accumulate_row(const G* g, int64_t stride, A* acc, int64_t n) {
+void sum_rows(const G* const* g, int64_t count, int64_t stride, A* acc, int64_t n, bool from_zero) {
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (std::is_same_v<A, float>) {
-    if (stride == 1 && cpu_avx2()) return avx2::accumulate_row(g, acc, n);
+    if (stride == 1 && cpu_avx2()) return avx2::sum_rows(g, count, n, acc, from_zero);
   }
 #endif
-  for (int64_t d = 0; d < n; ++d) acc[d] += ScalarOps<G>::to_acc(g[d * stride]);
+  if (from_zero) std::fill(acc, acc + n, A(0));
+  for (int64_t j = 0; j < count; ++j) {
+    for (int64_t d = 0; d < n; ++d) acc[d] += ScalarOps<G>::to_acc(g[j][d * stride]);
+  }
 }
 
 /// G: the incoming gradient's type (the table's, or its accumulation type);
 /// T: the table's type.
 ///
-/// The table rows go in blocks of a few (their sums fit in L2) and each
-/// block's tokens in rounds: round k adds the k-th token (in sorted order) of
-/// every row of the block. Each row still adds its own tokens in their sorted
-/// order, one fp32 add per element, so the sums are those of a row-by-row
-/// loop, bit for bit; but where the positions are offset + t, round k reads
-/// batch entry k's gradient rows one after another, a single stream, where a
-/// row at a time jumps between batch entries every dim elements.
+/// A table row at a time: its tokens' gradient rows (in sorted order) added
+/// up to kRows at once, the partial sums in registers, one fp32 add per
+/// element and token in that order. Where the positions are offset + t, the
+/// rows of consecutive table rows follow each other in memory, so the loop
+/// reads one stream per batch entry and writes one.
 template <typename G, typename T>
 void table_grad_cpu(const TableGradParams& p) {
   using A = acc_t<T>;
   constexpr bool kInPlace = std::is_same_v<A, T>;  // the sums build up in grad_weight itself
+  constexpr int64_t kRows = 16;
   const int64_t D = p.dim, N = p.num_embeddings;
-  const int64_t block = std::clamp<int64_t>((64 << 10) / std::max<int64_t>(1, D * int64_t(sizeof(A))), 1, 64);
-  const int64_t blocks = (N + block - 1) / block;
   const G* grad = static_cast<const G*>(p.grad);
   T* out = static_cast<T*>(p.grad_weight);
   // Small tables with few tokens are not worth waking the other threads.
-  const int64_t grain = (N + p.num_tokens) * D < (64 << 10) ? blocks : 1;
-  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
-    std::vector<A> scratch(kInPlace ? 0 : block * D);
-    std::vector<int64_t> lo(block), hi(block);
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t n0 = blk * block, rows = std::min(N, n0 + block) - n0;
-      A* acc = kInPlace ? reinterpret_cast<A*>(out + n0 * D) : scratch.data();
-      std::fill(acc, acc + rows * D, A(0));
-      int64_t rounds = 0;
-      lo[0] = lower_bound(p.sorted_rows, p.num_tokens, n0);
-      for (int64_t i = 0; i < rows; ++i) {
-        hi[i] = lower_bound(p.sorted_rows, p.num_tokens, n0 + i + 1);
-        if (i + 1 < rows) lo[i + 1] = hi[i];
-      }
-      for (int64_t i = 0; i < rows; ++i) {
-        if (p.has_padding_idx && n0 + i == p.padding_idx) hi[i] = lo[i];  // learns nothing
-        rounds = std::max(rounds, hi[i] - lo[i]);
-      }
-      for (int64_t k = 0; k < rounds; ++k) {
-        for (int64_t i = 0; i < rows; ++i) {
-          if (lo[i] + k >= hi[i]) continue;
-          const int64_t token = p.order[lo[i] + k], b = token / p.seq, t = token % p.seq;
-          accumulate_row(grad + p.grad_rows.row(b, t), p.grad_rows.stride_inner, acc + i * D, D);
+  const int64_t grain = (N + p.num_tokens) * D < (64 << 10) ? N : std::max<int64_t>(1, 4096 / std::max<int64_t>(1, D));
+  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+    std::vector<A> scratch(kInPlace ? 0 : D);
+    const G* rows[kRows];
+    int64_t lo = lower_bound(p.sorted_rows, p.num_tokens, begin);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t hi = lower_bound(p.sorted_rows, p.num_tokens, n + 1);
+      A* acc = kInPlace ? reinterpret_cast<A*>(out + n * D) : scratch.data();
+      if (lo == hi || (p.has_padding_idx && n == p.padding_idx)) {
+        std::fill(acc, acc + D, A(0));  // no token, or the padding row: learns nothing
+      } else {
+        for (int64_t k0 = lo; k0 < hi; k0 += kRows) {
+          const int64_t count = std::min(kRows, hi - k0);
+          for (int64_t j = 0; j < count; ++j) {
+            const int64_t token = p.order[k0 + j];
+            rows[j] = grad + p.grad_rows.row(token / p.seq, token % p.seq);
+          }
+          sum_rows(rows, count, p.grad_rows.stride_inner, acc, D, /*from_zero=*/k0 == lo);
         }
       }
-      if constexpr (!kInPlace) store_row(acc, out + n0 * D, rows * D);
+      if constexpr (!kInPlace) store_row(acc, out + n * D, D);
+      lo = hi;
     }
   });
 }
