@@ -314,7 +314,8 @@ BertGrads bert_embeddings_backward_impl(
   const XDims grad_x_dims{/*seq=*/1, /*batch=*/0};
   table_grad(run_table_grad, grad_x, grad_x_dims, input_ids, grad_word, word_padding_idx);
   table_grad(run_table_grad, grad_x, grad_x_dims, all_positions, grad_position,
-             position_padding_idx);
+             position_padding_idx,
+             positions.has_value() ? std::nullopt : std::optional<int64_t>(offset));
   table_grad(run_table_grad, grad_x, grad_x_dims, all_types, grad_type, std::nullopt);
   return {grad_word, grad_position, grad_type, grad_gamma, grad_beta};
 }

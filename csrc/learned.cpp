@@ -141,7 +141,9 @@ at::Tensor learned_add_backward_impl(TableGradRunner run, const at::Tensor& grad
   if (positions.has_value() || offsets.has_value()) {
     check_position_values("learned_add_backward", resolved, num_embeddings);
   }
-  table_grad(run, grad, dims, resolved, grad_weight, padding_idx);
+  const bool implicit = !positions.has_value() && !offsets.has_value();
+  table_grad(run, grad, dims, resolved, grad_weight, padding_idx,
+             implicit ? std::optional<int64_t>(offset) : std::nullopt);
   return grad_weight;
 }
 

@@ -5,6 +5,10 @@
 #include <ATen/Version.h>
 #include <immintrin.h>
 
+#include <cmath>
+#include <type_traits>
+
+#include "kernels/random.cuh"
 #include "kernels/turns.cuh"
 
 namespace posemb::detail::avx2 {
@@ -71,6 +75,12 @@ inline __m256i bfloat16_bits(__m256 v) {
   return _mm256_castps_si256(
       _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FC0)), is_nan));
 }
+// The same rounding for values known not to be NaN.
+inline __m256i bfloat16_bits_not_nan(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  return _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+}
 inline void store_from_float(c10::BFloat16* p, __m256 v) {
   const __m256i r = bfloat16_bits(v);
   const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0b1000);
@@ -106,6 +116,13 @@ inline void store16_from_float(c10::BFloat16* p, __m256 a, __m256 b) {
   const __m256i packed = _mm256_packus_epi32(bfloat16_bits(a), bfloat16_bits(b));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, _MM_SHUFFLE(3, 1, 2, 0)));
 }
+// 16 values known not to be NaN: the bf16 rounding without the NaN select.
+inline void store16_not_nan(float* p, __m256 a, __m256 b) { store16_from_float(p, a, b); }
+inline void store16_not_nan(c10::Half* p, __m256 a, __m256 b) { store16_from_float(p, a, b); }
+inline void store16_not_nan(c10::BFloat16* p, __m256 a, __m256 b) {
+  const __m256i packed = _mm256_packus_epi32(bfloat16_bits_not_nan(a), bfloat16_bits_not_nan(b));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, _MM_SHUFFLE(3, 1, 2, 0)));
+}
 
 // Each enc vector is loaded once and serves every row: the rows' streams
 // advance together, which the hardware prefetchers follow as well as one
@@ -131,9 +148,39 @@ void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* 
   }
 }
 
+// 16 at a time: in 16-bit types one 32-byte load and store per operand
+// (the 8-wide bf16 store needs a pack and a permute per 8 lanes).
 template <typename T>
 void add_rows_impl(const T* x, const T* w, T* y, int64_t n) {
   int64_t d = 0;
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    // An elementwise op may take the 16 lanes in any order: unpacking each
+    // 128-bit half's bf16 against zeros makes the fp32 values in one
+    // instruction per 8 (lanes 0-3, 8-11 and 4-7, 12-15), and packus
+    // restores the order on the way out, with no cross-lane permute.
+    const __m256i zero = _mm256_setzero_si256();
+    for (; d + 16 <= n; d += 16) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + d));
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + d));
+      const __m256 lo = _mm256_add_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, xv)),
+                                      _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, wv)));
+      const __m256 hi = _mm256_add_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, xv)),
+                                      _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, wv)));
+      // One unordered compare finds a NaN in either half; without one, the
+      // rounding needs no NaN select.
+      const __m256 nan = _mm256_cmp_ps(lo, hi, _CMP_UNORD_Q);
+      const __m256i bits = _mm256_testz_ps(nan, nan)
+                               ? _mm256_packus_epi32(bfloat16_bits_not_nan(lo), bfloat16_bits_not_nan(hi))
+                               : _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + d), bits);
+    }
+  }
+  for (; d + 16 <= n; d += 16) {
+    __m256 x0, x1, w0, w1;
+    load16_as_float(x + d, &x0, &x1);
+    load16_as_float(w + d, &w0, &w1);
+    store16_from_float(y + d, _mm256_add_ps(x0, w0), _mm256_add_ps(x1, w1));
+  }
   for (; d + 8 <= n; d += 8) store_from_float(y + d, _mm256_add_ps(load_as_float(x + d), load_as_float(w + d)));
   for (; d < n; ++d) y[d] = static_cast<T>(static_cast<float>(x[d]) + static_cast<float>(w[d]));
 }
@@ -152,7 +199,223 @@ void from_float_impl(const float* src, T* dst, int64_t n) {
   for (; d < n; ++d) dst[d] = static_cast<T>(src[d]);
 }
 
+template <typename G>
+void sum_rows_impl(const G* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16) {
+    __m256 a0 = from_zero ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + d);
+    __m256 a1 = from_zero ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + d + 8);
+    for (int64_t j = 0; j < count; ++j) {
+      __m256 v0, v1;
+      load16_as_float(g[j] + d, &v0, &v1);
+      a0 = _mm256_add_ps(a0, v0);
+      a1 = _mm256_add_ps(a1, v1);
+    }
+    _mm256_storeu_ps(acc + d, a0);
+    _mm256_storeu_ps(acc + d + 8, a1);
+  }
+  for (; d + 8 <= n; d += 8) {
+    __m256 a0 = from_zero ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + d);
+    for (int64_t j = 0; j < count; ++j) a0 = _mm256_add_ps(a0, load_as_float(g[j] + d));
+    _mm256_storeu_ps(acc + d, a0);
+  }
+  for (; d < n; ++d) {
+    float a0 = from_zero ? 0.0f : acc[d];
+    for (int64_t j = 0; j < count; ++j) a0 += static_cast<float>(g[j][d]);
+    acc[d] = a0;
+  }
+}
+
+// A value the compiler must round as it is: GCC contracts an
+// _mm256_mul_ps followed by an _mm256_add_ps into one vfmadd under -mfma,
+// where the portable loops (built without FMA) round the product first.
+inline __m256 rounded(__m256 v) {
+  asm("" : "+x"(v));
+  return v;
+}
+inline float rounded(float v) {
+  asm("" : "+x"(v));
+  return v;
+}
+
+// The 32 partial sums of row_sum<float, kBertParts> (cpu/rows.h) as four
+// 8-lane vectors, parts 8j..8j+7 in s[j]: four chains of dependent adds in
+// flight instead of one.
+constexpr int kParts = 32;
+
+inline float parts_total(const __m256 s[4], float* part, int64_t tail_from, int64_t n, const float* tail_values) {
+  for (int j = 0; j < 4; ++j) _mm256_storeu_ps(part + 8 * j, s[j]);
+  for (int64_t d = tail_from; d < n; ++d) part[0] += tail_values[d];
+  float total = 0;
+  for (int k = 0; k < kParts; ++k) total += part[k];
+  return total;
+}
+
+// (w + p) + t of 16 elements, in fp32, as two vectors in order.
+template <typename T>
+inline void sum3_16(const T* w, const T* p, const T* t, __m256* a, __m256* b) {
+  __m256 w0, w1, p0, p1, t0, t1;
+  load16_as_float(w, &w0, &w1);
+  load16_as_float(p, &p0, &p1);
+  load16_as_float(t, &t0, &t1);
+  *a = _mm256_add_ps(_mm256_add_ps(w0, p0), t0);
+  *b = _mm256_add_ps(_mm256_add_ps(w1, p1), t1);
+}
+// bf16: each operand unpacked against zeros (lanes 0-3, 8-11 and 4-7,
+// 12-15), the adds done in that order, and only the two sums put back in
+// order: two permutes per 16 elements instead of three conversion chains.
+inline void sum3_16(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, __m256* a, __m256* b) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i tv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t));
+  auto lo = [&](__m256i v) { return _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v)); };
+  auto hi = [&](__m256i v) { return _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v)); };
+  const __m256 l = _mm256_add_ps(_mm256_add_ps(lo(wv), lo(pv)), lo(tv));
+  const __m256 h = _mm256_add_ps(_mm256_add_ps(hi(wv), hi(pv)), hi(tv));
+  *a = _mm256_permute2f128_ps(l, h, 0x20);
+  *b = _mm256_permute2f128_ps(l, h, 0x31);
+}
+
+template <typename T>
+void bert_norm_row_impl(const T* w, const T* p, const T* t, const float* gamma, const float* beta,
+                        const float* f, bool finite_affine, float eps, int64_t n, float* x, T* out, float* mean_out,
+                        float* rstd_out) {
+  // x = (w + p) + t and its sum, in row_sum<float, 32>'s order: part k sums
+  // the elements d = k mod 32 of the whole 32-steps, the tail goes into part
+  // 0 one element at a time, and the parts are added in order.
+  __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t d = 0;
+  for (; d + kParts <= n; d += kParts) {
+    for (int j = 0; j < 4; j += 2) {
+      __m256 a, b;
+      sum3_16(w + d + 8 * j, p + d + 8 * j, t + d + 8 * j, &a, &b);
+      _mm256_storeu_ps(x + d + 8 * j, a);
+      _mm256_storeu_ps(x + d + 8 * j + 8, b);
+      s[j] = _mm256_add_ps(s[j], a);
+      s[j + 1] = _mm256_add_ps(s[j + 1], b);
+    }
+  }
+  const int64_t whole = d;
+  for (; d < n; ++d) x[d] = (static_cast<float>(w[d]) + static_cast<float>(p[d])) + static_cast<float>(t[d]);
+  alignas(32) float part[kParts];
+  const float mean = parts_total(s, part, whole, n, x) / static_cast<float>(n);
+
+  // The squared deviations, in the same order; c * c rounded before the add.
+  const __m256 m = _mm256_set1_ps(mean);
+  __m256 q[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (d = 0; d + kParts <= n; d += kParts) {
+    for (int j = 0; j < 4; ++j) {
+      const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(x + d + 8 * j), m);
+      q[j] = _mm256_add_ps(q[j], rounded(_mm256_mul_ps(c, c)));
+    }
+  }
+  for (int j = 0; j < 4; ++j) _mm256_storeu_ps(part + 8 * j, q[j]);
+  for (; d < n; ++d) part[0] += rounded((x[d] - mean) * (x[d] - mean));
+  float sq = 0;
+  for (int k = 0; k < kParts; ++k) sq += part[k];
+  const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
+
+  const __m256 r = _mm256_set1_ps(rstd);
+  auto norm8 = [&](int64_t e) {
+    const __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + e), m), r), _mm256_loadu_ps(gamma + e));
+    const __m256 y = _mm256_add_ps(rounded(v), _mm256_loadu_ps(beta + e));
+    return f == nullptr ? y : _mm256_mul_ps(y, _mm256_loadu_ps(f + e));
+  };
+  // A finite mean means every x is finite, a finite sq that every
+  // (x - mean)^2 is, so |x - mean| * rstd stays below sqrt(n); with gamma
+  // and beta finite, no output is NaN (an overflow is an infinity, which
+  // the rounding without the check handles as the one with it).
+  // (A dropped infinity is inf * 0: NaN.)
+  if (f == nullptr && finite_affine && std::isfinite(mean) && std::isfinite(sq)) {
+    for (d = 0; d + 16 <= n; d += 16) store16_not_nan(out + d, norm8(d), norm8(d + 8));
+  } else {
+    for (d = 0; d + 16 <= n; d += 16) store16_from_float(out + d, norm8(d), norm8(d + 8));
+  }
+  for (; d + 8 <= n; d += 8) store_from_float(out + d, norm8(d));
+  for (; d < n; ++d) {
+    const float y = rounded((x[d] - mean) * rstd * gamma[d]) + beta[d];
+    out[d] = static_cast<T>(f == nullptr ? y : y * f[d]);
+  }
+  *mean_out = mean;
+  *rstd_out = rstd;
+}
+
+// Philox-4x32-10 (kernels/random.cuh) of the counters in the four 64-bit
+// lanes of ctr: the words w0..w3 of each counter in the low 32 bits of c[0..3].
+inline void philox4(__m256i ctr, uint64_t key, __m256i c[4]) {
+  const __m256i low = _mm256_set1_epi64x(0xffffffffLL);
+  const __m256i m0 = _mm256_set1_epi64x(0xD2511F53LL), m1 = _mm256_set1_epi64x(0xCD9E8D57LL);
+  __m256i c0 = _mm256_and_si256(ctr, low), c1 = _mm256_srli_epi64(ctr, 32);
+  __m256i c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+    // mul_epu32 reads the low 32 bits of each lane: what the high halves hold does not matter.
+    const __m256i p0 = _mm256_mul_epu32(c0, m0), p1 = _mm256_mul_epu32(c2, m1);
+    const __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1), _mm256_set1_epi64x(k0));
+    const __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c3), _mm256_set1_epi64x(k1));
+    c1 = p1;
+    c3 = p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  c[0] = c0;
+  c[1] = c1;
+  c[2] = c2;
+  c[3] = c3;
+}
+
 }  // namespace
+
+void dropout_factors(uint64_t seed, uint64_t first, int64_t n, float p, float keep, float* f) {
+  auto scalar = [&](int64_t d) { f[d] = uniform(seed, first + d) >= p ? keep : 0.0f; };
+  int64_t d = 0;
+  for (; d < n && ((first + d) & 3) != 0; ++d) scalar(d);  // up to the next whole counter
+  const __m256i low = _mm256_set1_epi64x(0xffffffffLL);
+  const __m256 pv = _mm256_set1_ps(p), kv = _mm256_set1_ps(keep), scale = _mm256_set1_ps(1.0f / 16777216.0f);
+  auto factors = [&](__m256i words) {  // uniform_from_word, compared with p
+    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(words, 8)), scale);
+    return _mm256_and_ps(_mm256_cmp_ps(u, pv, _CMP_GE_OQ), kv);
+  };
+  for (; d + 16 <= n; d += 16) {
+    const int64_t counter = static_cast<int64_t>((first + d) >> 2);
+    __m256i c[4];
+    philox4(_mm256_setr_epi64x(counter, counter + 1, counter + 2, counter + 3), seed, c);
+    // Per counter: (w0, w1) and (w2, w3) as 64-bit lanes, then in element order.
+    const __m256i a = _mm256_or_si256(_mm256_and_si256(c[0], low), _mm256_slli_epi64(c[1], 32));
+    const __m256i b = _mm256_or_si256(_mm256_and_si256(c[2], low), _mm256_slli_epi64(c[3], 32));
+    const __m256i lo = _mm256_unpacklo_epi64(a, b), hi = _mm256_unpackhi_epi64(a, b);
+    _mm256_storeu_ps(f + d, factors(_mm256_permute2x128_si256(lo, hi, 0x20)));
+    _mm256_storeu_ps(f + d + 8, factors(_mm256_permute2x128_si256(lo, hi, 0x31)));
+  }
+  for (; d < n; ++d) scalar(d);
+}
+
+void sum_rows(const float* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
+  sum_rows_impl(g, count, n, acc, from_zero);
+}
+void sum_rows(const c10::BFloat16* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
+  sum_rows_impl(g, count, n, acc, from_zero);
+}
+void sum_rows(const c10::Half* const* g, int64_t count, int64_t n, float* acc, bool from_zero) {
+  sum_rows_impl(g, count, n, acc, from_zero);
+}
+
+void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
+                   const float* f, bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, f, finite_affine, eps, n, x, out, mean, rstd);
+}
+void bert_norm_row(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, const float* gamma,
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::BFloat16* out, float* mean,
+                   float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, f, finite_affine, eps, n, x, out, mean, rstd);
+}
+void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, const float* gamma,
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::Half* out, float* mean, float* rstd) {
+  bert_norm_row_impl(w, p, t, gamma, beta, f, finite_affine, eps, n, x, out, mean, rstd);
+}
 
 void add_rows(const float* x, const float* w, float* y, int64_t n) { add_rows_impl(x, w, y, n); }
 void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n) {

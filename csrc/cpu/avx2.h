@@ -37,6 +37,38 @@ void add_rows(const float* x, const float* w, float* y, int64_t n);
 void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n);
 void add_rows(const c10::Half* x, const c10::Half* w, c10::Half* y, int64_t n);
 
+/// acc[d] = (((a + g[0][d]) + g[1][d]) + ...) + g[count - 1][d] for d < n,
+/// with a = 0 when from_zero, else acc[d]: one fp32 add per element and row,
+/// in row order, as the portable loop adds them, the partial sums kept in
+/// registers.
+void sum_rows(const float* const* g, int64_t count, int64_t n, float* acc, bool from_zero);
+void sum_rows(const c10::BFloat16* const* g, int64_t count, int64_t n, float* acc, bool from_zero);
+void sum_rows(const c10::Half* const* g, int64_t count, int64_t n, float* acc, bool from_zero);
+
+/// One token row of the BERT block's forward without dropout: x = (w + p) + t
+/// in fp32 (kept in x[0..n)), mean and rstd summed in the order of
+/// cpu/rows.h's row_sum<float, kBertParts> (32 parts, the tail into part 0),
+/// out = (x - mean) * rstd * gamma + beta rounded once. The same operations
+/// in the same order as bert_cpu.cpp's portable loop, and no fused
+/// multiply-add, so the results are bitwise that loop's. f: the dropout
+/// factors of the row (each output times f[d] before the rounding), or
+/// null. finite_affine:
+/// gamma and beta hold no NaN or infinity (then a row with a finite mean and
+/// rstd rounds to bf16 without the NaN check).
+void bert_norm_row(const float* w, const float* p, const float* t, const float* gamma, const float* beta,
+                   const float* f, bool finite_affine, float eps, int64_t n, float* x, float* out, float* mean, float* rstd);
+void bert_norm_row(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, const float* gamma,
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::BFloat16* out,
+                   float* mean, float* rstd);
+void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, const float* gamma,
+                   const float* beta, const float* f, bool finite_affine, float eps, int64_t n, float* x, c10::Half* out,
+                   float* mean, float* rstd);
+
+/// f[d] = keep when the uniform number of element first + d under seed
+/// (kernels/random.cuh: Philox-4x32-10) is >= p, else 0, for d < n: four
+/// Philox counters at a time in 64-bit lanes, bitwise the scalar draw.
+void dropout_factors(uint64_t seed, uint64_t first, int64_t n, float p, float keep, float* f);
+
 /// dst[d] = float(src[d]), and back with round-to-nearest-even.
 void to_float(const c10::BFloat16* src, float* dst, int64_t n);
 void to_float(const c10::Half* src, float* dst, int64_t n);

@@ -26,10 +26,17 @@ void gather_row(const BertParams& p, int64_t row, acc_t<T>* x, acc_t<T>* tmp) {
 }
 
 // f[d] = the dropout factor of (row, d), as dropout_factor computes it, one
-// Philox call per four consecutive elements.
+// Philox call per four consecutive elements (four calls at a time with AVX2).
 template <typename A>
 void dropout_row(const BertParams& p, int64_t row, A* f) {
   const A keep = A(1) / (A(1) - A(p.dropout_p));
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (std::is_same_v<A, float>) {
+    if (cpu_avx2()) {
+      return avx2::dropout_factors(p.seed, static_cast<uint64_t>(row * p.dim), p.dim, p.dropout_p, keep, f);
+    }
+  }
+#endif
   uint64_t cached = ~uint64_t(0);
   uint32_t words[4];
   for (int64_t d = 0; d < p.dim; ++d) {
@@ -42,9 +49,33 @@ void dropout_row(const BertParams& p, int64_t row, A* f) {
   }
 }
 
+// The AVX2 row (fp32 statistics): the portable loop's operations in its
+// order, 8 wide, reading the table rows in place.
+template <typename T>
+bool bert_avx2(const BertParams& p) {
+  return !std::is_same_v<T, double> && cpu_avx2();
+}
+
+template <typename T>
+void norm_row_avx2(const BertParams& p, int64_t row, acc_t<T>* x, const acc_t<T>* gamma, const acc_t<T>* beta,
+                   const acc_t<T>* f, bool finite_affine) {
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (!std::is_same_v<T, double>) {
+    const BertRow r = bert_row(p, row);
+    avx2::bert_norm_row(static_cast<const T*>(p.word) + r.word * p.word_stride,
+                        static_cast<const T*>(p.position) + r.position * p.position_stride,
+                        static_cast<const T*>(p.type) + r.type * p.type_stride, gamma, beta, f, finite_affine,
+                        p.eps_f32, p.dim, x, static_cast<T*>(p.out) + row * p.dim,
+                        static_cast<float*>(p.mean) + row, static_cast<float*>(p.rstd) + row);
+  }
+#endif
+}
+
 // The CPU runs each row whole: the row in a buffer, plain loops the compiler
-// vectorises, rows converted 8 wide (cpu/rows.h). Same formulas as the
-// shared bodies in kernels/bert.cuh.
+// vectorises, rows converted 8 wide (cpu/rows.h); or, with AVX2, one call
+// per row that does the same operations in the same order (bitwise equal,
+// tests/python/test_bert.py). Same formulas as the shared bodies in
+// kernels/bert.cuh.
 template <typename T>
 void forward_typed(const BertParams& p) {
   using A = acc_t<T>;
@@ -52,13 +83,21 @@ void forward_typed(const BertParams& p) {
   std::vector<A> gamma(D), beta(D);
   load_row(static_cast<const T*>(p.gamma), gamma.data(), D);
   load_row(static_cast<const T*>(p.beta), beta.data(), D);
+  const bool avx2 = bert_avx2<T>(p);
+  bool finite_affine = true;
+  for (int64_t d = 0; d < D; ++d) finite_affine = finite_affine && std::isfinite(gamma[d]) && std::isfinite(beta[d]);
   at::parallel_for(0, p.batch * p.seq, row_grain(D), [&](int64_t begin, int64_t end) {
     std::vector<A> x(D), y(D), f(p.dropout ? D : 0);
     for (int64_t row = begin; row < end; ++row) {
+      if (avx2) {
+        if (p.dropout) dropout_row(p, row, f.data());
+        norm_row_avx2<T>(p, row, x.data(), gamma.data(), beta.data(), p.dropout ? f.data() : nullptr, finite_affine);
+        continue;
+      }
       gather_row<T>(p, row, x.data(), y.data());
       const A* v = x.data();
-      const A mean = row_sum<A>(D, [v](int64_t d) { return v[d]; }) / A(D);
-      const A sq = row_sum<A>(D, [v, mean](int64_t d) { return (v[d] - mean) * (v[d] - mean); });
+      const A mean = row_sum<A, kBertParts>(D, [v](int64_t d) { return v[d]; }) / A(D);
+      const A sq = row_sum<A, kBertParts>(D, [v, mean](int64_t d) { return (v[d] - mean) * (v[d] - mean); });
       const A rstd = A(1) / std::sqrt(sq / A(D) + detail::bert_eps<A>(p));
       for (int64_t d = 0; d < D; ++d) y[d] = (x[d] - mean) * rstd * gamma[d] + beta[d];
       if (p.dropout) {

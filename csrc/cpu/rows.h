@@ -48,20 +48,26 @@ void store_row(const acc_t<T>* src, T* dst, int64_t n) {
   }
 }
 
-/// sum(f(d)) for d < n in 8 interleaved partial sums: the compiler can run
-/// them as one vector (a single running sum is a chain of dependent adds,
+/// sum(f(d)) for d < n in kParts interleaved partial sums: the compiler can
+/// run them as vectors (a single running sum is a chain of dependent adds,
 /// ~4 cycles each), and the order stays fixed, so results are repeatable.
-template <typename A, typename F>
+/// Part k sums f(d) for d = k mod kParts; the tail past the last whole step
+/// goes into part 0; the parts are added in order. (32 parts keep four
+/// 8-lane vector chains in flight: avx2::bert_norm_row sums in that order.)
+template <typename A, int kParts = 8, typename F>
 A row_sum(int64_t n, F f) {
-  A part[8] = {};
+  A part[kParts] = {};
   int64_t d = 0;
-  for (; d + 8 <= n; d += 8) {
-    for (int k = 0; k < 8; ++k) part[k] += f(d + k);
+  for (; d + kParts <= n; d += kParts) {
+    for (int k = 0; k < kParts; ++k) part[k] += f(d + k);
   }
   for (; d < n; ++d) part[0] += f(d);
   A total = 0;
-  for (int k = 0; k < 8; ++k) total += part[k];
+  for (int k = 0; k < kParts; ++k) total += part[k];
   return total;
 }
+
+/// The number of partial sums of the BERT block's forward statistics.
+inline constexpr int kBertParts = 32;
 
 }  // namespace posemb::detail

@@ -95,19 +95,28 @@ def differences(export_path, out_path) -> dict:
         diff["loss after"] = abs(out["loss_after"] - loss_after)
         diff["trained parameters"] = max((out["trained." + name] - p).abs().max().item()
                                          for name, p in ours.named_parameters() if "trained." + name in out)
-    return {"differences": diff, "loss_before": out["loss_before"], "loss_after": out["loss_after"]}
+    # transformers' BertEmbeddings is another fp32 LayerNorm, its sums in
+    # another order: each lands about 2 ulp of the largest output from the
+    # fp64 value (transformers itself 1.0e-6 at |y| = 7.15 on these weights),
+    # so the two may differ by 4 ulp of it. Everything else: 1e-6.
+    tolerance = {name: TOLERANCE for name in diff}
+    tolerance["hidden vs transformers BertEmbeddings"] = max(
+        TOLERANCE, 4 * torch.finfo(torch.float32).eps * out["hidden"].abs().max().item())
+    return {"differences": diff, "tolerances": tolerance, "loss_before": out["loss_before"],
+            "loss_after": out["loss_after"]}
 
 
 def main(argv) -> int:
     export_path, out_path = (argv + ["minilm.pt", "bert_out.pt"][len(argv):])[:2]
     result = differences(export_path, out_path)
-    worst = 0.0
+    within = True
     for name, value in result["differences"].items():
-        print(f"max abs difference, {name}: {value:.3g}")
-        worst = max(worst, value)
+        limit = result["tolerances"][name]
+        print(f"max abs difference, {name}: {value:.3g} (at most {limit:.2g})")
+        within = within and value <= limit
     print(f"loss before: {result['loss_before']:.6f}, after one C++ SGD step: {result['loss_after']:.6f}")
-    ok = worst <= TOLERANCE and result["loss_after"] < result["loss_before"]
-    print("OK" if ok else f"FAILED (tolerance {TOLERANCE}, the loss must go down)")
+    ok = within and result["loss_after"] < result["loss_before"]
+    print("OK" if ok else "FAILED (a difference above its tolerance, or the loss did not go down)")
     return 0 if ok else 1
 
 

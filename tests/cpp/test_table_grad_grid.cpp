@@ -33,7 +33,7 @@ torch::Tensor walk(const torch::Tensor& grad, const torch::Tensor& positions, in
   std::vector<torch::Tensor> keep;
   auto p = posemb::detail::make_table_grad_params(grad, posemb::detail::XDims{1, 0}, positions,
                                                   grad_weight, padding_idx, keep,
-                                                  /*gpu_indices=*/true);
+                                                  /*arange_offset=*/std::nullopt, /*gpu_indices=*/true);
   p.chunk_tokens = 4;
   auto partials = grid_walk::poisoned({posemb::table_grad_chunks(p), 2, dim});
   p.partials = partials.data_ptr();
@@ -78,6 +78,27 @@ TEST(TableGradGridWalk, RowsOutsideTheTableAreDropped) {
       0, positions.masked_select(inside), grad.reshape({16, 16}).index({inside.reshape({16})}));
   EXPECT_TRUE(torch::allclose(walk<4>(grad, positions, 6, std::nullopt), expected, 1e-6, 1e-6));
   EXPECT_TRUE(torch::allclose(walk<1>(grad, positions, 6, std::nullopt), expected, 1e-6, 1e-6));
+}
+
+// Implicit positions (offset + t): the sorted order is written down instead
+// of sorted; it must be the stable sort's, to the element.
+TEST(TableGradParams, ImplicitPositionsGiveTheStableSortsOrder) {
+  for (const int64_t batch : {1, 3}) {
+    const int64_t seq = 9, offset = 5, dim = 4;
+    const auto grad = torch::randn({batch, seq, dim});
+    const auto positions = (torch::arange(seq, torch::kLong) + offset).unsqueeze(0).expand({batch, seq});
+    const auto grad_weight = torch::empty({20, dim});
+    std::vector<torch::Tensor> keep_sorted, keep_written;
+    const auto sorted = posemb::detail::make_table_grad_params(grad, posemb::detail::XDims{1, 0}, positions,
+                                                               grad_weight, std::nullopt, keep_sorted);
+    const auto written = posemb::detail::make_table_grad_params(grad, posemb::detail::XDims{1, 0}, positions,
+                                                                grad_weight, std::nullopt, keep_written, offset);
+    ASSERT_EQ(sorted.num_tokens, written.num_tokens);
+    for (int64_t k = 0; k < sorted.num_tokens; ++k) {
+      EXPECT_EQ(sorted.sorted_rows[k], written.sorted_rows[k]) << k;
+      EXPECT_EQ(sorted.order[k], written.order[k]) << k;
+    }
+  }
 }
 
 }  // namespace

@@ -282,3 +282,72 @@ def test_dropout_of_one_gives_zeros_as_nn_dropout():
     assert torch.equal(out, torch.zeros_like(out))
     out.sum().backward()
     assert block.word_embeddings.weight.grad.abs().sum() == 0
+
+
+def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
+    """The AVX2 row of the forward (where this CPU has it) and the portable
+    loop (ATEN_CPU_CAPABILITY=default) give the same bits: output, mean and
+    rstd, at hidden sizes with and without a tail past the 32-element steps,
+    with and without dropout (rows that start inside a Philox counter);
+    and so do the three table gradients of the backward. (The inputs are made
+    here: torch's own randn draws other numbers under the default capability.)"""
+    import subprocess
+    import sys
+
+    inputs = []
+    for hidden in (13, 40, 300, 768):
+        g = torch.Generator().manual_seed(hidden)
+        w = [torch.randn(50, hidden, generator=g) + 5, torch.randn(40, hidden, generator=g) * 3,
+             torch.randn(2, hidden, generator=g), 1 + 0.1 * torch.randn(hidden, generator=g),
+             0.1 * torch.randn(hidden, generator=g)]
+        ids, types = torch.randint(0, 50, (3, 37), generator=g), torch.randint(0, 2, (3, 37), generator=g)
+        inputs.append((w, ids, types, torch.randn(3, 37, hidden, generator=g)))
+    # Rows with a NaN, an infinity, and values near the fp32 limit (x - mean
+    # overflows); a row whose squares overflow; an infinite gamma.
+    w, ids, types, grad = [t.clone() if isinstance(t, torch.Tensor) else [u.clone() for u in t]
+                           for t in inputs[1]]
+    w[0][ids[0, 0], 3] = float("nan")
+    w[0][ids[0, 1], 5] = float("inf")
+    w[0][ids[0, 2]] = 3e38 * torch.tensor([1.0, -1.0]).repeat(20)
+    w[0][ids[0, 3]] = 1e20
+    w[0][ids[0, 3], ::3] = -1e20
+    inputs.append((w, ids, types, grad))
+    w = [t.clone() for t in w]
+    w[3][7] = float("inf")
+    inputs.append((w, ids, types, grad))
+    # Converted here too: ATen's vector conversion writes another NaN than its scalar one.
+    inputs = [([t.to(dtype) for t in w], ids, types, grad.to(dtype))
+              for w, ids, types, grad in inputs for dtype in (torch.float32, torch.bfloat16, torch.float16)]
+    torch.save(inputs, tmp_path / "inputs.pt")
+    code = """
+import sys, torch, posemb
+results = []
+for w, ids, types, grad in torch.load(sys.argv[1]):
+    for dropout_p, seed in ((0.0, None), (0.3, torch.tensor(123))):
+        w = [t.detach().requires_grad_() for t in w]
+        out, mean, rstd = torch.ops.posemb.bert_embeddings(ids, *w, None, types, 0, 1e-12, dropout_p, seed, 1, None)
+        out.backward(grad)
+        results += [out, mean, rstd] + [t.grad for t in w[:3]]
+torch.save(results, sys.argv[2])
+"""
+    results = []
+    for capability in (None, "default"):
+        env = dict(os.environ)
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        path = str(tmp_path / f"bert-{capability}.pt")
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "inputs.pt"), path], env=env, check=True)
+        results.append(torch.load(path))
+    assert len(results[0]) == len(results[1]) == 6 * 3 * 2 * 6
+
+    def bits(t):
+        return t.view(torch.int16 if t.element_size() == 2 else torch.int32) if t.dtype != torch.float64 else t
+
+    for i, (vector, portable) in enumerate(zip(*results)):
+        if i % 6 < 3:  # the forward: every bit, NaNs' too
+            assert torch.equal(bits(vector), bits(portable)), i
+        else:  # the gradients: which NaN a sum of two NaNs keeps is the compiler's choice
+            nan = vector.isnan()
+            assert torch.equal(nan, portable.isnan()), i
+            assert torch.equal(bits(vector)[~nan], bits(portable)[~nan]), i

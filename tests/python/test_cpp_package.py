@@ -78,7 +78,7 @@ def test_cpp_bert_embed_on_real_minilm_weights(example_build, tmp_path):
     result = check.differences(exported, written)
     print(result)
     for name, diff in result["differences"].items():
-        assert diff <= 1e-6, name
+        assert diff <= result["tolerances"][name], name  # 1e-6; 4 ulp against transformers' LayerNorm
     assert result["loss_after"] < result["loss_before"]
     losses = re.search(r"loss before: (\S+)\nloss after: (\S+)", out).groups()
     assert float(losses[1]) < float(losses[0])

@@ -267,3 +267,63 @@ def test_second_order_gradients_are_a_clear_error():
     torch.testing.assert_close(gw, torch.autograd.grad((x + w[:5]).pow(2).sum(), w)[0])
     with pytest.raises(RuntimeError, match="posemb.learned_add: second-order gradients"):
         gw.sum().backward()
+
+
+def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
+    """The AVX2 loops (where this CPU has them) and the portable loops
+    (ATEN_CPU_CAPABILITY=default) give the same bits: the forward add and the
+    table gradient, with implicit positions (the batch-entry rounds), random
+    repeated positions, a padding row, non-contiguous gradients, NaNs and
+    infinities. (The
+    inputs are made here: torch's randn draws other numbers under the default
+    capability.)"""
+    import os
+    import subprocess
+    import sys
+
+    inputs = []
+    for dim in (13, 40, 768):
+        g = torch.Generator().manual_seed(dim)
+        inputs.append((torch.randn(4, 70, dim, generator=g), torch.randn(90, dim, generator=g),
+                       torch.randint(0, 90, (4, 70), generator=g), torch.randn(70, 4, dim, generator=g)))
+    for _, _, positions, _ in inputs:
+        positions[2] = 4  # a hot row: more tokens than one register pass takes
+    x = inputs[1][0]  # NaN, infinities and an inf - inf in one sample
+    x[0, 0, 3], x[0, 1, 5], x[1, 2, :16] = float("nan"), float("inf"), float("inf")
+    inputs[1][1][:, :16] = float("-inf")
+    # Converted here too: ATen's vector and scalar conversions may differ (NaNs).
+    inputs = [(x.to(dtype), w.to(dtype), positions, grad.to(dtype)) for x, w, positions, grad in inputs
+              for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64)]
+    torch.save(inputs, tmp_path / "inputs.pt")
+    code = """
+import sys, torch, posemb
+results = []
+for x_, w_, positions, g_ in torch.load(sys.argv[1]):
+    results.append(torch.ops.posemb.learned_add(x_, w_, None, None, 5, -2, None))
+    results.append(torch.ops.posemb.learned_add(x_, w_, positions, None, 0, -2, None))
+    results.append(torch.ops.posemb.learned_add_backward(g_.transpose(0, 1), None, None, 3, -2, 90, None))
+    results.append(torch.ops.posemb.learned_add_backward(g_.transpose(0, 1), positions, None, 0, -2, 90, 7))
+    results.append(torch.ops.posemb.learned_add_backward(g_.transpose(0, 1)[..., ::2], positions, None, 0, -2, 90, None))
+torch.save(results, sys.argv[2])
+"""
+    results = []
+    for capability in (None, "default"):
+        env = dict(os.environ)
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        path = str(tmp_path / f"learned-{capability}.pt")
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "inputs.pt"), path], env=env, check=True)
+        results.append(torch.load(path))
+    assert len(results[0]) == len(results[1]) == 3 * 4 * 5
+
+    def bits(t):
+        return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+    for i, (vector, portable) in enumerate(zip(*results)):
+        if i % 5 < 2:  # the forward: every bit, NaNs' too
+            assert torch.equal(bits(vector), bits(portable)), i
+        else:  # the gradients: which NaN a sum of two NaNs keeps is the compiler's choice
+            nan = vector.isnan()
+            assert torch.equal(nan, portable.isnan()), i
+            assert torch.equal(bits(vector)[~nan], bits(portable)[~nan]), i
