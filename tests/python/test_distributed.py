@@ -1,7 +1,7 @@
 """posemb under PyTorch's own distributed stack, 2 processes on the CPU with
 gloo: every op on DTensors (posemb.distributed's sharding rules) equals the
 op on the whole tensors, runs on the local shards (the output keeps the
-input's sharding), and trains (table gradients as partial sums); FSDP2
+input's sharding), and trains (table gradients as partial sums); DDP and FSDP2
 (fully_shard) trains a patched BERT as one process does."""
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def _init(rank: int, port: int):
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
     return init_device_mesh("cpu", (2,))
+
+
+def _finish():
+    """Leave the group only once both ranks are done: a rank that destroys
+    it while the other still trains or saves can abort the other's gloo
+    threads."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _check(name, out, expected, placement):
@@ -144,9 +154,7 @@ def ops_worker(rank, port):
     _check("make_positions batch", torch.ops.posemb.make_positions(D(padded, Shard(0)), 1),
            posemb.make_positions(padded, 1), Shard(0))
 
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
+    _finish()
 
 
 def test_every_op_on_dtensors_two_processes():
@@ -168,9 +176,37 @@ def fsdp_worker(rank, port, ids, out_path):
     full = {n: p.full_tensor().detach() for n, p in model.named_parameters()}
     if rank == 0:
         torch.save(full, out_path)
-    import torch.distributed as dist
+    _finish()
 
-    dist.destroy_process_group()
+
+def ddp_worker(rank, port, ids, out_path):
+    _init(rank, port)
+    from test_hf import small_roberta, train_steps
+
+    model = small_roberta()
+    posemb.hf.patch(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    train_steps(ddp, ids, 2, rank)
+    if rank == 0:
+        torch.save({n: p.detach() for n, p in model.named_parameters()}, out_path)
+    del ddp
+    _finish()
+
+
+def test_ddp_training_matches_one_process(tmp_path):
+    """DistributedDataParallel on a patched RoBERTa: three SGD steps on 2
+    processes (gradients all-reduced) equal the same steps on one."""
+    from test_hf import BATCH, STEPS, small_roberta, train_steps
+
+    ids = torch.randint(3, 60, (STEPS, BATCH, 10), generator=torch.Generator().manual_seed(4))
+    out_path = tmp_path / "ddp.pt"
+    _spawn(ddp_worker, ids, str(out_path))
+    single = small_roberta()
+    posemb.hf.patch(single)
+    train_steps(single, ids)
+    replicated = torch.load(out_path)
+    for name, p in single.named_parameters():
+        torch.testing.assert_close(replicated[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_fsdp2_training_matches_one_process(tmp_path):
@@ -231,9 +267,7 @@ def tensor_parallel_worker(rank, port, rope_types):
             grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
             torch.testing.assert_close(grad, reference.get_parameter(name).grad, rtol=1e-4, atol=1e-6,
                                        msg=f"{rope_type} {name}")
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
+    _finish()
 
 
 def test_llama_attention_tensor_parallel_equals_one_process():

