@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd/needs_graph.h"
 #include "bert_op.h"
 
 namespace posemb::detail {
@@ -61,6 +62,12 @@ BertOutputs bert_embeddings_autograd(
     const std::optional<at::Tensor>& positions, const std::optional<at::Tensor>& token_type_ids,
     c10::SymInt offset, double eps, double dropout_p, const std::optional<at::Tensor>& dropout_seed,
     std::optional<int64_t> word_padding_idx, std::optional<int64_t> position_padding_idx) {
+  if (!needs_graph(word, position, type, gamma, beta)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return BertEmbeddingsOp::handle().call(input_ids, word, position, type, gamma, beta, positions, token_type_ids,
+                                           std::move(offset), eps, dropout_p, dropout_seed, word_padding_idx,
+                                           position_padding_idx);
+  }
   auto out = BertEmbeddings::apply(input_ids, word, position, type, gamma, beta, positions,
                                    token_type_ids, std::move(offset), eps, dropout_p, dropout_seed,
                                    word_padding_idx, position_padding_idx);

@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd/needs_graph.h"
 #include "fourier_op.h"
 
 namespace posemb::detail {
@@ -27,6 +28,10 @@ class FourierFeatures : public torch::autograd::Function<FourierFeatures> {
 };
 
 at::Tensor fourier_features_autograd(const at::Tensor& positions, const at::Tensor& frequencies) {
+  if (!needs_graph(positions, frequencies)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return FourierFeaturesOp::handle().call(positions, frequencies);
+  }
   return FourierFeatures::apply(positions, frequencies);
 }
 

@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd/needs_graph.h"
 #include "learned_op.h"
 
 namespace posemb::detail {
@@ -47,6 +48,10 @@ at::Tensor learned_add_autograd(const at::Tensor& x, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& positions,
                                 const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                                 int64_t seq_dim, std::optional<int64_t> padding_idx) {
+  if (!needs_graph(x, weight)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return LearnedAddOp::handle().call(x, weight, positions, offsets, std::move(offset), seq_dim, padding_idx);
+  }
   return LearnedAdd::apply(x, weight, positions, offsets, std::move(offset), seq_dim, padding_idx);
 }
 

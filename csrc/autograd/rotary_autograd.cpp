@@ -5,6 +5,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd/needs_graph.h"
 #include "rotary_op.h"
 
 namespace posemb::detail {
@@ -105,6 +106,11 @@ RotaryOutputs rotary_autograd(const at::Tensor& q, const at::Tensor& k, const at
                               const std::optional<at::Tensor>& offsets, c10::SymInt offset,
                               const std::optional<at::Tensor>& cu_seqlens,
                               double attention_scaling, bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
+  if (!needs_graph(q, k, inv_freq)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return RotaryOp::handle().call(q, k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
+                                   attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
+  }
   auto out = Rotary::apply(q, k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
                            attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
   return {out[0], out[1]};
@@ -127,6 +133,12 @@ void rotary_inplace_autograd(const at::Tensor& q, const at::Tensor& k, const at:
                              attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
     q.copy_(out[0]);
     k.copy_(out[1]);
+    return;
+  }
+  if (!needs_graph(q, k, inv_freq)) {
+    at::AutoDispatchBelowAutograd guard;  // ADInplaceOrView still bumps the versions
+    RotaryInplaceOp::handle().call(q, k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
+                                   attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
     return;
   }
   RotaryInplace::apply(q, k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,

@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd/needs_graph.h"
 #include "sinusoidal_op.h"
 
 namespace posemb::detail {
@@ -65,6 +66,11 @@ at::Tensor sinusoidal_add_autograd(const at::Tensor& x, const std::optional<at::
                                    int64_t seq_dim, std::string_view layout,
                                    std::string_view freqs, double base, double scale,
                                    std::optional<int64_t> padding_idx) {
+  if (!needs_graph(x)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return SinusoidalAddOp::handle().call(x, positions, offsets, std::move(offset), seq_dim, layout, freqs, base,
+                                          scale, padding_idx);
+  }
   return SinusoidalAdd::apply(x, positions, offsets, std::move(offset), seq_dim, layout, freqs,
                               base, scale, padding_idx);
 }
@@ -75,6 +81,12 @@ void sinusoidal_add_inplace_autograd(const at::Tensor& x,
                                      int64_t seq_dim, std::string_view layout,
                                      std::string_view freqs, double base, double scale,
                                      std::optional<int64_t> padding_idx) {
+  if (!needs_graph(x)) {
+    at::AutoDispatchBelowAutograd guard;  // ADInplaceOrView still bumps x's version
+    SinusoidalAddInplaceOp::handle().call(x, positions, offsets, std::move(offset), seq_dim, layout, freqs, base,
+                                          scale, padding_idx);
+    return;
+  }
   SinusoidalAddInplace::apply(x, positions, offsets, std::move(offset), seq_dim, layout, freqs,
                               base, scale, padding_idx);
 }

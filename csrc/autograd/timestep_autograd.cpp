@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd/needs_graph.h"
 #include "timestep_op.h"
 
 namespace posemb::detail {
@@ -40,6 +41,11 @@ class TimestepEmbedding : public torch::autograd::Function<TimestepEmbedding> {
 at::Tensor timestep_embedding_autograd(const at::Tensor& timesteps, int64_t embedding_dim, bool flip_sin_to_cos,
                                        double downscale_freq_shift, double scale, double max_period,
                                        std::optional<at::ScalarType> dtype) {
+  if (!needs_graph(timesteps)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return TimestepEmbeddingOp::handle().call(timesteps, embedding_dim, flip_sin_to_cos, downscale_freq_shift, scale,
+                                              max_period, dtype);
+  }
   return TimestepEmbedding::apply(timesteps, embedding_dim, flip_sin_to_cos, downscale_freq_shift, scale,
                                   max_period, dtype);
 }
