@@ -153,8 +153,12 @@ void check_cu_seqlens_values(const char* op, const at::Tensor& c, int64_t tokens
   const at::Tensor l = c.to(at::kLong);
   const bool ok = (l[0].eq(0) & l[-1].eq(tokens) &
                    (l.slice(0, 1) >= l.slice(0, 0, -1)).all()).item<bool>();
-  TORCH_CHECK(ok, "posemb.", op, ": cu_seqlens must start at 0, never decrease and end at the ",
-              "number of tokens (", tokens, "), got ", l.cpu());
+  if (ok) return;
+  const at::Tensor values = l.cpu().contiguous();
+  const int64_t shown = std::min<int64_t>(values.numel(), 16);
+  TORCH_CHECK(false, "posemb.", op, ": cu_seqlens must start at 0, never decrease and end at the ",
+              "number of tokens (", tokens, "), got ", at::IntArrayRef(values.const_data_ptr<int64_t>(), shown),
+              values.numel() > shown ? " ..." : "");
 }
 
 // The kernels' view of checked sections (kernels/rotary.cuh: rotary_axis).

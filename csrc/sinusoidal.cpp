@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <c10/core/SymBool.h>
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -160,6 +161,13 @@ at::Tensor sinusoidal_table_composite(c10::SymInt num_positions, c10::SymInt dim
   const at::ScalarType type = dtype.value_or(at::kFloat);
   TORCH_CHECK(type == at::kFloat || type == at::kDouble || type == at::kHalf || type == at::kBFloat16,
               "posemb.sinusoidal_table: dtype must be float32, float64, float16 or bfloat16, got ", type);
+  const auto n = num_positions.maybe_as_int(), d = dim.maybe_as_int();
+  int64_t bytes = 0;
+  TORCH_CHECK(!n || !d ||
+                  !(c10::mul_overflows(*n, *d, &bytes) ||
+                    c10::mul_overflows(bytes, static_cast<int64_t>(c10::elementSize(type)), &bytes)),
+              "posemb.sinusoidal_table: a table of num_positions x dim = ", *n, " x ", *d,
+              " elements is too large to allocate");
   const auto options = at::TensorOptions()
                            .dtype(type)
                            .device(device.value_or(at::kCPU));

@@ -313,6 +313,11 @@ def test_bad_cu_seqlens_values_are_an_error():
         posemb.rotary(q, None, torch.ones(4), cu_seqlens=torch.tensor([0, 4, 3, 6]))
     with pytest.raises(RuntimeError, match="end at the number of tokens \\(6\\)"):
         posemb.rotary(q, None, torch.ones(4), cu_seqlens=torch.tensor([0, 4, 5]))
+    # The values are shown as a list, the first 16 of a long one.
+    with pytest.raises(RuntimeError, match=r"\(6\), got \[0, 4, 3, 6\]$"):
+        posemb.rotary(q, None, torch.ones(4), cu_seqlens=torch.tensor([0, 4, 3, 6]))
+    with pytest.raises(RuntimeError, match=r"got \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15\] \.\.\.$"):
+        posemb.rotary(q, None, torch.ones(4), cu_seqlens=torch.arange(20))
 
 
 def test_module_errors_and_repr():

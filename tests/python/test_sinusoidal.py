@@ -279,6 +279,9 @@ def test_error_on_device_mix():
 def test_table_rejects_negative_sizes():
     with pytest.raises(RuntimeError, match="posemb.sinusoidal_table: num_positions must be non-negative"):
         posemb.sinusoidal_table(-1, 4)
+    with pytest.raises(RuntimeError, match="posemb.sinusoidal_table: a table of num_positions x dim = "
+                                           "1099511627776 x 1099511627776 elements is too large"):
+        posemb.sinusoidal_table(2**40, 2**40)
 
 
 def test_python_argument_errors():
