@@ -131,6 +131,27 @@ template <typename T>
 void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* enc, float scale, int64_t n) {
   const __m256 s = _mm256_set1_ps(scale);
   int64_t d = 0;
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    // As in add_rows: bf16 unpacked against zeros, in the lane order
+    // (0-3, 8-11) and (4-7, 12-15), and packus restores the order on the way
+    // out. The encoding is put in that order once per 16 channels for all
+    // the rows; rows without a NaN round without the NaN select.
+    const __m256i zero = _mm256_setzero_si256();
+    for (; d + 16 <= n; d += 16) {
+      const __m256 e0 = _mm256_loadu_ps(enc + d), e1 = _mm256_loadu_ps(enc + d + 8);
+      const __m256 e_lo = _mm256_permute2f128_ps(e0, e1, 0x20), e_hi = _mm256_permute2f128_ps(e0, e1, 0x31);
+      for (int64_t r = 0; r < rows; ++r) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + d));
+        const __m256 lo = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v)), s, e_lo);
+        const __m256 hi = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v)), s, e_hi);
+        const __m256 nan = _mm256_cmp_ps(lo, hi, _CMP_UNORD_Q);
+        const __m256i bits = _mm256_testz_ps(nan, nan)
+                                 ? _mm256_packus_epi32(bfloat16_bits_not_nan(lo), bfloat16_bits_not_nan(hi))
+                                 : _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[r] + d), bits);
+      }
+    }
+  }
   for (; d + 16 <= n; d += 16) {
     const __m256 e0 = _mm256_loadu_ps(enc + d), e1 = _mm256_loadu_ps(enc + d + 8);
     for (int64_t r = 0; r < rows; ++r) {
