@@ -455,7 +455,7 @@ namespace {
 // sin and cos of 8 angles given as quadrants q and fp32-path residuals (turns::split):
 // the same operations in the same order as turns::sincos, 8 wide, so the
 // results are bitwise those of the scalar path and the CUDA kernels.
-void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
+inline void sincos8(__m256i q, __m256i residual, __m256* s, __m256* c) {
   const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
   const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(residual), _mm256_set1_ps(turns::kResidualToRadians));
   const __m256 z = _mm256_mul_ps(r, r);
@@ -470,11 +470,29 @@ void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
   const __m256 swap = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, one), one));
   const __m256 sign_s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(q, two), 30));
   const __m256 sign_c = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(q, one), two), 30));
-  _mm256_storeu_ps(s, _mm256_xor_ps(_mm256_blendv_ps(sr, cr, swap), sign_s));
-  _mm256_storeu_ps(c, _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), sign_c));
+  *s = _mm256_xor_ps(_mm256_blendv_ps(sr, cr, swap), sign_s);
+  *c = _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), sign_c);
 }
 
-template <bool kWide>
+inline void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
+  __m256 vs, vc;
+  sincos8(q, residual, &vs, &vc);
+  _mm256_storeu_ps(s, vs);
+  _mm256_storeu_ps(c, vc);
+}
+
+// s0 c0 s1 c1 .. s7 c7 at out: the unpacks pair lanes 0,1,4,5 and 2,3,6,7,
+// the 128-bit permutes put the pairs in order.
+inline void store_interleaved8(__m256i q, __m256i residual, float* out) {
+  __m256 vs, vc;
+  sincos8(q, residual, &vs, &vc);
+  const __m256 lo = _mm256_unpacklo_ps(vs, vc), hi = _mm256_unpackhi_ps(vs, vc);
+  _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
+  _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+// kInterleaved: s0 c0 s1 c1 .. into s (c unused); else the sines in s, the cosines in c.
+template <bool kWide, bool kInterleaved>
 void position_sincos_row_impl(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
   const uint64_t p = static_cast<uint64_t>(position);
   const __m256i p_lo = _mm256_set1_epi64x(static_cast<int64_t>(p & 0xffffffffu));
@@ -483,9 +501,19 @@ void position_sincos_row_impl(int64_t position, const uint64_t* F, int64_t n, fl
   for (; i + 8 <= n; i += 8) {
     __m256i q, residual;
     split8<kWide>(p_lo, p_hi, F + i, &q, &residual);
-    store_sincos8(q, residual, s + i, c + i);
+    if constexpr (kInterleaved) {
+      store_interleaved8(q, residual, s + 2 * i);
+    } else {
+      store_sincos8(q, residual, s + i, c + i);
+    }
   }
-  for (; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
+  for (; i < n; ++i) {
+    if constexpr (kInterleaved) {
+      turns::position_sincos(position, F[i], &s[2 * i], &s[2 * i + 1]);
+    } else {
+      turns::position_sincos(position, F[i], &s[i], &c[i]);
+    }
+  }
 }
 
 }  // namespace
@@ -507,8 +535,15 @@ void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c) {
 }
 
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
-  if (static_cast<uint64_t>(position) >> 32) return position_sincos_row_impl<true>(position, F, n, s, c);
-  position_sincos_row_impl<false>(position, F, n, s, c);
+  if (static_cast<uint64_t>(position) >> 32) return position_sincos_row_impl<true, false>(position, F, n, s, c);
+  position_sincos_row_impl<false, false>(position, F, n, s, c);
+}
+
+void position_sincos_row_interleaved(int64_t position, const uint64_t* F, int64_t n, float* out) {
+  if (static_cast<uint64_t>(position) >> 32) {
+    return position_sincos_row_impl<true, true>(position, F, n, out, nullptr);
+  }
+  position_sincos_row_impl<false, true>(position, F, n, out, nullptr);
 }
 
 void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n) {

@@ -18,6 +18,8 @@ bool available();
 /// s[i], c[i] = sin, cos of position times frequency i, given as its turns
 /// (kernels/turns.cuh), for i < n: 8 wide, bitwise equal to turns::position_sincos.
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c);
+/// The same, interleaved: out[2i], out[2i + 1] = sin, cos, for i < n.
+void position_sincos_row_interleaved(int64_t position, const uint64_t* F, int64_t n, float* out);
 
 /// s[i], c[i] = sin, cos of the angles u[i] (turns · 2^64, as float
 /// positions' angles come from kernels/float_turns.cuh) for i < n: 8 wide,

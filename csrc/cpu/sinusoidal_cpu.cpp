@@ -30,8 +30,24 @@ void sincos_row(int64_t position, const uint64_t* F, int64_t n, A* s, A* c, bool
   for (int64_t i = 0; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 
-// enc[0..dim) = the encoding of one position, in the op's layout. The
-// interleaved layout goes through s and c; halves are written in place.
+// enc[2i], enc[2i + 1] = sin, cos of position times frequency i, i < n.
+// The vector loop stores the pairs; the portable one goes through s and c.
+template <typename A>
+void interleaved_row(int64_t position, const uint64_t* F, int64_t n, A* enc, A* s, A* c, bool vectorised) {
+#if defined(POSEMB_CPU_AVX2)
+  if constexpr (std::is_same_v<A, float>) {
+    if (vectorised) return avx2::position_sincos_row_interleaved(position, F, n, enc);
+  }
+#endif
+  sincos_row(position, F, n, s, c, vectorised);
+  for (int64_t i = 0; i < n; ++i) {
+    enc[2 * i] = s[i];
+    enc[2 * i + 1] = c[i];
+  }
+}
+
+// enc[0..dim) = the encoding of one position, in the op's layout (halves
+// are written in place).
 template <typename A>
 void encode_row(const SinusoidalParams& p, int64_t pos, A* enc, A* s, A* c, bool vectorised) {
   const int64_t half = p.dim / 2;
@@ -40,11 +56,7 @@ void encode_row(const SinusoidalParams& p, int64_t pos, A* enc, A* s, A* c, bool
     return;
   }
   if (p.layout == SinusoidalLayout::Interleaved) {
-    sincos_row(pos, p.turns, half, s, c, vectorised);
-    for (int64_t i = 0; i < half; ++i) {
-      enc[2 * i] = s[i];
-      enc[2 * i + 1] = c[i];
-    }
+    interleaved_row(pos, p.turns, half, enc, s, c, vectorised);
   } else {
     sincos_row(pos, p.turns, half, enc, enc + half, vectorised);
   }
