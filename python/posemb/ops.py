@@ -36,6 +36,15 @@ def _position_args(positions, offset, input_ids, padding_idx):
     return positions, None, offset
 
 
+def _call_sinusoidal(op, x, positions, offsets, offset, seq_dim, layout, freqs, base, scale, padding_idx):
+    # Trailing arguments at the schema's defaults are left to the dispatcher:
+    # converting the two strings, two floats and None costs about 0.5 µs a
+    # call, a tenth of a small call (README: Performance, per-call cost).
+    if layout == "interleaved" and freqs == "vaswani" and base == 10000.0 and scale == 1.0 and padding_idx is None:
+        return op(x, positions, offsets, offset, seq_dim)
+    return op(x, positions, offsets, offset, seq_dim, layout, freqs, float(base), float(scale), padding_idx)
+
+
 def sinusoidal_add(
     x: Tensor,
     positions: Optional[Tensor] = None,
@@ -76,9 +85,8 @@ def sinusoidal_add(
     contract). Differentiable in ``x``.
     """
     positions, offsets, offset = _position_args(positions, offset, input_ids, padding_idx)
-    return torch.ops.posemb.sinusoidal_add(
-        x, positions, offsets, offset, seq_dim, layout, freqs, float(base), float(scale), padding_idx
-    )
+    return _call_sinusoidal(torch.ops.posemb.sinusoidal_add.default, x, positions, offsets, offset, seq_dim,
+                            layout, freqs, base, scale, padding_idx)
 
 
 def sinusoidal_add_(
@@ -96,9 +104,8 @@ def sinusoidal_add_(
 ) -> Tensor:
     """In-place :func:`sinusoidal_add`: ``x = x * scale + PE``; returns ``x``."""
     positions, offsets, offset = _position_args(positions, offset, input_ids, padding_idx)
-    torch.ops.posemb.sinusoidal_add_(
-        x, positions, offsets, offset, seq_dim, layout, freqs, float(base), float(scale), padding_idx
-    )
+    _call_sinusoidal(torch.ops.posemb.sinusoidal_add_.default, x, positions, offsets, offset, seq_dim,
+                     layout, freqs, base, scale, padding_idx)
     return x
 
 
