@@ -193,36 +193,29 @@ def ddp_worker(rank, port, ids, out_path):
     _finish()
 
 
-def test_ddp_training_matches_one_process(tmp_path):
-    """DistributedDataParallel on a patched RoBERTa: three SGD steps on 2
-    processes (gradients all-reduced) equal the same steps on one."""
+def _trains_as_one_process(worker, out_path):
+    """Three SGD steps of a patched RoBERTa by `worker` on 2 processes (rank
+    0 saves the parameters to out_path) equal the same steps on one."""
     from test_hf import BATCH, STEPS, small_roberta, train_steps
 
     ids = torch.randint(3, 60, (STEPS, BATCH, 10), generator=torch.Generator().manual_seed(4))
-    out_path = tmp_path / "ddp.pt"
-    _spawn(ddp_worker, ids, str(out_path))
+    _spawn(worker, ids, str(out_path))
     single = small_roberta()
     posemb.hf.patch(single)
     train_steps(single, ids)
-    replicated = torch.load(out_path)
+    trained = torch.load(out_path)
     for name, p in single.named_parameters():
-        torch.testing.assert_close(replicated[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(trained[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_ddp_training_matches_one_process(tmp_path):
+    """DistributedDataParallel (gradients all-reduced) on a patched RoBERTa."""
+    _trains_as_one_process(ddp_worker, tmp_path / "ddp.pt")
 
 
 def test_fsdp2_training_matches_one_process(tmp_path):
-    """fully_shard on a patched RoBERTa (posemb's fused embedding block
-    inside): three SGD steps on 2 processes equal the same steps on one."""
-    from test_hf import BATCH, STEPS, small_roberta, train_steps
-
-    ids = torch.randint(3, 60, (STEPS, BATCH, 10), generator=torch.Generator().manual_seed(4))
-    out_path = tmp_path / "fsdp.pt"
-    _spawn(fsdp_worker, ids, str(out_path))
-    single = small_roberta()
-    posemb.hf.patch(single)
-    train_steps(single, ids)
-    sharded = torch.load(out_path)
-    for name, p in single.named_parameters():
-        torch.testing.assert_close(sharded[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+    """fully_shard on a patched RoBERTa (posemb's fused embedding block inside)."""
+    _trains_as_one_process(fsdp_worker, tmp_path / "fsdp.pt")
 
 
 def tensor_parallel_worker(rank, port, rope_types):
