@@ -58,6 +58,27 @@ POSEMB_HD A in_acc(double as_double, float as_float) {
   }
 }
 
+/// a * b + c rounded once, on every device: nvcc fuses `a * b + c` on its
+/// own, a host compiler without FMA instructions does not, so the CPU loops,
+/// the AVX2 loops (_mm256_fmadd_ps) and the CUDA kernels would round
+/// differently wherever the product is inexact. (std::fma on the host is a
+/// call where the compiler cannot emit FMA: callers keep it off their
+/// common exact-product paths.)
+POSEMB_HD float mul_add(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+POSEMB_HD double mul_add(double a, double b, double c) {
+#if defined(__CUDA_ARCH__)
+  return __fma_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
 /// Loads element i of an integer index tensor stored as int32 or int64.
 POSEMB_HD int64_t load_index(const void* data, bool is_int64, int64_t i) {
   return is_int64 ? static_cast<const int64_t*>(data)[i]

@@ -115,8 +115,8 @@ POSEMB_HD void sinusoidal_apply(const SinusoidalParams& p, int64_t b, int64_t t,
     auto v = load_vec<T, 2 * K>(x + 2 * i0);
 POSEMB_UNROLL
     for (int k = 0; k < K; ++k) {
-      v.v[2 * k] = Ops::from_acc(Ops::to_acc(v.v[2 * k]) * scale + s[k]);
-      v.v[2 * k + 1] = Ops::from_acc(Ops::to_acc(v.v[2 * k + 1]) * scale + c[k]);
+      v.v[2 * k] = Ops::from_acc(mul_add(Ops::to_acc(v.v[2 * k]), scale, s[k]));
+      v.v[2 * k + 1] = Ops::from_acc(mul_add(Ops::to_acc(v.v[2 * k + 1]), scale, c[k]));
     }
     store_vec<T, 2 * K>(y + 2 * i0, v);
   } else if constexpr (kVector) {
@@ -124,8 +124,8 @@ POSEMB_UNROLL
     auto vc = load_vec<T, K>(x + half + i0);
 POSEMB_UNROLL
     for (int k = 0; k < K; ++k) {
-      vs.v[k] = Ops::from_acc(Ops::to_acc(vs.v[k]) * scale + s[k]);
-      vc.v[k] = Ops::from_acc(Ops::to_acc(vc.v[k]) * scale + c[k]);
+      vs.v[k] = Ops::from_acc(mul_add(Ops::to_acc(vs.v[k]), scale, s[k]));
+      vc.v[k] = Ops::from_acc(mul_add(Ops::to_acc(vc.v[k]), scale, c[k]));
     }
     store_vec<T, K>(y + i0, vs);
     store_vec<T, K>(y + half + i0, vc);
@@ -137,8 +137,8 @@ POSEMB_UNROLL
       const int64_t cc = L == SinusoidalLayout::Interleaved ? 2 * i + 1 : half + i;
       const T xs = x[cs * p.x_rows.stride_inner];
       const T xc = x[cc * p.x_rows.stride_inner];
-      y[cs * p.y_rows.stride_inner] = Ops::from_acc(Ops::to_acc(xs) * scale + s[k]);
-      y[cc * p.y_rows.stride_inner] = Ops::from_acc(Ops::to_acc(xc) * scale + c[k]);
+      y[cs * p.y_rows.stride_inner] = Ops::from_acc(mul_add(Ops::to_acc(xs), scale, s[k]));
+      y[cc * p.y_rows.stride_inner] = Ops::from_acc(mul_add(Ops::to_acc(xc), scale, c[k]));
     }
   }
 }

@@ -165,7 +165,7 @@ void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* 
     for (int64_t r = 0; r < rows; ++r) store_from_float(y[r] + d, _mm256_fmadd_ps(load_as_float(x[r] + d), s, e));
   }
   for (; d < n; ++d) {
-    for (int64_t r = 0; r < rows; ++r) y[r][d] = static_cast<T>(static_cast<float>(x[r][d]) * scale + enc[d]);
+    for (int64_t r = 0; r < rows; ++r) y[r][d] = static_cast<T>(mul_add(static_cast<float>(x[r][d]), scale, enc[d]));
   }
 }
 

@@ -166,6 +166,9 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "x = ((torch.arange(3 * 7 * 203) * 7919 % 2001 - 1000) / 97.0).view(3, 7, 203).bfloat16(); "
             "x[0, 0, 5] = float('nan'); x[1, 2, 17] = float('inf'); x[2, 3, 201] = float('nan'); "
             "b = (posemb.sinusoidal_add(x, scale=3.5), posemb.sinusoidal_add_(x.clone(), offset=7, layout='half')); "
+            # x * scale + PE rounded once (one FMA) on every path, an inexact scale.
+            "f = x.float(); b += tuple(posemb.sinusoidal_add(f.to(d), scale=384 ** 0.5) "
+            "for d in (torch.float32, torch.float64, torch.float16)); "
             "torch.save((t, w, r, m, *e, g, *b), sys.argv[1])")
     results = []
     for capability in (None, "default"):
