@@ -438,6 +438,33 @@ void bert_norm_row(const c10::Half* w, const c10::Half* p, const c10::Half* t, c
   bert_norm_row_impl(w, p, t, gamma, beta, f, finite_affine, eps, n, x, out, mean, rstd);
 }
 
+template <typename T>
+void rotate_halves_impl(const T* in, T* out, const float* c, const float* s, int64_t half) {
+  int64_t i = 0;
+  for (; i + 8 <= half; i += 8) {  // both halves' chunk i is read before either is written
+    const __m256 a = load_as_float(in + i), z = load_as_float(in + half + i);
+    const __m256 cv = _mm256_loadu_ps(c + i), sv = _mm256_loadu_ps(s + i);
+    // rounded(): GCC would fuse the intrinsics' multiply and add into an FMA.
+    store_from_float(out + i, _mm256_sub_ps(rounded(_mm256_mul_ps(a, cv)), rounded(_mm256_mul_ps(z, sv))));
+    store_from_float(out + half + i, _mm256_add_ps(rounded(_mm256_mul_ps(z, cv)), rounded(_mm256_mul_ps(a, sv))));
+  }
+  for (; i < half; ++i) {
+    const float a = static_cast<float>(in[i]), z = static_cast<float>(in[half + i]);
+    out[i] = static_cast<T>(rounded(a * c[i]) - rounded(z * s[i]));
+    out[half + i] = static_cast<T>(rounded(z * c[i]) + rounded(a * s[i]));
+  }
+}
+
+void rotate_halves(const float* in, float* out, const float* c, const float* s, int64_t half) {
+  rotate_halves_impl(in, out, c, s, half);
+}
+void rotate_halves(const c10::BFloat16* in, c10::BFloat16* out, const float* c, const float* s, int64_t half) {
+  rotate_halves_impl(in, out, c, s, half);
+}
+void rotate_halves(const c10::Half* in, c10::Half* out, const float* c, const float* s, int64_t half) {
+  rotate_halves_impl(in, out, c, s, half);
+}
+
 void add_rows(const float* x, const float* w, float* y, int64_t n) { add_rows_impl(x, w, y, n); }
 void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n) {
   add_rows_impl(x, w, y, n);

@@ -34,6 +34,13 @@ void fused_rows(const c10::BFloat16* const* x, c10::BFloat16* const* y, int64_t 
 void fused_rows(const c10::Half* const* x, c10::Half* const* y, int64_t rows, const float* enc, float scale,
                 int64_t n);
 
+/// The rotary turn of one head row: with a = in[0, half), z = in[half, 2 half),
+/// out = (a c - z s, z c + a s), each product rounded to fp32 before the sum
+/// (the portable loop's operations, no FMA, so the same bits). in may be out.
+void rotate_halves(const float* in, float* out, const float* c, const float* s, int64_t half);
+void rotate_halves(const c10::BFloat16* in, c10::BFloat16* out, const float* c, const float* s, int64_t half);
+void rotate_halves(const c10::Half* in, c10::Half* out, const float* c, const float* s, int64_t half);
+
 /// y[d] = x[d] + w[d] for d < n, added in fp32, rounded once.
 void add_rows(const float* x, const float* w, float* y, int64_t n);
 void add_rows(const c10::BFloat16* x, const c10::BFloat16* w, c10::BFloat16* y, int64_t n);

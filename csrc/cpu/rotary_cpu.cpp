@@ -27,6 +27,15 @@ void rotate_rows(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_
   for (int64_t h = 0; h < x.heads; ++h) {
     const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t) + h * x.in_rows.stride_inner;
     T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t) + h * x.out_rows.stride_inner;
+    if (p.copy_tail && tail > 0) std::memcpy(out + 2 * half, in + 2 * half, tail * sizeof(T));
+#if defined(POSEMB_CPU_AVX2)
+    if constexpr (std::is_same_v<A, float>) {
+      if (cpu_avx2()) {
+        avx2::rotate_halves(in, out, c, s, half);
+        continue;
+      }
+    }
+#endif
     load_row(in, a, half);
     load_row(in + half, z, half);
     for (int64_t i = 0; i < half; ++i) {
@@ -35,7 +44,6 @@ void rotate_rows(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_
     }
     store_row(ya, out, half);
     store_row(yz, out + half, half);
-    if (p.copy_tail && tail > 0) std::memcpy(out + 2 * half, in + 2 * half, tail * sizeof(T));
   }
 }
 

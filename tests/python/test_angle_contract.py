@@ -169,7 +169,14 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             # x * scale + PE rounded once (one FMA) on every path, an inexact scale.
             "f = x.float(); b += tuple(posemb.sinusoidal_add(f.to(d), scale=384 ** 0.5) "
             "for d in (torch.float32, torch.float64, torch.float16)); "
-            "torch.save((t, w, r, m, *e, g, *b), sys.argv[1])")
+            # Rotary of non-trivial q and k: 8-wide and scalar steps (half 12),
+            # channels past rotary_dim, bf16 and fp16, in place.
+            "v = ((torch.arange(2 * 9 * 3 * 28) * 7919 % 2001 - 1000) / 97.0).view(2, 9, 3, 28); "
+            "inv = torch.arange(12, dtype=torch.float32).mul(-0.7).exp(); "
+            "o = [y for d in (torch.float32, torch.bfloat16, torch.float16) "
+            "for y in posemb.rotary(v.to(d), v[:, :, :1].to(d) * 2, inv, offset=5, attention_scaling=1.3)]; "
+            "o.append(posemb.rotary(v.clone(), None, inv, offset=7, inplace=True)); "
+            "torch.save((t, w, r, m, *e, g, *b, *o), sys.argv[1])")
     results = []
     for capability in (None, "default"):
         env = dict(os.environ)
