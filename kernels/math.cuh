@@ -79,6 +79,30 @@ POSEMB_HD double mul_add(double a, double b, double c) {
 #endif
 }
 
+/// A pair (x0, x1) turned by the angle whose cos and sin are c and s:
+/// (x0 c - x1 s, x1 c + x0 s), each product rounded before the sum on every
+/// device. nvcc would fuse one product of each into an FMA; the CPU loops
+/// (host code is compiled with -ffp-contract=off) round both, so the CPU
+/// and GPU give the same bits.
+POSEMB_HD void rotate_pair(float x0, float x1, float c, float s, float* y0, float* y1) {
+#if defined(__CUDA_ARCH__)
+  *y0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+  *y1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s));
+#else
+  *y0 = x0 * c - x1 * s;
+  *y1 = x1 * c + x0 * s;
+#endif
+}
+POSEMB_HD void rotate_pair(double x0, double x1, double c, double s, double* y0, double* y1) {
+#if defined(__CUDA_ARCH__)
+  *y0 = __dsub_rn(__dmul_rn(x0, c), __dmul_rn(x1, s));
+  *y1 = __dadd_rn(__dmul_rn(x1, c), __dmul_rn(x0, s));
+#else
+  *y0 = x0 * c - x1 * s;
+  *y1 = x1 * c + x0 * s;
+#endif
+}
+
 /// Loads element i of an integer index tensor stored as int32 or int64.
 POSEMB_HD int64_t load_index(const void* data, bool is_int64, int64_t i) {
   return is_int64 ? static_cast<const int64_t*>(data)[i]

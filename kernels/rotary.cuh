@@ -101,10 +101,11 @@ POSEMB_HD void rotate_heads(const RotaryParams& p, const RotaryTensor& x, int64_
   const T* in = static_cast<const T*>(x.in) + x.in_rows.row(b, t);
   T* out = static_cast<T*>(x.out) + x.out_rows.row(b, t);
   for (int64_t h = 0; h < x.heads; ++h) {
-    const A a = Ops::to_acc(in[h * x.in_rows.stride_inner + i0]);
-    const A z = Ops::to_acc(in[h * x.in_rows.stride_inner + i1]);
-    out[h * x.out_rows.stride_inner + i0] = Ops::from_acc(a * c - z * s);
-    out[h * x.out_rows.stride_inner + i1] = Ops::from_acc(z * c + a * s);
+    A y0, y1;
+    rotate_pair(Ops::to_acc(in[h * x.in_rows.stride_inner + i0]), Ops::to_acc(in[h * x.in_rows.stride_inner + i1]),
+                c, s, &y0, &y1);
+    out[h * x.out_rows.stride_inner + i0] = Ops::from_acc(y0);
+    out[h * x.out_rows.stride_inner + i1] = Ops::from_acc(y1);
   }
 }
 
@@ -251,17 +252,19 @@ POSEMB_UNROLL
 POSEMB_UNROLL
       for (int v = 0; v < V; v += 2) {
         const A c = cos[freq + v / 2], s = sin[freq + v / 2];
-        const A x0 = Ops::to_acc(a.v[v]), x1 = Ops::to_acc(a.v[v + 1]);
-        a.v[v] = Ops::from_acc(x0 * c - x1 * s);
-        a.v[v + 1] = Ops::from_acc(x1 * c + x0 * s);
+        A y0, y1;
+        rotate_pair(Ops::to_acc(a.v[v]), Ops::to_acc(a.v[v + 1]), c, s, &y0, &y1);
+        a.v[v] = Ops::from_acc(y0);
+        a.v[v + 1] = Ops::from_acc(y1);
       }
     } else {
 POSEMB_UNROLL
       for (int v = 0; v < V; ++v) {
         const A c = cos[freq + v], s = sin[freq + v];
-        const A x0 = Ops::to_acc(a.v[v]), x1 = Ops::to_acc(z.v[v]);
-        a.v[v] = Ops::from_acc(x0 * c - x1 * s);
-        z.v[v] = Ops::from_acc(x1 * c + x0 * s);
+        A y0, y1;
+        rotate_pair(Ops::to_acc(a.v[v]), Ops::to_acc(z.v[v]), c, s, &y0, &y1);
+        a.v[v] = Ops::from_acc(y0);
+        z.v[v] = Ops::from_acc(y1);
       }
     }
     if constexpr (V * sizeof(T) == 16) {
