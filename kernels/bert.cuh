@@ -84,10 +84,13 @@ struct BertRow {
   int64_t word, position, type;
 };
 
-/// The row chunk size for the gamma/beta sums: a function of the shape only,
-/// so the sums are added in the same order whatever runs them.
+/// The number of row chunks of the gamma/beta sums: a function of the shape
+/// only, so the sums are added in the same order whatever runs them. At
+/// least 16 rows a chunk and at most 256 chunks (the final pass adds them
+/// one after another): on the GPU's warp path each chunk is a block, so
+/// 4096 rows make 256 blocks rather than 64.
 inline int64_t bert_row_chunks(int64_t rows) {
-  return std::max<int64_t>(1, std::min<int64_t>(256, rows / 64));
+  return std::max<int64_t>(1, std::min<int64_t>(256, rows / 16));
 }
 
 /// The block path's row passes: a block per token row, its threads across the channels.
@@ -110,7 +113,10 @@ POSEMB_HD constexpr int bert_piece() {
 }
 
 constexpr int kBertForwardWarps = 4;  // warp path, forward: warps (rows at a time) per block
-constexpr int kBertGradWarps = 8;     // warp path, backward: warps sharing a block's row chunk
+// Warp path, backward: warps sharing a block's row chunk. Four, so that two
+// blocks of ~200-register threads fit on a multiprocessor and 256 chunks
+// run in one wave on 132 of them.
+constexpr int kBertGradWarps = 4;
 
 /// How a bert launch covers the rows.
 struct BertLaunch {

@@ -287,7 +287,7 @@ void forward_and_backward(const Case& c) {
     EXPECT_TRUE(torch::equal(out.detach() != 0, keep_mask));
   }
 
-  // Backward, three row chunks of 25, 25 and 24 rows (8 warps each on the warp path).
+  // Backward, three row chunks of 25, 25 and 24 rows (4 warps each on the warp path).
   auto grad_x = grid_walk::poisoned({B * T_, D}, acc_dtype);
   p.row_chunks = 3;
   auto partials = grid_walk::poisoned({2, p.row_chunks, D}, acc_dtype);
