@@ -14,7 +14,9 @@ section 8 (README: "Reading the machine code"):
 
 - an fp32/bf16/fp16 kernel with FP64 instructions;
 - any kernel with local memory (a stack frame or LDL/STL);
-- a kernel with 128-bit loads whose stores are all narrower.
+- a kernel with 128-bit loads whose stores are all narrower;
+- a vector-path kernel (``--vector PATTERN ...``: names matching one of these
+  regular expressions) without both LDG.E.128 and STG.E.128.
 
 Needs ``cuobjdump`` (and ``nvdisasm`` for -sass) on PATH or in the pip
 packages nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm of this Python.
@@ -73,8 +75,10 @@ class Kernel:
     def is_double(self) -> bool:
         return re.search(r"\bdouble\b", self.name) is not None
 
-    def violations(self) -> List[str]:
+    def violations(self, vector: bool = False) -> List[str]:
         found = []
+        if vector and not (self.ldg128 and self.stg128):
+            found.append(f"a vector-path kernel with {self.ldg128} LDG.128 and {self.stg128} STG.128")
         if self.fp64 and not self.is_double:
             found.append(f"{self.fp64} FP64 instructions")
         if self.stack or self.local:
@@ -152,11 +156,11 @@ def read(binary: str, cuobjdump: str) -> List[Kernel]:
     return [k for k in kernels.values() if k.ops]
 
 
-def table(kernels: List[Kernel]) -> str:
+def table(kernels: List[Kernel], vector: List[str]) -> str:
     header = ("kernel", "regs", "stack", "LDL/STL", "LDG.128", "STG.128", "STG narrow", "FP64", "budget")
     rows = [header] + [
         (k.name, k.registers, k.stack, k.local, k.ldg128, k.stg128, k.stg_narrow, k.fp64,
-         "; ".join(k.violations()) or "ok")
+         "; ".join(k.violations(is_vector(k, vector))) or "ok")
         for k in sorted(kernels, key=lambda k: k.name)
     ]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
@@ -167,6 +171,10 @@ def table(kernels: List[Kernel]) -> str:
     return "\n".join(lines)
 
 
+def is_vector(kernel: Kernel, patterns: List[str]) -> bool:
+    return any(re.search(p, kernel.name) for p in patterns)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sass_report.py", description=__doc__.splitlines()[0])
     parser.add_argument("binaries", nargs="+")
@@ -174,6 +182,9 @@ def main(argv=None) -> int:
     parser.add_argument("--check", nargs="*", metavar="KERNEL",
                         help="exit 1 when a kernel breaks the budget (only kernels whose names start "
                              "with one of these, when given)")
+    parser.add_argument("--vector", nargs="*", default=[], metavar="PATTERN",
+                        help="kernels whose names match one of these regular expressions are vector paths: "
+                             "they must have both 128-bit loads and 128-bit stores")
     args = parser.parse_args(argv)
     cuobjdump = tool("cuobjdump")
     tool("nvdisasm")
@@ -181,9 +192,9 @@ def main(argv=None) -> int:
     if not kernels:
         print(f"sass_report: no sm_90 kernels in {args.binaries}", file=sys.stderr)
         return 1
-    bad = [k for k in kernels if k.violations()]
+    bad = [k for k in kernels if k.violations(is_vector(k, args.vector))]
     checked = [k for k in bad if args.check is not None and (not args.check or k.name.startswith(tuple(args.check)))]
-    report = table(kernels)
+    report = table(kernels, args.vector)
     summary = (f"{len(kernels)} kernels: {sum(1 for k in kernels if k.stg128)} with 128-bit stores, "
                f"{sum(1 for k in kernels if k.fp64 and not k.is_double)} non-fp64 with FP64, "
                f"{sum(1 for k in kernels if k.stack or k.local)} with local memory; "
@@ -193,7 +204,8 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(report + "\n" + summary + "\n")
     for k in checked:
-        print(f"sass_report: {k.name} is over budget: {'; '.join(k.violations())}", file=sys.stderr)
+        print(f"sass_report: {k.name} is over budget: {'; '.join(k.violations(is_vector(k, args.vector)))}",
+              file=sys.stderr)
     return 1 if checked else 0
 
 

@@ -41,6 +41,18 @@ void each_thread_2d(int64_t grid_x, int64_t grid_y, int64_t block, F body) {
   }
 }
 
+/// A warp's xor-butterfly sum as the CUDA shells do it (v += __shfl_xor_sync(
+/// v, o) for o = 16, 8, 4, 2, 1): lane l adds lane l ^ o's value, in that
+/// order, so every lane ends with the bits the GPU's lanes get.
+template <typename A>
+void warp_butterfly_sum(A (&v)[32]) {
+  for (int o = 16; o > 0; o >>= 1) {
+    A next[32];
+    for (int lane = 0; lane < 32; ++lane) next[lane] = v[lane] + v[lane ^ o];
+    for (int lane = 0; lane < 32; ++lane) v[lane] = next[lane];
+  }
+}
+
 /// An output the walk must overwrite entirely: a value no kernel writes.
 inline torch::Tensor poisoned(at::IntArrayRef sizes, const torch::TensorOptions& options = {}) {
   return torch::full(sizes, 1234.0, options);
