@@ -80,9 +80,10 @@ TORCH_LIBRARY(posemb, m) {
       "timestep_embedding_backward(Tensor grad, Tensor timesteps, Tensor embedding, bool flip_sin_to_cos, "
       "float downscale_freq_shift, float scale, float max_period) -> Tensor");
 
-  // y = x + the 2-D sin-cos grid of image patches; see csrc/include/posemb/sincos_2d.h.
-  m.def("sincos_2d_add(Tensor x, Tensor pos_h, Tensor pos_w, float base=10000.0) -> Tensor");
+  // y = x + the 2-D sin-cos grid of image patches (with pos_t: the 3-D grid of
+  // video patches); see csrc/include/posemb/sincos_2d.h.
+  m.def("sincos_2d_add(Tensor x, Tensor pos_h, Tensor pos_w, float base=10000.0, *, Tensor? pos_t=None) -> Tensor");
   m.def(
       "sincos_2d_table(Tensor pos_h, Tensor pos_w, SymInt dim, float base=10000.0, *, "
-      "ScalarType? dtype=None) -> Tensor");
+      "ScalarType? dtype=None, Tensor? pos_t=None) -> Tensor");
 }

@@ -18,7 +18,7 @@ __global__ void sincos_2d_kernel(const Sincos2dParams p, const int64_t items) {
 cudaError_t launch_sincos_2d_add(const Sincos2dParams& params, DType dtype, int num_sms, cudaStream_t stream) {
   return detail::dispatch_dtype(dtype, [&](auto t) {
     const int64_t items = sincos_2d_items(params);
-    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>((items + 255) / 256, int64_t(num_sms) * 16));
+    const int64_t blocks = sincos_2d_blocks(items, num_sms);
     sincos_2d_kernel<decltype(t)><<<unsigned(blocks), 256, 0, stream>>>(params, items);
     return cudaGetLastError();
   });

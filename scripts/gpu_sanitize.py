@@ -139,6 +139,17 @@ def sincos_2d(device: str) -> None:
             close(f"sincos_2d_add {dtype} {tuple(x.stride())}", out, x.to(dtype).double() + table,
                   3e-2 if dtype.itemsize == 2 else 1e-6)
             close(f"sincos_2d_add backward {dtype}", xd.grad, torch.ones(x.shape), 0.0)
+    # The 3-D grid of video patches: 3 frames of the same 7 x 5 grid.
+    pos_t = posemb.sincos_2d_positions(3, None, 0.5)
+    table = reference.sincos_2d_table(pos_h, pos_w, 48, pos_t=pos_t)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        for x in (torch.randn(2, 105, 48), torch.randn(105, 2, 96).transpose(0, 1)[..., ::2]):
+            xd = x.to(device, dtype).requires_grad_()
+            out = posemb.sincos_2d_add(xd, pos_h.to(device), pos_w.to(device), pos_t=pos_t.to(device))
+            out.backward(torch.ones_like(out))
+            close(f"sincos_2d_add pos_t {dtype} {tuple(x.stride())}", out, x.to(dtype).double() + table,
+                  3e-2 if dtype.itemsize == 2 else 1e-6)
+            close(f"sincos_2d_add pos_t backward {dtype}", xd.grad, torch.ones(x.shape), 0.0)
 
 
 FAMILIES: Dict[str, Callable[[str], None]] = dict(sinusoidal=sinusoidal, learned=learned, bert=bert, rotary=rotary,

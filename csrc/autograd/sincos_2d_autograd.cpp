@@ -14,21 +14,21 @@ using torch::autograd::variable_list;
 class Sincos2dAdd : public torch::autograd::Function<Sincos2dAdd> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& pos_h,
-                            const at::Tensor& pos_w, double base) {
+                            const at::Tensor& pos_w, double base, const std::optional<at::Tensor>& pos_t) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return Sincos2dAddOp::handle().call(x, pos_h, pos_w, base);
+    return Sincos2dAddOp::handle().call(x, pos_h, pos_w, base, pos_t);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    return {grad_outputs[0], at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_outputs[0], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 at::Tensor sincos_2d_add_autograd(const at::Tensor& x, const at::Tensor& pos_h, const at::Tensor& pos_w,
-                                  double base) {
-  TORCH_CHECK(!pos_h.requires_grad() && !pos_w.requires_grad(),
-              "posemb.sincos_2d_add: pos_h and pos_w take no gradient (only x does); detach them");
-  return Sincos2dAdd::apply(x, pos_h, pos_w, base);
+                                  double base, const std::optional<at::Tensor>& pos_t) {
+  TORCH_CHECK(!pos_h.requires_grad() && !pos_w.requires_grad() && !(pos_t && pos_t->requires_grad()),
+              "posemb.sincos_2d_add: pos_h, pos_w and pos_t take no gradient (only x does); detach them");
+  return Sincos2dAdd::apply(x, pos_h, pos_w, base, pos_t);
 }
 
 }  // namespace

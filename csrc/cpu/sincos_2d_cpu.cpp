@@ -1,7 +1,7 @@
-// CPU kernel of sincos_2d_add. The grid is separable: a token's first half
-// of channels depends on its column alone, the second half on its row. So
-// the encodings of the W columns and H rows are computed once, (W + H) x
-// dim/2 sin/cos (kernels/sincos_2d.cuh's formula, the same values), and the
+// CPU kernel of sincos_2d_add. The grid is separable: a token's channels are
+// its frame's encoding (3-D only), then its column's, then its row's. So the
+// encodings of the T frames, W columns and H rows are computed once
+// (kernels/sincos_2d.cuh's formula, the same values), and the
 // add is a streaming pass over x, whole rows at a time (8 wide on AVX2), as
 // cheap as a copy: no sin/cos per token, none per batch entry. Channels that
 // are not contiguous run kernels/sincos_2d.cuh's body, as the GPU does.
@@ -19,15 +19,15 @@ namespace posemb::detail {
 namespace {
 
 /// [sin(p w_0) .. sin(p w_{q-1}), cos(p w_0) .. cos(p w_{q-1})] of each
-/// position, one row of dim/2 per position.
+/// position, one row of 2q per position.
 template <typename A>
-std::vector<A> axis_encodings(const Sincos2dParams& p, const float* positions, int64_t count) {
-  const int64_t q = p.dim / 4, half = p.dim / 2;
-  std::vector<A> out(count * half);
+std::vector<A> axis_encodings(const FloatFreq* freqs, int64_t q, const float* positions, int64_t count) {
+  const int64_t width = 2 * q;
+  std::vector<A> out(count * width);
   at::parallel_for(0, count * q, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const int64_t n = j / q, i = j % q;
-      turns::float_position_sincos(positions[n], p.freqs[i], &out[n * half + i], &out[n * half + q + i]);
+      turns::float_position_sincos(positions[n], freqs[i], &out[n * width + i], &out[n * width + q + i]);
     }
   });
   return out;
@@ -43,24 +43,30 @@ void sincos_2d_cpu_typed(const Sincos2dParams& p) {
     });
     return;
   }
-  const int64_t half = p.dim / 2, tokens = p.h * p.w;
-  const std::vector<A> cols = axis_encodings<A>(p, p.pos_w, p.w), rows = axis_encodings<A>(p, p.pos_h, p.h);
+  // Channels [0, td) the frame's, [td, td + half) the column's, then the row's.
+  const int64_t td = p.t_dim, half = (p.dim - td) / 2, cells = p.h * p.w, tokens = p.t * cells;
+  const std::vector<A> cols = axis_encodings<A>(p.freqs, half / 2, p.pos_w, p.w),
+                       rows = axis_encodings<A>(p.freqs, half / 2, p.pos_h, p.h),
+                       frames = td ? axis_encodings<A>(p.freqs_t, td / 2, p.pos_t, p.t) : std::vector<A>();
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.dim));
   at::parallel_for(0, p.batch * tokens, grain, [&](int64_t begin, int64_t end) {
     std::vector<A> buf(p.dim);
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / tokens, t = r % tokens;
+      const int64_t b = r / tokens, t = r % tokens, cell = t % cells;
       const T* x = static_cast<const T*>(p.x) + b * p.x_sb + t * p.x_st;
       T* y = static_cast<T*>(p.y) + b * p.y_sb + t * p.y_st;
-      const A* col = cols.data() + (t % p.w) * half;
-      const A* row = rows.data() + (t / p.w) * half;
-      if constexpr (std::is_same_v<T, A>) {  // fp32, fp64: one pass the compiler vectorises
-        for (int64_t d = 0; d < half; ++d) y[d] = x[d] + col[d];
-        for (int64_t d = 0; d < half; ++d) y[half + d] = x[half + d] + row[d];
+      const A* frame = frames.data() + (t / cells) * td;
+      const A* col = cols.data() + (cell % p.w) * half;
+      const A* row = rows.data() + (cell / p.w) * half;
+      if constexpr (std::is_same_v<T, A>) {  // fp32, fp64: passes the compiler vectorises
+        for (int64_t d = 0; d < td; ++d) y[d] = x[d] + frame[d];
+        for (int64_t d = 0; d < half; ++d) y[td + d] = x[td + d] + col[d];
+        for (int64_t d = 0; d < half; ++d) y[td + half + d] = x[td + half + d] + row[d];
       } else {
         load_row(x, buf.data(), p.dim);
-        for (int64_t d = 0; d < half; ++d) buf[d] += col[d];
-        for (int64_t d = 0; d < half; ++d) buf[half + d] += row[d];
+        for (int64_t d = 0; d < td; ++d) buf[d] += frame[d];
+        for (int64_t d = 0; d < half; ++d) buf[td + d] += col[d];
+        for (int64_t d = 0; d < half; ++d) buf[td + half + d] += row[d];
         store_row(buf.data(), y, p.dim);
       }
     }

@@ -15,6 +15,12 @@ void check_finite(const char* module, const char* name, double value, bool posit
               positive ? " > 0" : "", ", got ", value);
 }
 
+/// arange(size) / scale in float32, diffusers' operations (and MAE's axis for scale 1).
+torch::Tensor scaled_axis(int64_t size, double scale, const torch::Device& device) {
+  auto pos = torch::arange(size, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  return scale != 1.0 ? pos / scale : pos;
+}
+
 }  // namespace
 
 TimestepsImpl::TimestepsImpl(TimestepsOptions options_) : options(std::move(options_)) { reset(); }
@@ -69,6 +75,37 @@ torch::Tensor SinCos2dPositionalEmbeddingImpl::forward(const torch::Tensor& x, i
   TORCH_CHECK(height >= 0 && width >= 0, "posemb::nn::SinCos2dPositionalEmbedding: height and width must be ",
               ">= 0, got ", height, " and ", width);
   return posemb::sincos_2d_add(x, positions(height, x.device()), positions(width, x.device()), options.base());
+}
+
+SinCos3dPositionalEmbeddingImpl::SinCos3dPositionalEmbeddingImpl(SinCos3dPositionalEmbeddingOptions options_)
+    : options(std::move(options_)) {
+  reset();
+}
+
+void SinCos3dPositionalEmbeddingImpl::reset() {
+  const char* name = "posemb::nn::SinCos3dPositionalEmbedding";
+  TORCH_CHECK(options.embed_dim() >= 16 && options.embed_dim() % 16 == 0, name,
+              ": embed_dim must be a positive multiple of 16, got ", options.embed_dim());
+  check_finite(name, "spatial_interpolation_scale", options.spatial_interpolation_scale(), true);
+  check_finite(name, "temporal_interpolation_scale", options.temporal_interpolation_scale(), true);
+  check_finite(name, "base", options.base(), true);
+}
+
+void SinCos3dPositionalEmbeddingImpl::pretty_print(std::ostream& stream) const {
+  stream << "posemb::nn::SinCos3dPositionalEmbedding(" << options.embed_dim()
+         << ", spatial_interpolation_scale=" << options.spatial_interpolation_scale()
+         << ", temporal_interpolation_scale=" << options.temporal_interpolation_scale() << ", base=" << options.base()
+         << ")";
+}
+
+torch::Tensor SinCos3dPositionalEmbeddingImpl::forward(const torch::Tensor& x, int64_t frames, int64_t height,
+                                                       int64_t width) {
+  TORCH_CHECK(frames >= 0 && height >= 0 && width >= 0, "posemb::nn::SinCos3dPositionalEmbedding: frames, height ",
+              "and width must be >= 0, got ", frames, ", ", height, " and ", width);
+  const double spatial = options.spatial_interpolation_scale();
+  return posemb::sincos_2d_add(x, scaled_axis(height, spatial, x.device()), scaled_axis(width, spatial, x.device()),
+                               options.base(),
+                               scaled_axis(frames, options.temporal_interpolation_scale(), x.device()));
 }
 
 }  // namespace posemb::nn

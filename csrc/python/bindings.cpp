@@ -216,4 +216,19 @@ PYBIND11_MODULE(_cpp, m) {
         .def("forward", &Impl::forward, py::arg("x"), py::arg("height"), py::arg("width"));
     repr_from_pretty_print<Impl>(cls);
   }
+  {
+    using Impl = SinCos3dPositionalEmbeddingImpl;
+    auto cls = bind_module<Impl, true>(m, "SinCos3dPositionalEmbedding");
+    cls.def(py::init([](int64_t embed_dim, double spatial_interpolation_scale, double temporal_interpolation_scale,
+                        double base) {
+              return std::make_shared<Impl>(SinCos3dPositionalEmbeddingOptions(embed_dim)
+                                                .spatial_interpolation_scale(spatial_interpolation_scale)
+                                                .temporal_interpolation_scale(temporal_interpolation_scale)
+                                                .base(base));
+            }),
+            py::arg("embed_dim"), py::arg("spatial_interpolation_scale") = 1.0,
+            py::arg("temporal_interpolation_scale") = 1.0, py::arg("base") = 10000.0)
+        .def("forward", &Impl::forward, py::arg("x"), py::arg("frames"), py::arg("height"), py::arg("width"));
+    repr_from_pretty_print<Impl>(cls);
+  }
 }

@@ -621,6 +621,55 @@ def sincos_2d_add_case(settings: Settings, label, shape, dtype) -> Case:
     return Case("sincos_2d_add", label, tuple(x.shape), dtype, bytes_moved, variants, notes)
 
 
+# CogVideoX 2b/5b latents of 480x720 video: 13 (or 5) latent frames of 60x90 in patches of 2, dim 1920.
+SINCOS_3D_SHAPES = [("CogVideoX 480x720, 49 frames", (1, 13, 30, 45, 1920), True),
+                    ("CogVideoX 480x720, 17 frames, batch 2", (2, 5, 30, 45, 1920), False)]
+
+
+@register("sincos_3d_add")
+def sincos_3d_add_cases(settings: Settings) -> Iterator[Case]:
+    for label, shape, in_quick in SINCOS_3D_SHAPES:
+        if in_quick or not settings.quick:
+            for dtype in (torch.float32, torch.bfloat16):
+                yield later(sincos_3d_add_case, label, shape, dtype)
+
+
+def sincos_3d_add_case(settings: Settings, label, shape, dtype) -> Case:
+    """posemb.sincos_2d_add with pos_t against CogVideoXPatchEmbed's grid:
+    its buffer (in the model's dtype, as a pipeline loaded in that dtype has
+    it) added, and get_3d_sincos_pos_embed rebuilt (fp64), as it does for a
+    frame count or resolution other than its sample size."""
+    device = settings.device
+    batch, t, h, w, dim = shape
+    spatial = 1.875  # CogVideoX's spatial_interpolation_scale
+    x = torch.randn(batch, t * h * w, dim, device=device, dtype=dtype)
+    pos_t = posemb.sincos_2d_positions(t, device=device)
+    pos_h = posemb.sincos_2d_positions(h, None, spatial, device=device)
+    pos_w = posemb.sincos_2d_positions(w, None, spatial, device=device)
+    fused = lambda: posemb.sincos_2d_add(x, pos_h, pos_w, pos_t=pos_t)  # noqa: E731
+    bytes_moved = 2 * x.numel() * x.element_size()
+    roofline = clone_roofline(x, bytes_moved)
+    variants = [roofline, Variant("posemb", "posemb", step(fused, None), roofline.name)]
+    notes: List[str] = []
+
+    def grid():
+        from diffusers.models.embeddings import get_3d_sincos_pos_embed
+        return get_3d_sincos_pos_embed(dim, (w, h), t, spatial, 1.0, device=device, output_type="pt").flatten(0, 1)
+
+    def cached():  # CogVideoXPatchEmbed at its sample size: the buffer, added
+        table = grid().to(dtype)[None]
+        eager = lambda: x + table.to(dtype=x.dtype)  # noqa: E731
+        assert_matches(f"sincos_3d_add {label}: posemb vs diffusers", fused(), eager())
+        return eager
+
+    def rebuilt():  # at another size: the grid rebuilt every call
+        return lambda: x + grid().to(dtype=x.dtype)[None]
+
+    add_optional_peer(variants, notes, "diffusers buffer add", cached, lambda fn: step(fn, None), roofline.name)
+    add_optional_peer(variants, notes, "diffusers grid rebuilt", rebuilt, lambda fn: step(fn, None), roofline.name)
+    return Case("sincos_3d_add", label, tuple(x.shape), dtype, bytes_moved, variants, notes)
+
+
 def median_time_us(fn, device: torch.device, warmup: int, repeats: int, before=None) -> float:
     """Median time of one call, in µs, after ``warmup`` calls (CUDA events on GPU)."""
     before = before or (lambda: None)

@@ -4,7 +4,8 @@ Each class is a ``torch.nn.Module`` (torch's ``torch.nn.cpp.ModuleWrapper``,
 made by ``torch::python::bind_module``) that drives the very C++ object a
 LibTorch program builds: ``posemb.cpp.SinusoidalPositionalEmbedding``,
 ``LearnedPositionalEmbedding``, ``BertEmbeddings``, ``RotaryEmbedding``,
-``FourierPositionalEmbedding``, ``Timesteps`` and ``SinCos2dPositionalEmbedding``,
+``FourierPositionalEmbedding``, ``Timesteps``, ``SinCos2dPositionalEmbedding`` and
+``SinCos3dPositionalEmbedding``,
 with the constructor and ``forward`` arguments of their twins in
 :mod:`posemb.nn` (the C++ options, e.g. ``sinusoidal_init`` for the learned
 table; ``RotaryEmbedding`` takes ``base``, ``linear_factor`` or a precomputed
@@ -50,8 +51,9 @@ RotaryEmbedding = _cpp.RotaryEmbedding
 FourierPositionalEmbedding = _cpp.FourierPositionalEmbedding
 Timesteps = _cpp.Timesteps
 SinCos2dPositionalEmbedding = _cpp.SinCos2dPositionalEmbedding
+SinCos3dPositionalEmbedding = _cpp.SinCos3dPositionalEmbedding
 for _cls in (SinusoidalPositionalEmbedding, LearnedPositionalEmbedding, BertEmbeddings, RotaryEmbedding,
-             FourierPositionalEmbedding, Timesteps, SinCos2dPositionalEmbedding):
+             FourierPositionalEmbedding, Timesteps, SinCos2dPositionalEmbedding, SinCos3dPositionalEmbedding):
     _cls.__module__ = __name__  # the wrapper classes are made at import, in no module of their own
 del _cls
 
@@ -97,4 +99,4 @@ for _cls in (SinusoidalPositionalEmbedding, LearnedPositionalEmbedding, BertEmbe
 del _cls
 
 __all__ = ["BertEmbeddings", "FourierPositionalEmbedding", "LearnedPositionalEmbedding", "RotaryEmbedding",
-           "SinCos2dPositionalEmbedding", "SinusoidalPositionalEmbedding", "Timesteps"]
+           "SinCos2dPositionalEmbedding", "SinCos3dPositionalEmbedding", "SinusoidalPositionalEmbedding", "Timesteps"]

@@ -12,7 +12,7 @@ from . import ops, rope
 __all__ = [
     "BertEmbeddings", "FourierPositionalEmbedding", "LearnedPositionalEmbedding", "RotaryEmbedding",
     "SinusoidalPositionalEmbedding",
-    "SinCos2dPositionalEmbedding", "Timesteps",
+    "SinCos2dPositionalEmbedding", "SinCos3dPositionalEmbedding", "Timesteps",
 ]
 
 
@@ -680,3 +680,39 @@ class SinCos2dPositionalEmbedding(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.embed_dim}, base_size={self.base_size}, interpolation_scale={self.interpolation_scale}, "
                 f"base={self.base}")
+
+
+class SinCos3dPositionalEmbedding(nn.Module):
+    """Adds the 3-D sin-cos grid of video patches to their embeddings,
+    computed in the kernel: ``forward(x, frames, height, width)`` for ``x``
+    ``(batch, frames*height*width, embed_dim)`` (frames major, then rows,
+    then columns) is :func:`posemb.sincos_2d_add` with ``pos_t``, the
+    positions of diffusers' ``get_3d_sincos_pos_embed`` (CogVideoX):
+    ``arange(n) / spatial_interpolation_scale`` for height and width,
+    ``arange(frames) / temporal_interpolation_scale`` for the frames.
+    ``embed_dim`` a multiple of 16. No table, no buffer."""
+
+    def __init__(self, embed_dim: int, spatial_interpolation_scale: float = 1.0,
+                 temporal_interpolation_scale: float = 1.0, base: float = 10000.0) -> None:
+        super().__init__()
+        name = "posemb.nn.SinCos3dPositionalEmbedding"
+        _check_int(name, "embed_dim", embed_dim, 16)
+        if embed_dim % 16:
+            raise ValueError(f"{name}: embed_dim must be a multiple of 16, got {embed_dim}")
+        _check_finite(name, "spatial_interpolation_scale", spatial_interpolation_scale, positive=True)
+        _check_finite(name, "temporal_interpolation_scale", temporal_interpolation_scale, positive=True)
+        _check_finite(name, "base", base, positive=True)
+        self.embed_dim = embed_dim
+        self.spatial_interpolation_scale = spatial_interpolation_scale
+        self.temporal_interpolation_scale = temporal_interpolation_scale
+        self.base = base
+
+    def forward(self, x: Tensor, frames: int, height: int, width: int) -> Tensor:
+        pos_t = ops.sincos_2d_positions(frames, None, self.temporal_interpolation_scale, device=x.device)
+        pos_h = ops.sincos_2d_positions(height, None, self.spatial_interpolation_scale, device=x.device)
+        pos_w = ops.sincos_2d_positions(width, None, self.spatial_interpolation_scale, device=x.device)
+        return ops.sincos_2d_add(x, pos_h, pos_w, base=self.base, pos_t=pos_t)
+
+    def extra_repr(self) -> str:
+        return (f"{self.embed_dim}, spatial_interpolation_scale={self.spatial_interpolation_scale}, "
+                f"temporal_interpolation_scale={self.temporal_interpolation_scale}, base={self.base}")

@@ -334,14 +334,19 @@ def sincos_2d_positions(
     ``get_2d_sincos_pos_embed`` computes them (``arange(size) / (size /
     base_size) / interpolation_scale``, the same float32 operations, so the
     same bits); ``base_size=None`` gives MAE's ``arange(size)``
-    (``/ interpolation_scale``)."""
+    (``/ interpolation_scale``), which is also each axis of diffusers'
+    ``get_3d_sincos_pos_embed``: ``sincos_2d_positions(n, None,
+    spatial_interpolation_scale)`` for height and width,
+    ``sincos_2d_positions(frames, None, temporal_interpolation_scale)`` for
+    ``pos_t``."""
     pos = torch.arange(size, device=device, dtype=torch.float32)
     if base_size is not None:
         pos = pos / (size / base_size)
     return pos / interpolation_scale if interpolation_scale != 1.0 else pos
 
 
-def sincos_2d_add(x: Tensor, pos_h: Tensor, pos_w: Tensor, *, base: float = 10000.0) -> Tensor:
+def sincos_2d_add(x: Tensor, pos_h: Tensor, pos_w: Tensor, *, base: float = 10000.0,
+                  pos_t: Optional[Tensor] = None) -> Tensor:
     """Returns ``x + PE2d`` for patch embeddings ``x`` of shape ``(batch, H*W,
     dim)`` (row-major patches, ``dim`` a multiple of 4), in one kernel.
 
@@ -351,12 +356,20 @@ def sincos_2d_add(x: Tensor, pos_h: Tensor, pos_w: Tensor, *, base: float = 1000
     order. ``pos_h`` ``(H,)`` and ``pos_w`` ``(W,)`` are float32 positions
     (:func:`sincos_2d_positions`); their angles are exact for those floats.
     Differentiable in ``x``.
+
+    With ``pos_t`` ``(T,)`` (float32 frame positions), ``x + PE3d`` for video
+    patch embeddings ``x`` ``(batch, T*H*W, dim)`` (frames major, then rows,
+    then columns; ``dim`` a multiple of 16): channels ``[0, dim/4)`` hold
+    ``[sin(pos_t ν_k), cos(pos_t ν_k)]`` of the patch's frame, ``ν_k =
+    base^(-k / (dim/8))``, and ``[dim/4, dim)`` the 2-D grid above of
+    ``3*dim/4`` channels: diffusers' ``get_3d_sincos_pos_embed`` (CogVideoX).
     """
-    return torch.ops.posemb.sincos_2d_add(x, pos_h, pos_w, float(base))
+    return torch.ops.posemb.sincos_2d_add(x, pos_h, pos_w, float(base), pos_t=pos_t)
 
 
 def sincos_2d_table(pos_h: Tensor, pos_w: Tensor, dim: int, *, base: float = 10000.0,
-                    dtype: Optional[torch.dtype] = None) -> Tensor:
-    """The grid of :func:`sincos_2d_add` alone, ``(H*W, dim)`` (float32 unless
-    ``dtype`` says otherwise), on the positions' device."""
-    return torch.ops.posemb.sincos_2d_table(pos_h, pos_w, dim, float(base), dtype=dtype)
+                    dtype: Optional[torch.dtype] = None, pos_t: Optional[Tensor] = None) -> Tensor:
+    """The grid of :func:`sincos_2d_add` alone, ``(H*W, dim)`` (with ``pos_t``
+    ``(T*H*W, dim)``), float32 unless ``dtype`` says otherwise, on the
+    positions' device."""
+    return torch.ops.posemb.sincos_2d_table(pos_h, pos_w, dim, float(base), dtype=dtype, pos_t=pos_t)

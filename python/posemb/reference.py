@@ -253,9 +253,21 @@ def timestep_embedding_mp(timesteps: Tensor, embedding_dim: int, flip_sin_to_cos
     return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), embedding_dim)
 
 
-def sincos_2d_table(pos_h: Tensor, pos_w: Tensor, dim: int, base: float = 10000.0) -> Tensor:
+def sincos_2d_table(pos_h: Tensor, pos_w: Tensor, dim: int, base: float = 10000.0,
+                    pos_t: Optional[Tensor] = None) -> Tensor:
     """The 2-D sin-cos grid (H*W, dim) in float64 for float positions: [w axis,
-    h axis], each [sin, cos] of pos * base^(-k / (dim/4))."""
+    h axis], each [sin, cos] of pos * base^(-k / (dim/4)). With pos_t the 3-D
+    grid (T*H*W, dim): [t axis of dim/4 channels, [sin, cos] of pos_t *
+    base^(-k / (dim/8)); the 2-D grid of 3*dim/4 channels], frames major."""
+    if pos_t is not None:
+        t_dim = dim // 4
+        qt = t_dim // 2
+        nu = torch.tensor(float(base), dtype=torch.float64) ** (-torch.arange(qt, dtype=torch.float64) / qt)
+        a = pos_t.double().unsqueeze(-1) * nu
+        frames = torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
+        cells = pos_h.shape[0] * pos_w.shape[0]
+        spatial = sincos_2d_table(pos_h, pos_w, dim - t_dim, base).repeat(pos_t.shape[0], 1)
+        return torch.cat([frames.repeat_interleave(cells, 0), spatial], dim=-1)
     q = dim // 4
     omega = torch.tensor(float(base), dtype=torch.float64) ** (-torch.arange(q, dtype=torch.float64) / q)
 

@@ -1,4 +1,4 @@
-// posemb::nn::Timesteps and posemb::nn::SinCos2dPositionalEmbedding from C++:
+// posemb::nn::Timesteps, SinCos2dPositionalEmbedding and SinCos3dPositionalEmbedding from C++:
 // the modules against an fp64 reference of diffusers' formulas, and their errors.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -63,6 +63,36 @@ TEST(SinCos2dPositionalEmbedding, ModuleAddsDiffusersGrid) {
   EXPECT_NE(error_of([] { posemb::nn::SinCos2dPositionalEmbedding(18); }).find("embed_dim must be a positive multiple of 4"),
             std::string::npos);
   EXPECT_NE(error_of([&] { pe->forward(x, 2, 2); }), "");  // 4 patches for 6 tokens: the op refuses
+}
+
+TEST(SinCos3dPositionalEmbedding, ModuleAddsDiffusersVideoGrid) {
+  // CogVideoX-style: 2 frames of a 2 x 3 grid, spatial_interpolation_scale 1.875, temporal 0.5, dim 32.
+  posemb::nn::SinCos3dPositionalEmbedding pe(posemb::nn::SinCos3dPositionalEmbeddingOptions(32)
+                                                 .spatial_interpolation_scale(1.875)
+                                                 .temporal_interpolation_scale(0.5));
+  torch::manual_seed(3);
+  const auto x = torch::randn({2, 12, 32});
+  const auto out = pe->forward(x, 2, 2, 3);
+  // get_3d_sincos_pos_embed: [frames: 8 channels, 4 frequencies | columns: 12 | rows: 12, 6 frequencies each].
+  auto axis = [](const torch::Tensor& pos, int64_t q) {
+    const auto omega = torch::pow(10000.0, -torch::arange(q, torch::kFloat64) / double(q));
+    const auto a = pos.to(torch::kFloat64).unsqueeze(-1) * omega;
+    return torch::cat({torch::sin(a), torch::cos(a)}, -1);
+  };
+  const auto pos_t = torch::arange(2, torch::kFloat32) / 0.5;
+  const auto pos_h = torch::arange(2, torch::kFloat32) / 1.875;
+  const auto pos_w = torch::arange(3, torch::kFloat32) / 1.875;
+  const auto spatial = torch::cat({axis(pos_w, 6).repeat({2, 1}), axis(pos_h, 6).repeat_interleave(3, 0)}, -1);
+  const auto grid = torch::cat({axis(pos_t, 4).repeat_interleave(6, 0), spatial.repeat({2, 1})}, -1);
+  EXPECT_LE((out.to(torch::kFloat64) - x.to(torch::kFloat64) - grid).abs().max().item<double>(), 5e-7);
+  std::ostringstream s;
+  pe->pretty_print(s);
+  EXPECT_EQ(s.str(), "posemb::nn::SinCos3dPositionalEmbedding(32, spatial_interpolation_scale=1.875, "
+                     "temporal_interpolation_scale=0.5, base=10000)");
+  EXPECT_NE(error_of([] { posemb::nn::SinCos3dPositionalEmbedding(40); })
+                .find("embed_dim must be a positive multiple of 16"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { pe->forward(x, 3, 2, 3); }).find("x must have T*H*W = 18 tokens"), std::string::npos);
 }
 
 }  // namespace

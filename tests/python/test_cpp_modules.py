@@ -35,7 +35,8 @@ def grads_of(module):
 
 def test_the_bound_classes_are_torch_modules_driving_the_cpp_objects():
     for name in ("SinusoidalPositionalEmbedding", "LearnedPositionalEmbedding", "BertEmbeddings",
-                 "RotaryEmbedding", "FourierPositionalEmbedding", "Timesteps", "SinCos2dPositionalEmbedding"):
+                 "RotaryEmbedding", "FourierPositionalEmbedding", "Timesteps", "SinCos2dPositionalEmbedding",
+                 "SinCos3dPositionalEmbedding"):
         cls = getattr(posemb.cpp, name)
         assert issubclass(cls, torch.nn.Module) and issubclass(cls, torch.nn.cpp.ModuleWrapper)
         assert cls.__module__ == "posemb.cpp"
@@ -305,3 +306,19 @@ def test_sincos_2d_against_python(kw):
     same(xs[0].grad, xs[1].grad)
     with pytest.raises(RuntimeError, match="embed_dim must be a positive multiple of 4"):
         posemb.cpp.SinCos2dPositionalEmbedding(30)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(spatial_interpolation_scale=1.875, temporal_interpolation_scale=0.5,
+                                         base=500.0)])
+def test_sincos_3d_against_python(kw):
+    cpp, py = posemb.cpp.SinCos3dPositionalEmbedding(32, **kw), posemb.nn.SinCos3dPositionalEmbedding(32, **kw)
+    assert cpp.__module__ == "posemb.cpp" and repr(cpp).startswith("posemb::nn::SinCos3dPositionalEmbedding(32")
+    xs = [leaf((2, 3 * 6 * 5, 32), torch.float32) for _ in range(2)]
+    ys = [m(x, 3, 6, 5) for m, x in zip((cpp, py), xs)]
+    same(*ys)
+    g = leaf((2, 90, 32), torch.float32, seed=1).detach()
+    for y in ys:
+        y.backward(g)
+    same(xs[0].grad, xs[1].grad)
+    with pytest.raises(RuntimeError, match="embed_dim must be a positive multiple of 16"):
+        posemb.cpp.SinCos3dPositionalEmbedding(40)

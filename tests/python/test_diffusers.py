@@ -56,7 +56,25 @@ def sd3(height=8, width=8):
     return model, inputs, {"pos_embed", "time_text_embed.time_proj"}
 
 
-MODELS = {"unet": unet, "dit": dit, "dit-16x16": lambda: dit(16), "sd3": sd3, "sd3-crop-6x10": lambda: sd3(6, 10)}
+def cogvideox(frames=3, height=8, width=8):
+    """CogVideoX 2b/5b's layout, tiny: a 3-D sin-cos pos_embedding for 9 video
+    frames (3 latent frames) of 8x8 latents in patches of 2, 5 text tokens;
+    other sizes take diffusers' rebuilt grid."""
+    torch.manual_seed(0)
+    model = diffusers.CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                                  out_channels=4, time_embed_dim=8, text_embed_dim=16, num_layers=1,
+                                                  sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+                                                  temporal_compression_ratio=4, max_text_seq_length=5)
+
+    def inputs():
+        g = torch.Generator().manual_seed(1)
+        return dict(hidden_states=torch.randn(2, frames, 4, height, width, generator=g),
+                    encoder_hidden_states=torch.randn(2, 5, 16, generator=g), timestep=torch.tensor([999, 3]))
+    return model, inputs, {"patch_embed", "time_proj"}
+
+
+MODELS = {"unet": unet, "dit": dit, "dit-16x16": lambda: dit(16), "sd3": sd3, "sd3-crop-6x10": lambda: sd3(6, 10),
+          "cogvideox": cogvideox, "cogvideox-5x6x10": lambda: cogvideox(5, 6, 10)}
 
 
 def run(model, inputs):
@@ -142,3 +160,43 @@ def test_under_autocast_the_patched_block_keeps_diffusers_dtype():
         want, got = original(x), pd.PatchEmbed(original)(x)
     assert got.dtype == want.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [(3, 8, 8), (2, 4, 6)])
+def test_cogvideox_patch_embed_adds_diffusers_grid(size):
+    """Where the timestep is not involved, the patched CogVideoXPatchEmbed is
+    diffusers' (cached buffer at the sample size, rebuilt grid otherwise) to
+    the fp32 grid's rounding (diffusers builds its grid in fp64)."""
+    model, inputs, _ = cogvideox(*size)
+    original = model.patch_embed
+    new = pd.CogVideoXPatchEmbed(original)
+    kw = inputs()
+    text, video = kw["encoder_hidden_states"], kw["hidden_states"]
+    want, got = original(text, video), new(text, video)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[:, :5], original.text_proj(text), rtol=0, atol=0)  # no grid on the text
+    with pytest.raises(ValueError, match="text_embeds has 4 tokens"):
+        new(text[:, :4], video)
+
+
+def test_cogvideox_learned_or_rotary_positions_are_left_alone():
+    torch.manual_seed(0)
+    common = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=8,
+                  text_embed_dim=16, num_layers=1, sample_width=8, sample_height=8, sample_frames=9,
+                  max_text_seq_length=5, use_rotary_positional_embeddings=True)
+    for learned, reason in ((False, "it has no sin-cos positional embedding"),
+                            (True, "its positional embedding is learned")):
+        model = diffusers.CogVideoXTransformer3DModel(**common, use_learned_positional_embeddings=learned)
+        with pytest.warns(UserWarning, match=f"patch_embed \\(CogVideoXPatchEmbed: {reason}"):
+            replaced = pd.patch(model)
+        assert set(replaced) == {"time_proj"}
+        assert type(model.patch_embed).__module__.startswith("diffusers")
+
+
+def test_cogvideox_pos_embedding_that_is_not_the_grid_is_left_alone():
+    model, _, _ = cogvideox()
+    with torch.no_grad():
+        model.patch_embed.pos_embedding.add_(0.1)
+    with pytest.warns(UserWarning, match="its pos_embedding is not the 3-D sin-cos grid"):
+        assert set(pd.patch(model)) == {"time_proj"}

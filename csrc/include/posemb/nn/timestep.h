@@ -1,6 +1,7 @@
-// posemb::nn::Timesteps and posemb::nn::SinCos2dPositionalEmbedding: LibTorch
-// modules around the diffusion ops (timestep embeddings, 2-D sin-cos grids of
-// image patches). No parameters or buffers: the encodings are computed in the
+// posemb::nn::Timesteps, posemb::nn::SinCos2dPositionalEmbedding and
+// posemb::nn::SinCos3dPositionalEmbedding: LibTorch modules around the
+// diffusion ops (timestep embeddings, 2-D sin-cos grids of image patches,
+// 3-D grids of video patches). No parameters or buffers: the encodings are computed in the
 // kernels.
 #pragma once
 
@@ -77,5 +78,39 @@ class SinCos2dPositionalEmbeddingImpl : public torch::nn::Cloneable<SinCos2dPosi
 };
 
 TORCH_MODULE(SinCos2dPositionalEmbedding);
+
+/// Options of SinCos3dPositionalEmbedding: diffusers' get_3d_sincos_pos_embed arguments.
+struct SinCos3dPositionalEmbeddingOptions {
+  explicit SinCos3dPositionalEmbeddingOptions(int64_t embed_dim) : embed_dim_(embed_dim) {}
+
+  /// A multiple of 16: a quarter of the channels for the frames, the rest the 2-D grid.
+  TORCH_ARG(int64_t, embed_dim);
+  /// Row and column positions i / spatial_interpolation_scale.
+  TORCH_ARG(double, spatial_interpolation_scale) = 1.0;
+  /// Frame positions i / temporal_interpolation_scale.
+  TORCH_ARG(double, temporal_interpolation_scale) = 1.0;
+  TORCH_ARG(double, base) = 10000.0;
+};
+
+/// x + the 3-D sin-cos grid of frames x height x width video patches, for
+/// patch embeddings x (batch, frames * height * width, embed_dim), frames
+/// major: posemb::sincos_2d_add with pos_t, the positions as diffusers'
+/// get_3d_sincos_pos_embed computes them (CogVideoX). The same module as
+/// posemb.nn.SinCos3dPositionalEmbedding.
+class SinCos3dPositionalEmbeddingImpl : public torch::nn::Cloneable<SinCos3dPositionalEmbeddingImpl> {
+ public:
+  explicit SinCos3dPositionalEmbeddingImpl(int64_t embed_dim)
+      : SinCos3dPositionalEmbeddingImpl(SinCos3dPositionalEmbeddingOptions(embed_dim)) {}
+  explicit SinCos3dPositionalEmbeddingImpl(SinCos3dPositionalEmbeddingOptions options);
+
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  torch::Tensor forward(const torch::Tensor& x, int64_t frames, int64_t height, int64_t width);
+
+  SinCos3dPositionalEmbeddingOptions options;
+};
+
+TORCH_MODULE(SinCos3dPositionalEmbedding);
 
 }  // namespace posemb::nn
