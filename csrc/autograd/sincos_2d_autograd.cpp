@@ -3,6 +3,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd/needs_graph.h"
 #include "sincos_2d_op.h"
 
 namespace posemb::detail {
@@ -28,6 +29,10 @@ at::Tensor sincos_2d_add_autograd(const at::Tensor& x, const at::Tensor& pos_h, 
                                   double base, const std::optional<at::Tensor>& pos_t) {
   TORCH_CHECK(!pos_h.requires_grad() && !pos_w.requires_grad() && !(pos_t && pos_t->requires_grad()),
               "posemb.sincos_2d_add: pos_h, pos_w and pos_t take no gradient (only x does); detach them");
+  if (!needs_graph(x)) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return Sincos2dAddOp::handle().call(x, pos_h, pos_w, base, pos_t);
+  }
   return Sincos2dAdd::apply(x, pos_h, pos_w, base, pos_t);
 }
 

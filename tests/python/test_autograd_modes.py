@@ -39,6 +39,11 @@ def _timestep(t):
     return posemb.timestep_embedding(t, 16)
 
 
+def _sincos_2d(x):
+    return posemb.sincos_2d_add(x, posemb.sincos_2d_positions(2, 8.0), posemb.sincos_2d_positions(3, 8.0),
+                                pos_t=torch.tensor([0.0, 1.0]))
+
+
 def _fourier(freqs):
     return posemb.fourier_features(torch.tensor([[0, 5, 1 << 20]]), freqs)
 
@@ -54,6 +59,7 @@ OPS = {
     "rotary": (_rotary, lambda: _x(2, 5, 3, 8)),
     "bert_embeddings": (_bert, lambda: _x(12, 8)),
     "timestep_embedding": (_timestep, lambda: torch.tensor([0.5, 999.0, 17.25])),
+    "sincos_2d_add": (_sincos_2d, lambda: _x(2, 12, 16)),
     "fourier_features": (_fourier, lambda: torch.tensor([0.25, 1e-3, 3.0])),
 }
 
