@@ -147,20 +147,28 @@ inline bool bert_vector_ok(const BertParams& p, int64_t elem, bool backward) {
 
 }  // namespace detail
 
+/// Which path a row takes: the warp path when it fits in a warp's registers
+/// (32 lanes of bert_lane_elems channels), else the block path, whose launch
+/// this fills in.
+inline BertLaunch plan_bert_path(const BertParams& p, int64_t acc, int64_t num_sms) {
+  BertLaunch plan;
+  plan.warp = p.dim <= 32 * (acc == 8 ? bert_lane_elems<double>() : bert_lane_elems<float>());
+  if (!plan.warp) {
+    const RowLaunch rl = plan_bert_rows(p, num_sms);
+    plan.grid = rl.grid;
+    plan.block = rl.block;
+  }
+  return plan;
+}
+
 /// The forward's launch for tables of `elem`-byte elements accumulated in
 /// `acc`-byte types: the warp path (kBertForwardWarps rows per block at a
 /// time, grid-stride over the rows) when a row fits in a warp's registers,
 /// else the block path. Host code, shared by the launcher and the CPU walk.
 inline BertLaunch plan_bert_forward(const BertParams& p, int64_t elem, int64_t acc, int64_t num_sms) {
-  BertLaunch plan;
+  BertLaunch plan = plan_bert_path(p, acc, num_sms);
+  if (!plan.warp) return plan;
   const int64_t rows = p.batch * p.seq;
-  plan.warp = p.dim <= 32 * (acc == 8 ? 16 : 32);
-  if (!plan.warp) {
-    const RowLaunch rl = plan_bert_rows(p, num_sms);
-    plan.grid = rl.grid;
-    plan.block = rl.block;
-    return plan;
-  }
   plan.vector = detail::bert_vector_ok(p, elem, /*backward=*/false);
   plan.block = 32 * kBertForwardWarps;
   plan.grid = std::max<int64_t>(1, std::min<int64_t>((rows + kBertForwardWarps - 1) / kBertForwardWarps,
@@ -172,14 +180,8 @@ inline BertLaunch plan_bert_forward(const BertParams& p, int64_t elem, int64_t a
 /// of kBertGradWarps warps per row chunk, which also sums the chunk's
 /// gamma/beta partials; else the block path (its own chunk pass follows).
 inline BertLaunch plan_bert_backward(const BertParams& p, int64_t elem, int64_t acc, int64_t num_sms) {
-  BertLaunch plan;
-  plan.warp = p.dim <= 32 * (acc == 8 ? 16 : 32);
-  if (!plan.warp) {
-    const RowLaunch rl = plan_bert_rows(p, num_sms);
-    plan.grid = rl.grid;
-    plan.block = rl.block;
-    return plan;
-  }
+  BertLaunch plan = plan_bert_path(p, acc, num_sms);
+  if (!plan.warp) return plan;
   plan.vector = detail::bert_vector_ok(p, elem, /*backward=*/true);
   plan.block = 32 * kBertGradWarps;
   plan.grid = p.row_chunks;

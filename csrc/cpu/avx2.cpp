@@ -124,6 +124,32 @@ inline void store16_not_nan(c10::BFloat16* p, __m256 a, __m256 b) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+// bf16 in "lane order": an elementwise op may take its 16 lanes in any
+// order, and unpacking each 128-bit half of 16 bf16 against zeros makes 8
+// fp32 values in one instruction (lanes 0-3, 8-11 in lo; 4-7, 12-15 in hi),
+// with no cross-lane permute.
+inline void load16_lane_order(const c10::BFloat16* p, __m256* lo, __m256* hi) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  *lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));
+  *hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));
+}
+// 16 values in lane order rounded to bf16 and stored in place order (packus
+// restores it). One unordered compare finds a NaN in either half; without
+// one the rounding needs no NaN select.
+inline void store16_lane_order(c10::BFloat16* p, __m256 lo, __m256 hi) {
+  const __m256 nan = _mm256_cmp_ps(lo, hi, _CMP_UNORD_Q);
+  const __m256i bits = _mm256_testz_ps(nan, nan)
+                           ? _mm256_packus_epi32(bfloat16_bits_not_nan(lo), bfloat16_bits_not_nan(hi))
+                           : _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bits);
+}
+// Two 8-lane vectors between place order and lane order (the swap is its own inverse).
+inline void swap_lane_order(__m256 a, __m256 b, __m256* lo, __m256* hi) {
+  *lo = _mm256_permute2f128_ps(a, b, 0x20);
+  *hi = _mm256_permute2f128_ps(a, b, 0x31);
+}
+
 // Each enc vector is loaded once and serves every row: the rows' streams
 // advance together, which the hardware prefetchers follow as well as one
 // stream, where sweeping the rows one after another restarts them.
@@ -132,23 +158,14 @@ void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* 
   const __m256 s = _mm256_set1_ps(scale);
   int64_t d = 0;
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    // As in add_rows: bf16 unpacked against zeros, in the lane order
-    // (0-3, 8-11) and (4-7, 12-15), and packus restores the order on the way
-    // out. The encoding is put in that order once per 16 channels for all
-    // the rows; rows without a NaN round without the NaN select.
-    const __m256i zero = _mm256_setzero_si256();
+    // In lane order, the encoding put in that order once per 16 channels for all the rows.
     for (; d + 16 <= n; d += 16) {
-      const __m256 e0 = _mm256_loadu_ps(enc + d), e1 = _mm256_loadu_ps(enc + d + 8);
-      const __m256 e_lo = _mm256_permute2f128_ps(e0, e1, 0x20), e_hi = _mm256_permute2f128_ps(e0, e1, 0x31);
+      __m256 e_lo, e_hi;
+      swap_lane_order(_mm256_loadu_ps(enc + d), _mm256_loadu_ps(enc + d + 8), &e_lo, &e_hi);
       for (int64_t r = 0; r < rows; ++r) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[r] + d));
-        const __m256 lo = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v)), s, e_lo);
-        const __m256 hi = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v)), s, e_hi);
-        const __m256 nan = _mm256_cmp_ps(lo, hi, _CMP_UNORD_Q);
-        const __m256i bits = _mm256_testz_ps(nan, nan)
-                                 ? _mm256_packus_epi32(bfloat16_bits_not_nan(lo), bfloat16_bits_not_nan(hi))
-                                 : _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[r] + d), bits);
+        __m256 lo, hi;
+        load16_lane_order(x[r] + d, &lo, &hi);
+        store16_lane_order(y[r] + d, _mm256_fmadd_ps(lo, s, e_lo), _mm256_fmadd_ps(hi, s, e_hi));
       }
     }
   }
@@ -175,25 +192,11 @@ template <typename T>
 void add_rows_impl(const T* x, const T* w, T* y, int64_t n) {
   int64_t d = 0;
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    // An elementwise op may take the 16 lanes in any order: unpacking each
-    // 128-bit half's bf16 against zeros makes the fp32 values in one
-    // instruction per 8 (lanes 0-3, 8-11 and 4-7, 12-15), and packus
-    // restores the order on the way out, with no cross-lane permute.
-    const __m256i zero = _mm256_setzero_si256();
-    for (; d + 16 <= n; d += 16) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + d));
-      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + d));
-      const __m256 lo = _mm256_add_ps(_mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, xv)),
-                                      _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, wv)));
-      const __m256 hi = _mm256_add_ps(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, xv)),
-                                      _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, wv)));
-      // One unordered compare finds a NaN in either half; without one, the
-      // rounding needs no NaN select.
-      const __m256 nan = _mm256_cmp_ps(lo, hi, _CMP_UNORD_Q);
-      const __m256i bits = _mm256_testz_ps(nan, nan)
-                               ? _mm256_packus_epi32(bfloat16_bits_not_nan(lo), bfloat16_bits_not_nan(hi))
-                               : _mm256_packus_epi32(bfloat16_bits(lo), bfloat16_bits(hi));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + d), bits);
+    for (; d + 16 <= n; d += 16) {  // in lane order
+      __m256 x_lo, x_hi, w_lo, w_hi;
+      load16_lane_order(x + d, &x_lo, &x_hi);
+      load16_lane_order(w + d, &w_lo, &w_hi);
+      store16_lane_order(y + d, _mm256_add_ps(x_lo, w_lo), _mm256_add_ps(x_hi, w_hi));
     }
   }
   for (; d + 16 <= n; d += 16) {
@@ -282,20 +285,15 @@ inline void sum3_16(const T* w, const T* p, const T* t, __m256* a, __m256* b) {
   *a = _mm256_add_ps(_mm256_add_ps(w0, p0), t0);
   *b = _mm256_add_ps(_mm256_add_ps(w1, p1), t1);
 }
-// bf16: each operand unpacked against zeros (lanes 0-3, 8-11 and 4-7,
-// 12-15), the adds done in that order, and only the two sums put back in
-// order: two permutes per 16 elements instead of three conversion chains.
+// bf16: each operand in lane order (load16_lane_order), the adds done in
+// that order, and only the two sums put back in order: two permutes per 16
+// elements instead of three conversion chains.
 inline void sum3_16(const c10::BFloat16* w, const c10::BFloat16* p, const c10::BFloat16* t, __m256* a, __m256* b) {
-  const __m256i zero = _mm256_setzero_si256();
-  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-  const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  const __m256i tv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t));
-  auto lo = [&](__m256i v) { return _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v)); };
-  auto hi = [&](__m256i v) { return _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v)); };
-  const __m256 l = _mm256_add_ps(_mm256_add_ps(lo(wv), lo(pv)), lo(tv));
-  const __m256 h = _mm256_add_ps(_mm256_add_ps(hi(wv), hi(pv)), hi(tv));
-  *a = _mm256_permute2f128_ps(l, h, 0x20);
-  *b = _mm256_permute2f128_ps(l, h, 0x31);
+  __m256 w_lo, w_hi, p_lo, p_hi, t_lo, t_hi;
+  load16_lane_order(w, &w_lo, &w_hi);
+  load16_lane_order(p, &p_lo, &p_hi);
+  load16_lane_order(t, &t_lo, &t_hi);
+  swap_lane_order(_mm256_add_ps(_mm256_add_ps(w_lo, p_lo), t_lo), _mm256_add_ps(_mm256_add_ps(w_hi, p_hi), t_hi), a, b);
 }
 
 template <typename T>

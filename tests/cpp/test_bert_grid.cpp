@@ -68,14 +68,19 @@ void walk_warp_forward(const posemb::BertParams& p, const posemb::BertLaunch& pl
   }
 }
 
+// The block path's launch as the row walk takes it.
+posemb::RowLaunch block_rows(const posemb::BertLaunch& plan) {
+  posemb::RowLaunch rows;
+  rows.grid = plan.grid;
+  rows.block = plan.block;
+  return rows;
+}
+
 template <typename T>
 void walk_block_forward(const posemb::BertParams& p, const posemb::BertLaunch& plan) {
   using A = posemb::detail::acc_t<T>;
   const int64_t block = plan.block;
-  posemb::RowLaunch rows_plan;
-  rows_plan.grid = plan.grid;
-  rows_plan.block = plan.block;
-  grid_walk::each_block_row(rows_plan, p.batch * p.seq, [&](int64_t row) {
+  grid_walk::each_block_row(block_rows(plan), p.batch * p.seq, [&](int64_t row) {
     A sum = 0, sq = 0;
     for (int64_t tid = 0; tid < block; ++tid) sum += posemb::bert_row_sum<T>(p, row, tid, block);
     const A m = sum / A(p.dim);
@@ -137,10 +142,7 @@ template <typename T>
 void walk_block_backward(const posemb::BertParams& p, const posemb::BertLaunch& plan) {
   using A = posemb::detail::acc_t<T>;
   const int64_t block = plan.block;
-  posemb::RowLaunch rows_plan;
-  rows_plan.grid = plan.grid;
-  rows_plan.block = plan.block;
-  grid_walk::each_block_row(rows_plan, p.batch * p.seq, [&](int64_t row) {
+  grid_walk::each_block_row(block_rows(plan), p.batch * p.seq, [&](int64_t row) {
     A s1 = 0, s2 = 0;
     for (int64_t tid = 0; tid < block; ++tid) {
       A a, b;
