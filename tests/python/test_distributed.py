@@ -39,13 +39,22 @@ def _init(rank: int, port: int):
 
 
 def _finish():
-    """Leave the group only once both ranks are done: a rank that destroys
-    it while the other still trains or saves can abort the other's gloo
-    threads."""
+    """Leave the group only once both ranks are done, then end the worker
+    without the interpreter's teardown. A rank that destroys the group while
+    the other still trains or saves can abort the other's gloo threads, and
+    at interpreter exit a still-joinable gloo or autograd thread can call
+    std::terminate ("terminate called without an active exception") after
+    the worker's checks have all passed. os._exit(0) skips that teardown;
+    a failed check has raised before this point and still fails the spawn."""
+    import sys
+
     import torch.distributed as dist
 
     dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _check(name, out, expected, placement):
