@@ -87,9 +87,10 @@ void check_bert(const char* op, const at::Tensor& ids, const at::Tensor& word,
   TORCH_CHECK(dropout_p >= 0.0 && dropout_p <= 1.0, "posemb.", op,
               ": dropout_p must be in [0, 1], got ", dropout_p);
   if (seed.has_value()) {
-    // (Meta: the fake kernel sees every tensor on the meta device.)
+    // (The fake kernel sees every tensor on the meta device, the seed too;
+    // a meta seed beside real ids would send the call to that kernel.)
     TORCH_CHECK(seed->scalar_type() == at::kLong && seed->numel() == 1 &&
-                    (seed->device().is_cpu() || seed->is_meta() || seed->device() == ids.device()),
+                    (seed->device().is_cpu() || seed->device() == ids.device()),
                 "posemb.", op, ": dropout_seed must be one int64 on the CPU or on input_ids' ",
                 "device, got ",
                 seed->scalar_type(), " of shape ", seed->sym_sizes(), " on ", seed->device());
@@ -201,6 +202,8 @@ BertParams make_bert_params(const at::Tensor& ids, const at::Tensor& word,
   p.gamma = keep.back().data_ptr();
   p.dropout = dropout_p > 0.0 && seed.has_value();
   p.dropout_p = static_cast<float>(dropout_p);
+  p.dropout_scale = 1.0 / (1.0 - dropout_p);
+  p.dropout_keep_f32 = static_cast<float>(1.0 - dropout_p);
   if (p.dropout && seed->device().is_cpu()) {
     p.seed = static_cast<uint64_t>(seed->item<int64_t>());  // a host value: no sync
   } else if (p.dropout) {
@@ -307,7 +310,7 @@ BertGrads bert_embeddings_backward_impl(
   // Each table's gradient from grad_x (batch, seq, dim), the table gradient
   // that learned_add uses too.
   const at::Tensor all_positions =
-      resolve_positions(input_ids, kIdsDims, positions, std::nullopt, offset);
+      resolve_positions("bert_embeddings_backward", input_ids, kIdsDims, positions, std::nullopt, offset);
   const at::Tensor all_types = token_type_ids.has_value()
                                    ? broadcast_ids(*token_type_ids, input_ids)
                                    : at::zeros({batch, seq}, input_ids.options().dtype(at::kLong));

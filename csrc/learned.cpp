@@ -64,6 +64,10 @@ void check_learned_add_backward(const at::Tensor& grad, const std::optional<at::
   check_positions(op, grad, dims, positions, offsets, offset);
   TORCH_SYM_CHECK(num_embeddings.sym_ge(0), "posemb.", op,
                   ": num_embeddings must be non-negative, got ", num_embeddings);
+  if (padding_idx.has_value()) {
+    TORCH_SYM_CHECK(num_embeddings.sym_gt(*padding_idx).sym_and(c10::SymBool(*padding_idx >= 0)), "posemb.", op,
+                    ": padding_idx must be in [0, num_embeddings=", num_embeddings, "), got ", *padding_idx);
+  }
   if (!positions.has_value() && !offsets.has_value()) {
     check_offset_in_table(op, offset, grad.sym_size(dims.seq), num_embeddings);
   }
@@ -116,7 +120,7 @@ at::Tensor learned_add_impl(LearnedAddRunner run, const at::Tensor& x, const at:
   check_learned_add("learned_add", x, weight, positions, offsets, offset, seq_dim, padding_idx);
   const XDims dims = x_dims("learned_add", x, seq_dim);
   if (positions.has_value() || offsets.has_value()) {
-    check_position_values("learned_add", resolve_positions(x, dims, positions, offsets, offset),
+    check_position_values("learned_add", resolve_positions("learned_add", x, dims, positions, offsets, offset),
                           weight.size(0));
   }
   at::Tensor y = at::empty(x.sizes(), x.options());
@@ -137,7 +141,7 @@ at::Tensor learned_add_backward_impl(TableGradRunner run, const at::Tensor& grad
   at::Tensor grad_weight = at::empty({num_embeddings, grad.size(-1)}, grad.options());
   if (grad_weight.numel() == 0) return grad_weight;
   // A position outside the table would have its gradient dropped: an error.
-  const at::Tensor resolved = resolve_positions(grad, dims, positions, offsets, offset);
+  const at::Tensor resolved = resolve_positions("learned_add_backward", grad, dims, positions, offsets, offset);
   if (positions.has_value() || offsets.has_value()) {
     check_position_values("learned_add_backward", resolved, num_embeddings);
   }

@@ -109,11 +109,7 @@ PositionParams make_position_params(const char* op, const at::Tensor& x, const X
   }
   if (offsets.has_value()) {
     const at::Tensor off = as_index(*offsets, keep);
-    if (off.device().is_cpu() && off.numel() > 0 && seq > 0) {
-      const int64_t largest = off.max().item<int64_t>();
-      TORCH_CHECK(largest <= std::numeric_limits<int64_t>::max() - (seq - 1),
-                  "posemb.", op, ": offsets + seq - 1 must fit in int64, got an offset of ", largest, " and seq=", seq);
-    }
+    check_offsets_fit(op, off, seq);
     p.offsets = off.data_ptr();
     p.offsets_int64 = off.scalar_type() == at::kLong;
     p.offsets_stride = (off.dim() == 0 || off.size(0) == 1) ? 0 : off.stride(0);
@@ -122,7 +118,14 @@ PositionParams make_position_params(const char* op, const at::Tensor& x, const X
   return p;
 }
 
-at::Tensor resolve_positions(const at::Tensor& x, const XDims& dims,
+void check_offsets_fit(const char* op, const at::Tensor& offsets, int64_t seq) {
+  if (!offsets.device().is_cpu() || offsets.numel() == 0 || seq == 0) return;
+  const int64_t largest = offsets.max().item<int64_t>();
+  TORCH_CHECK(largest <= std::numeric_limits<int64_t>::max() - (seq - 1), "posemb.", op,
+              ": offsets + seq - 1 must fit in int64, got an offset of ", largest, " and seq=", seq);
+}
+
+at::Tensor resolve_positions(const char* op, const at::Tensor& x, const XDims& dims,
                              const std::optional<at::Tensor>& positions,
                              const std::optional<at::Tensor>& offsets, int64_t offset) {
   const int64_t seq = x.size(dims.seq);
@@ -134,6 +137,7 @@ at::Tensor resolve_positions(const at::Tensor& x, const XDims& dims,
   }
   const at::Tensor t = at::arange(seq, index).unsqueeze(0);
   if (offsets.has_value()) {
+    check_offsets_fit(op, *offsets, seq);  // the sum below would wrap
     return (offsets->to(at::kLong).reshape({-1, 1}) + t).expand({batch, seq});
   }
   return (t + offset).expand({batch, seq});

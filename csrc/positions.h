@@ -63,9 +63,13 @@ PositionParams make_position_params(const char* op, const at::Tensor& x, const X
 
 /// The positions of x's tokens as an int64 (batch, seq) tensor, for ops that
 /// need them whole (bounds checks, sorting for deterministic backward).
-at::Tensor resolve_positions(const at::Tensor& x, const XDims& dims,
+at::Tensor resolve_positions(const char* op, const at::Tensor& x, const XDims& dims,
                              const std::optional<at::Tensor>& positions,
                              const std::optional<at::Tensor>& offsets, int64_t offset);
+
+/// Per-sequence offsets whose last position, offset + seq - 1, would pass
+/// int64 are an error (checked on host values; device offsets are not read).
+void check_offsets_fit(const char* op, const at::Tensor& offsets, int64_t seq);
 
 bool is_index_dtype(at::ScalarType t);
 

@@ -1,13 +1,13 @@
 // rotary, rotary_ and rotary_backward: argument checks, the backend-neutral
 // part of the kernels, Meta (fake) kernels and the public C++ functions.
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 #include <c10/core/SymBool.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
 
+#include "memory_overlap.h"
 #include "posemb/rotary.h"
 #include "positions.h"
 #include "rotary_op.h"
@@ -161,6 +161,19 @@ void check_cu_seqlens_values(const char* op, const at::Tensor& c, int64_t tokens
               values.numel() > shown ? " ..." : "");
 }
 
+// Sequence s's last position, offsets[s] + its length - 1, must fit in int64
+// (checked on host data, as make_position_params does for the other layouts).
+void check_packed_offsets(const char* op, const at::Tensor& offsets, const at::Tensor& cu_seqlens) {
+  if (!offsets.device().is_cpu() || offsets.numel() == 0) return;
+  const at::Tensor c = cu_seqlens.to(at::kLong);
+  const at::Tensor last = (c.slice(0, 1) - c.slice(0, 0, -1) - 1).clamp_min(0);
+  const at::Tensor room = last.neg().add(std::numeric_limits<int64_t>::max());
+  TORCH_CHECK(!(offsets > room).any().item<bool>(), "posemb.", op, ": offsets + each sequence's length - 1 must ",
+              "fit in int64, got offsets ", at::IntArrayRef(offsets.const_data_ptr<int64_t>(),
+                                                            std::min<int64_t>(offsets.numel(), 16)),
+              offsets.numel() > 16 ? " ..." : "");
+}
+
 // The kernels' view of checked sections (kernels/rotary.cuh: rotary_axis).
 void set_sections(RotaryParams& p, at::IntArrayRef sections, bool interleaved) {
   const int axes = static_cast<int>(sections.size());
@@ -219,6 +232,7 @@ RotaryParams make_rotary_params(const char* op, const at::Tensor& q, const at::T
     p.pos = make_position_params(op, q, XDims{0, -1}, axis0, std::nullopt, offset, keep);
     if (offsets.has_value()) {  // one per sequence, read by sequence index
       keep.push_back(offsets->to(at::kLong).contiguous());
+      check_packed_offsets(op, keep.back(), *cu_seqlens);
       p.pos.offsets = keep.back().data_ptr();
       p.pos.offsets_int64 = true;
       p.pos.offsets_stride = 1;
@@ -257,40 +271,17 @@ RotaryOutputs rotary_impl(RotaryRunner run, const char* op, bool inverse, const 
   return {q_out, k_out};
 }
 
-// True when q and k, written in place, could share an element: the same
-// storage with intersecting ranges, unless their layout proves the elements
-// apart (equal token strides, and each token's heads of q and of k in
-// disjoint ranges that fit in one token stride: q and k sliced from one
-// fused qkv projection). Written twice, a shared element would be turned twice.
-bool may_share_elements(const at::Tensor& q, const at::Tensor& k, int64_t heads_dim) {
-  if (q.numel() == 0 || k.numel() == 0) return false;
-  const at::MemOverlapStatus status = at::get_overlap_status(q, k);
-  if (status == at::MemOverlapStatus::No) return false;
-  if (status == at::MemOverlapStatus::Full) return true;
-  int64_t window = std::numeric_limits<int64_t>::max();
-  for (int64_t d = 0; d + 1 < q.dim(); ++d) {
-    if (d == heads_dim || (q.size(d) <= 1 && k.size(d) <= 1)) continue;
-    if (q.stride(d) != k.stride(d) || q.stride(d) <= 0) return true;
-    window = std::min(window, q.stride(d));
-  }
-  auto extent = [&](const at::Tensor& t) {
-    return t.size(heads_dim) == 0 ? 0 : (t.size(heads_dim) - 1) * t.stride(heads_dim) + t.size(-1);
-  };
-  if (q.stride(heads_dim) < 0 || k.stride(heads_dim) < 0) return true;
-  const int64_t q0 = q.storage_offset(), q1 = q0 + extent(q), k0 = k.storage_offset(), k1 = k0 + extent(k);
-  const bool apart = q1 <= k0 || k1 <= q0;
-  return !(apart && std::max(q1, k1) - std::min(q0, k0) <= window);
-}
-
-void check_rotary_writable(const at::Tensor& q, const at::Tensor& k, bool packed, int64_t seq_dim) {
+void check_rotary_writable(const at::Tensor& q, const at::Tensor& k) {
   for (const at::Tensor* t : {&q, &k}) {
-    TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, "posemb.rotary_: ",
-                t == &q ? "q" : "k", " has overlapping memory and cannot be written in place");
+    TORCH_CHECK(!overlaps_itself(*t), "posemb.rotary_: ", t == &q ? "q" : "k",
+                " has overlapping memory (an expanded or as_strided view whose elements meet) and cannot be "
+                "written in place; use the out-of-place rotary");
   }
-  const int64_t heads_dim = packed ? 1 : (seq_dim == 2 ? 1 : 2);
-  TORCH_CHECK(!may_share_elements(q, k, heads_dim), "posemb.rotary_: q and k share memory (the same "
-              "tensor, or overlapping slices of one qkv tensor) and cannot both be turned in place; pass "
-              "q and k that do not overlap, or use the out-of-place rotary");
+  // Written twice, a shared element would be turned twice. Slices of one
+  // fused qkv tensor that do not meet are fine, whatever their strides.
+  TORCH_CHECK(!may_share_memory(q, k), "posemb.rotary_: q and k share memory (the same tensor, or "
+              "overlapping slices of one qkv tensor) and cannot both be turned in place; pass q and k that "
+              "do not overlap, or use the out-of-place rotary");
 }
 
 void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor& k,
@@ -300,7 +291,7 @@ void rotary_inplace_impl(RotaryRunner run, const at::Tensor& q, const at::Tensor
                          bool interleaved, int64_t seq_dim, at::OptionalIntArrayRef mrope_section, bool mrope_interleaved) {
   const char* op = "rotary_";
   check_rotary(op, q, k, inv_freq, positions, offsets, offset, cu_seqlens, seq_dim, mrope_section, mrope_interleaved);
-  check_rotary_writable(q, k, cu_seqlens.has_value(), seq_dim);
+  check_rotary_writable(q, k);
   if (q.numel() == 0 && k.numel() == 0) {
     if (cu_seqlens.has_value()) check_cu_seqlens_values(op, *cu_seqlens, q.size(0));
     return;

@@ -55,8 +55,9 @@ void check_rotary(const char* op, const at::Tensor& q, const at::Tensor& k,
                   at::OptionalIntArrayRef mrope_section, bool mrope_interleaved);
 
 /// Checks that q and k can both be written in place: neither overlaps itself,
-/// and they share no element (q and k sliced from one qkv tensor may).
-void check_rotary_writable(const at::Tensor& q, const at::Tensor& k, bool packed, int64_t seq_dim);
+/// and they share no element (q and k sliced from one qkv tensor may, when
+/// their elements do not meet: csrc/memory_overlap.h decides exactly).
+void check_rotary_writable(const at::Tensor& q, const at::Tensor& k);
 
 /// Kernel parameters for checked real tensors: q and k are read, q_out and
 /// k_out written (the same tensors in place); cu_seqlens' values are checked

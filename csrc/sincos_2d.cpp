@@ -18,20 +18,36 @@ namespace {
 
 constexpr const char* kOp = "sincos_2d_add";
 
+void check_grid_positions(const char* op, const at::Tensor& pos_h, const at::Tensor& pos_w,
+                          const std::optional<at::Tensor>& pos_t, const at::Device& device, const char* device_of) {
+  const at::Tensor none;
+  for (const auto& [name, pos] :
+       {std::pair{"pos_h", &pos_h}, std::pair{"pos_w", &pos_w}, std::pair{"pos_t", pos_t ? &*pos_t : &none}}) {
+    if (!pos->defined()) continue;
+    TORCH_CHECK(pos->dim() == 1 && pos->scalar_type() == at::kFloat, "posemb.", op, ": ", name,
+                " must be a 1-D float32 tensor, got ", pos->scalar_type(), " of shape ", pos->sym_sizes());
+    TORCH_CHECK(pos->device() == device, "posemb.", op, ": ", name, " must be on ", device_of, "'s device (", device,
+                "), got ", pos->device());
+  }
+}
+
+void check_grid_dim(const char* op, int64_t dim, bool with_t, double base) {
+  if (with_t) {
+    TORCH_CHECK(dim % 16 == 0, "posemb.", op, ": with pos_t, the embedding dim must be a multiple of 16 (sin and "
+                "cos of the frames in dim/4, of two spatial axes in 3*dim/4), got ", dim);
+  } else {
+    TORCH_CHECK(dim % 4 == 0, "posemb.", op,
+                ": the embedding dim must be a multiple of 4 (sin and cos of two axes), got ", dim);
+  }
+  TORCH_CHECK(std::isfinite(base) && base > 0, "posemb.", op, ": base must be a positive finite number, got ", base);
+}
+
 void check_sincos_2d(const at::Tensor& x, const at::Tensor& pos_h, const at::Tensor& pos_w, double base,
                      const std::optional<at::Tensor>& pos_t) {
   check_float_dtype(kOp, "x", x);
   TORCH_CHECK(x.dim() == 3, "posemb.", kOp, ": x must be (batch, ", pos_t ? "T*H*W" : "H*W",
               ", dim), got shape ", x.sym_sizes());
-  const at::Tensor none;
-  for (const auto& [name, pos] :
-       {std::pair{"pos_h", &pos_h}, std::pair{"pos_w", &pos_w}, std::pair{"pos_t", pos_t ? &*pos_t : &none}}) {
-    if (!pos->defined()) continue;
-    TORCH_CHECK(pos->dim() == 1 && pos->scalar_type() == at::kFloat, "posemb.", kOp, ": ", name,
-                " must be a 1-D float32 tensor, got ", pos->scalar_type(), " of shape ", pos->sym_sizes());
-    TORCH_CHECK(pos->device() == x.device(), "posemb.", kOp, ": ", name, " must be on x's device (", x.device(),
-                "), got ", pos->device());
-  }
+  check_grid_positions(kOp, pos_h, pos_w, pos_t, x.device(), "x");
   const c10::SymInt cells = pos_h.sym_size(0) * pos_w.sym_size(0);
   if (pos_t) {
     TORCH_SYM_CHECK(x.sym_size(1).sym_eq(pos_t->sym_size(0) * cells), "posemb.", kOp, ": x must have T*H*W = ",
@@ -43,15 +59,7 @@ void check_sincos_2d(const at::Tensor& x, const at::Tensor& pos_h, const at::Ten
                     x.sym_size(1));
   }
   // The embedding dim is a model constant, so specialising on it costs nothing.
-  const int64_t dim = x.sym_size(2).guard_int(__FILE__, __LINE__);
-  if (pos_t) {
-    TORCH_CHECK(dim % 16 == 0, "posemb.", kOp, ": with pos_t, x's last dim must be a multiple of 16 (sin and cos "
-                "of the frames in dim/4, of two spatial axes in 3*dim/4), got ", dim);
-  } else {
-    TORCH_CHECK(dim % 4 == 0, "posemb.", kOp,
-                ": x's last dim must be a multiple of 4 (sin and cos of two axes), got ", dim);
-  }
-  TORCH_CHECK(std::isfinite(base) && base > 0, "posemb.", kOp, ": base must be a positive finite number, got ", base);
+  check_grid_dim(kOp, x.sym_size(2).guard_int(__FILE__, __LINE__), pos_t.has_value(), base);
 }
 
 at::Tensor sincos_2d_add_meta(const at::Tensor& x, const at::Tensor& pos_h, const at::Tensor& pos_w, double base,
@@ -62,10 +70,13 @@ at::Tensor sincos_2d_add_meta(const at::Tensor& x, const at::Tensor& pos_h, cons
 
 at::Tensor sincos_2d_table_composite(const at::Tensor& pos_h, const at::Tensor& pos_w, c10::SymInt dim, double base,
                                      std::optional<at::ScalarType> dtype, const std::optional<at::Tensor>& pos_t) {
-  TORCH_SYM_CHECK(dim.sym_ge(0), "posemb.sincos_2d_table: dim must be non-negative, got ", dim);
+  constexpr const char* kTable = "sincos_2d_table";
+  TORCH_SYM_CHECK(dim.sym_ge(0), "posemb.", kTable, ": dim must be non-negative, got ", dim);
   const at::ScalarType type = dtype.value_or(at::kFloat);
   TORCH_CHECK(type == at::kFloat || type == at::kDouble || type == at::kHalf || type == at::kBFloat16,
-              "posemb.sincos_2d_table: dtype must be float32, float64, float16 or bfloat16, got ", type);
+              "posemb.", kTable, ": dtype must be float32, float64, float16 or bfloat16, got ", type);
+  check_grid_positions(kTable, pos_h, pos_w, pos_t, pos_h.device(), "pos_h");
+  check_grid_dim(kTable, dim.guard_int(__FILE__, __LINE__), pos_t.has_value(), base);
   c10::SymInt tokens = pos_h.sym_size(0) * pos_w.sym_size(0);
   if (pos_t) tokens = pos_t->sym_size(0) * tokens;
   const at::Tensor zeros = at::zeros_symint({1, std::move(tokens), std::move(dim)}, pos_h.options().dtype(type));

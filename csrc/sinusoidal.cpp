@@ -3,13 +3,14 @@
 // kernels, Meta (fake) kernels, the composite ops, and the public C++
 // functions that call the dispatcher.
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 #include <c10/core/SymBool.h>
 #include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <limits>
 
+#include "memory_overlap.h"
 #include "posemb/sinusoidal.h"
 #include "positions.h"
 #include "sinusoidal_op.h"
@@ -50,6 +51,11 @@ SinusoidalSpec check_sinusoidal_add(const char* op, const at::Tensor& x,
   const SinusoidalFreqs f = parse_freqs(op, freqs);
   TORCH_CHECK(std::isfinite(base) && base > 0.0, "posemb.", op,
               ": base must be a positive finite number, got ", base);
+  // Below 1 the frequencies pass 1 rad per position and grow without bound
+  // (1/base); their turns, taken in long double, then lose the accuracy
+  // the angle contract promises at large positions.
+  TORCH_CHECK(base >= 1.0, "posemb.", op, ": base must be >= 1 (frequencies of at most 1 rad per position), got ",
+              base);
   spec.freqs = f;
   spec.base = base;
   // The embedding dim is a model constant, so specialising on it costs nothing.
@@ -115,8 +121,8 @@ void sinusoidal_add_inplace_impl(SinusoidalRunner run, const at::Tensor& x,
                                  double base, double scale, std::optional<int64_t> padding_idx) {
   const auto spec = check_sinusoidal_add("sinusoidal_add_", x, positions, offsets, offset, seq_dim,
                                          layout, freqs, base, padding_idx);
-  TORCH_CHECK(at::has_internal_overlap(x) != at::MemOverlap::Yes,
-              "posemb.sinusoidal_add_: x has overlapping memory (an expanded view?) and cannot ",
+  TORCH_CHECK(!overlaps_itself(x),
+              "posemb.sinusoidal_add_: x has overlapping memory (an expanded or as_strided view) and cannot ",
               "be written in place; use sinusoidal_add");
   if (x.numel() == 0) return;
   std::vector<at::Tensor> keep;
@@ -172,6 +178,9 @@ at::Tensor sinusoidal_table_composite(c10::SymInt num_positions, c10::SymInt dim
                            .dtype(type)
                            .device(device.value_or(at::kCPU));
   at::Tensor table = at::zeros_symint({num_positions, dim}, options);
+  // The in-place op's checks, under this op's name.
+  check_sinusoidal_add("sinusoidal_table", table, std::nullopt, std::nullopt, offset, 0, layout, freqs, base,
+                       padding_idx);
   // 0 * 1 + PE is PE exactly.
   SinusoidalAddInplaceOp::handle().call(table, std::nullopt, std::nullopt, std::move(offset), 0,
                                         layout, freqs, base, 1.0, padding_idx);
@@ -186,7 +195,12 @@ at::Tensor make_positions_composite(const at::Tensor& input_ids, int64_t padding
               "dimension, got a scalar");
   TORCH_CHECK(padding_idx >= 0, "posemb.make_positions: padding_idx must be non-negative, got ",
               padding_idx);
-  const at::Tensor mask = input_ids.ne(padding_idx).to(at::kLong);
+  TORCH_SYM_CHECK(input_ids.sym_size(-1).sym_le(std::numeric_limits<int64_t>::max() - padding_idx),
+                  "posemb.make_positions: padding_idx + the sequence length must fit in int64, got padding_idx ",
+                  padding_idx, " and ", input_ids.sym_size(-1), " tokens");
+  // Compared in int64: in the ids' own dtype a padding_idx out of its range
+  // would wrap (257 as uint8 is 1) and match ids that are not pads.
+  const at::Tensor mask = input_ids.to(at::kLong).ne(padding_idx).to(at::kLong);
   return at::cumsum(mask, -1).mul_(mask).add_(padding_idx);
 }
 

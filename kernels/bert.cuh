@@ -57,6 +57,13 @@ struct BertParams {
   const void* beta = nullptr;   // [dim]
   double eps = 1e-12;
   float eps_f32 = 1e-12f;  // eps rounded on the host, so fp32 kernels need no fp64 instruction
+  // The kept elements' factor 1/(1 - p) comes from 1 - p worked out in
+  // double on the host (1/(1 - fp32 p) is 9998.3 at p = 0.9999): fp64
+  // kernels take the quotient, fp32 ones divide by 1 - p rounded once
+  // (within 2 ulp of 1/(1 - p); the division keeps the scale in a register,
+  // where a constant operand made the warp forward spill).
+  double dropout_scale = 1.0;
+  float dropout_keep_f32 = 1.0f;  // 1 - p
   // Training with p > 0: a uniform branch, where a template would double each pass.
   bool dropout = false;
   float dropout_p = 0.0f;
@@ -229,12 +236,22 @@ POSEMB_HD uint64_t dropout_seed(const BertParams& p) {
   return p.seed_on_device ? static_cast<uint64_t>(*p.seed_on_device) : p.seed;
 }
 
+/// 1/(1 - p) in the accumulation type A.
+template <typename A>
+POSEMB_HD A dropout_keep(const BertParams& p) {
+  if constexpr (sizeof(A) == 8) {
+    return p.dropout_scale;
+  } else {
+    return 1.0f / p.dropout_keep_f32;
+  }
+}
+
 /// The dropout factor of element (row, d): 0 or 1/(1-p) in training, else 1.
 template <typename A>
 POSEMB_HD A dropout_factor(const BertParams& p, uint64_t seed, int64_t row, int64_t d) {
   if (!p.dropout) return A(1);
   const float u = uniform(seed, static_cast<uint64_t>(row * p.dim + d));
-  return u >= p.dropout_p ? A(1) / (A(1) - A(p.dropout_p)) : A(0);
+  return u >= p.dropout_p ? dropout_keep<A>(p) : A(0);
 }
 
 /// Rows [begin, end) of row chunk `chunk` of the gamma/beta sums.
@@ -431,7 +448,7 @@ POSEMB_HD void store_acc(A* ptr, const A (&in)[V]) {
 /// call serves four channels and its words are read with constant indices.
 template <typename A, int V>
 POSEMB_HD void dropout_factors(const BertParams& p, uint64_t seed, uint64_t index, A (&f)[V]) {
-  const A keep = A(1) / (A(1) - A(p.dropout_p));
+  const A keep = dropout_keep<A>(p);
   if constexpr (V % 4 == 0) {
     POSEMB_UNROLL
     for (int q = 0; q < V / 4; ++q) {

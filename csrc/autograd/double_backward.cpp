@@ -5,10 +5,11 @@
 // (times the scaling), whose own gradient is the rotation by +theta, the
 // rotary op itself. learned_add_backward and bert_embeddings_backward are not
 // differentiated: their outputs carry an error that fires only if a later
-// backward reaches them (as torch's @once_differentiable does), so a
-// create_graph=True backward that never goes that far still works.
+// backward reaches them, so a create_graph=True backward that never goes
+// that far still works.
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include <string>
@@ -72,32 +73,37 @@ RotaryOutputs rotary_backward_autograd(const at::Tensor& grad_q, const at::Tenso
   return {out[0], out[1]};
 }
 
-// The op's outputs, below autograd; when a graph is being built, wrapped so
-// that backpropagating through them raises `message`.
+// The op's outputs, below autograd; when a graph is being built, their
+// grad_fn is an Error node whose edges lead to the op's inputs that need a
+// gradient, so every path from them back to those inputs (a backward, or an
+// autograd.grad asking for any tensor upstream) reaches it and raises
+// `message`. (Edges to fresh leaves, as torch's @once_differentiable makes,
+// would let autograd.grad prune the node and answer None.)
 void once_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack,
                          const char* name) {
-  bool needs_graph = false;
+  torch::autograd::edge_list edges;
   if (at::GradMode::is_enabled()) {
     const size_t n = op.schema().arguments().size();
     for (size_t i = stack->size() - n; i < stack->size(); ++i) {
       const c10::IValue& v = (*stack)[i];
-      needs_graph = needs_graph || (v.isTensor() && v.toTensor().requires_grad());
+      if (v.isTensor() && v.toTensor().requires_grad()) {
+        edges.push_back(torch::autograd::impl::gradient_edge(v.toTensor()));
+      }
     }
   }
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
   }
-  if (!needs_graph) return;
-  const size_t outputs = op.schema().returns().size();
-  torch::autograd::variable_list results;
-  for (size_t i = stack->size() - outputs; i < stack->size(); ++i) {
-    results.push_back((*stack)[i].toTensor().detach().requires_grad_(true));
-  }
+  if (edges.empty()) return;
   const std::string message = std::string("posemb.") + name +
                               ": second-order gradients (differentiating its backward) are not supported";
-  auto wrapped = torch::autograd::DelayedError(message, static_cast<int64_t>(outputs)).apply(std::move(results));
-  for (size_t i = 0; i < outputs; ++i) (*stack)[stack->size() - outputs + i] = wrapped[i];
+  const c10::intrusive_ptr<torch::autograd::Node> node =
+      c10::make_intrusive<torch::autograd::Error>(message, std::move(edges));
+  const size_t outputs = op.schema().returns().size();
+  for (size_t i = stack->size() - outputs; i < stack->size(); ++i) {
+    torch::autograd::set_history((*stack)[i].toTensor(), node);
+  }
 }
 
 void learned_add_backward_autograd(const c10::OperatorHandle& op, c10::DispatchKeySet keys,

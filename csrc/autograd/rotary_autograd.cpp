@@ -128,7 +128,7 @@ void rotary_inplace_autograd(const at::Tensor& q, const at::Tensor& k, const at:
   // training pays the extra pass; without grad it is the fused in-place kernel.
   const bool tracked = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad());
   if (tracked && (q.is_view() || k.is_view())) {
-    check_rotary_writable(q, k, cu_seqlens.has_value(), seq_dim);
+    check_rotary_writable(q, k);
     auto out = Rotary::apply(q, k, inv_freq, positions, offsets, std::move(offset), cu_seqlens,
                              attention_scaling, interleaved, seq_dim, mrope_section, mrope_interleaved);
     q.copy_(out[0]);

@@ -29,7 +29,7 @@ void gather_row(const BertParams& p, int64_t row, acc_t<T>* x, acc_t<T>* tmp) {
 // Philox call per four consecutive elements (four calls at a time with AVX2).
 template <typename A>
 void dropout_row(const BertParams& p, int64_t row, A* f) {
-  const A keep = A(1) / (A(1) - A(p.dropout_p));
+  const A keep = dropout_keep<A>(p);
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (std::is_same_v<A, float>) {
     if (cpu_avx2()) {

@@ -43,6 +43,18 @@ void FourierPositionalEmbeddingImpl::reset_parameters() {
   if (bias.defined()) bias.zero_();
 }
 
+void FourierPositionalEmbeddingImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  const torch::Tensor exact = frequencies.detach().to(device, /*non_blocking=*/non_blocking, /*copy=*/true);
+  torch::nn::Module::to(device, dtype, non_blocking);
+  frequencies.set_data(exact);
+}
+
+void FourierPositionalEmbeddingImpl::to(torch::Dtype dtype, bool non_blocking) {
+  const torch::Tensor exact = frequencies.detach().clone();
+  torch::nn::Module::to(dtype, non_blocking);
+  frequencies.set_data(exact);
+}
+
 void FourierPositionalEmbeddingImpl::pretty_print(std::ostream& stream) const {
   stream << "posemb::nn::FourierPositionalEmbedding(" << options.embedding_dim()
          << ", num_frequencies=" << num_frequencies << ", learn_frequencies=" << std::boolalpha

@@ -31,6 +31,12 @@ void RotaryEmbeddingImpl::reset() {
   inv_freq = register_buffer("inv_freq", inv_freq);
 }
 
+void RotaryEmbeddingImpl::to(torch::Device device, torch::Dtype /*dtype*/, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+}
+
+void RotaryEmbeddingImpl::to(torch::Dtype /*dtype*/, bool /*non_blocking*/) {}
+
 void RotaryEmbeddingImpl::pretty_print(std::ostream& stream) const {
   stream << "posemb::nn::RotaryEmbedding(head_dim=" << options.head_dim()
          << ", rotary_dim=" << 2 * inv_freq.size(0) << ", interleaved="

@@ -27,6 +27,32 @@ def _check_finite(module: str, name: str, value, positive: bool = False) -> None
         raise ValueError(f"{module}: {name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
 
 
+def _check_width(module: str, x: Tensor, width: int, shape: str) -> None:
+    if x.dim() < 1 or x.shape[-1] != width:
+        raise ValueError(f"{module}: x must be {shape.format(width)}, got shape {tuple(x.shape)}")
+
+
+def _check_offset(module: str, positions: Optional[Tensor], offset, seq: int) -> None:
+    """What the ops check of offset, for a module that builds its positions."""
+    if positions is not None:
+        if isinstance(offset, Tensor) or offset != 0:
+            raise ValueError(f"{module}: pass positions or offset, not both")
+        return
+    if isinstance(offset, Tensor):
+        if offset.is_floating_point() or offset.is_complex() or offset.dtype == torch.bool or offset.dim() > 1:
+            raise ValueError(f"{module}: offset must be an int or an integer tensor (batch,), got "
+                             f"{offset.dtype} of shape {tuple(offset.shape)}")
+        # Host values only, as the ops check them (a device read would sync).
+        if (offset.device.type == "cpu" and offset.numel() and seq > 0 and not torch.compiler.is_compiling()
+                and int(offset.max()) > 2**63 - seq):
+            raise ValueError(f"{module}: offset + seq - 1 must fit in int64, got an offset of "
+                             f"{int(offset.max())} and seq={seq}")
+    elif isinstance(offset, bool) or not isinstance(offset, (int, torch.SymInt)):
+        raise ValueError(f"{module}: offset must be an int or an integer tensor (batch,), got {offset!r}")
+    elif not -(2**63) <= offset <= 2**63 - max(seq, 1):
+        raise ValueError(f"{module}: offset + seq - 1 must fit in int64, got offset={offset} and seq={seq}")
+
+
 def _check_choice(module: str, name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{module}: {name} must be one of {choices}, got {value!r}")
@@ -74,6 +100,8 @@ class SinusoidalPositionalEmbedding(nn.Module):
         _check_choice(name, "layout", layout, ("interleaved", "half"))
         _check_choice(name, "freqs", freqs, ("vaswani", "fairseq"))
         _check_finite(name, "base", base, positive=True)
+        if base < 1:
+            raise ValueError(f"{name}: base must be >= 1 (frequencies of at most 1 rad per position), got {base!r}")
         _check_finite(name, "scale", scale)
         if padding_idx is not None:
             _check_int(name, "padding_idx", padding_idx, 0)
@@ -228,8 +256,8 @@ class FourierPositionalEmbedding(nn.Module):
     optionally, trainable frequencies ``α`` (learnable Fourier features).
 
     The features come from posemb's exact angle core (:func:`posemb.ops.fourier_features`),
-    so the encoding and the frequencies' gradient ``p cos(α p)`` stay exact at
-    any position. The projection is one GEMM with the add fused into it
+    so the encoding and the frequencies' gradient ``p cos(α p)`` keep the
+    angle contract (within 2.5e-7 at every position below 2^31). The projection is one GEMM with the add fused into it
     (``baddbmm`` with ``x`` as the added term) when positions differ per
     sequence; with positions shared across the batch it is one ``(seq, 2n) @
     (2n, dim)`` product, added to every sequence.
@@ -294,15 +322,37 @@ class FourierPositionalEmbedding(nn.Module):
                 self.bias.zero_()
 
     def _apply(self, fn, recurse=True):
-        # The frequencies are part of the accuracy contract: kept float32.
-        super()._apply(fn, recurse)
-        if self.frequencies.dtype != torch.float32:
-            with torch.no_grad():
-                data = self.frequencies.to(torch.float32)
-            if isinstance(self.frequencies, nn.Parameter):
-                self.frequencies = nn.Parameter(data, requires_grad=self.frequencies.requires_grad)
-            else:
-                self.frequencies = data
+        # The frequencies are part of the accuracy contract: kept float32,
+        # never rounded through the cast and back. They are moved in place,
+        # as nn.Module moves parameters, so an optimizer made before a
+        # .to(torch.bfloat16) still holds them.
+        frequencies = self.frequencies
+        table = self._parameters if "frequencies" in self._parameters else self._buffers
+        del table["frequencies"]
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            table["frequencies"] = frequencies
+        # fn on an empty fp32 tensor says where fn sends tensors and whether it casts.
+        probe = fn(torch.empty(0, dtype=torch.float32, device=frequencies.device))
+
+        def move(t: Tensor) -> Tensor:
+            return fn(t) if probe.dtype == torch.float32 else t.to(probe.device)
+
+        with torch.no_grad():
+            moved = move(frequencies.data)
+            if not torch._has_compatible_shallow_copy_type(frequencies, moved):
+                # Across tensor types (meta to a device: to_empty) a new
+                # tensor, as nn.Module makes there too.
+                grad = frequencies.grad
+                frequencies = nn.Parameter(moved, frequencies.requires_grad) if table is self._parameters else moved
+                if grad is not None:
+                    frequencies.grad = move(grad)
+                table["frequencies"] = frequencies
+                return self
+            frequencies.data = moved
+            if frequencies.grad is not None:
+                frequencies.grad.data = move(frequencies.grad.data)
         return self
 
     def forward(self, x: Tensor, positions: Optional[Tensor] = None, *, offset: Union[int, Tensor] = 0) -> Tensor:
@@ -312,11 +362,14 @@ class FourierPositionalEmbedding(nn.Module):
         if x.dim() not in (2, 3) or x.shape[-1] != self.embedding_dim:
             raise ValueError(f"{name}: x must be (batch, seq, {self.embedding_dim}), (seq, batch, "
                              f"{self.embedding_dim}) or (seq, {self.embedding_dim}), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name}: x must be a floating-point tensor, got {x.dtype}")
         if self.seq_dim == 0 and x.dim() == 3:  # (seq, batch, dim): the same on the batch-first view
             batch_first = x.transpose(0, 1)
         else:
             batch_first = x if x.dim() == 3 else x.unsqueeze(0)
         batch, seq = batch_first.shape[0], batch_first.shape[1]
+        _check_offset(name, positions, offset, seq)
         if positions is None:
             steps = torch.arange(seq, device=x.device)
             if isinstance(offset, Tensor):
@@ -454,6 +507,8 @@ class BertEmbeddings(nn.Module):
         # transformers before 5.2x passes the cache length under its older name.
         if past_key_values_length is not None:
             cache_length = past_key_values_length
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("posemb.nn.BertEmbeddings: pass input_ids or inputs_embeds")
         if inputs_embeds is not None:  # no ids to gather: the plain computation
             return self._forward_embeds(inputs_embeds, token_type_ids, position_ids, cache_length)
         if position_ids is None and self.padding_aware_positions:
@@ -472,6 +527,10 @@ class BertEmbeddings(nn.Module):
         seq = inputs_embeds.shape[1]
         if position_ids is None:
             start = self.pad_token_id + 1 if self.padding_aware_positions else cache_length
+            rows = self.position_embeddings.num_embeddings
+            if start + seq > rows:
+                raise ValueError(f"posemb.nn.BertEmbeddings: positions {start}..{start + seq - 1} of inputs_embeds "
+                                 f"do not exist (max_position_embeddings={rows})")
             position_ids = torch.arange(start, start + seq, device=inputs_embeds.device).unsqueeze(0)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(position_ids)
@@ -530,7 +589,7 @@ class RotaryEmbedding(nn.Module):
         if seq_dim not in (0, 1, 2):
             raise ValueError(f"RotaryEmbedding: seq_dim must be 0, 1 or 2, got {seq_dim!r}")
         section = params.get("mrope_section")
-        self.mrope_section = None if section is None else [int(n) for n in section]
+        self.mrope_section = ops.section_sizes("posemb.nn.RotaryEmbedding", section)
         self.mrope_interleaved = bool(params.get("mrope_interleaved", False))
         plan = rope.frequency_plan(params, head_dim, max_position_embeddings=max_position_embeddings)
         # On the default device, as torch's modules are (meta builds included).
@@ -673,6 +732,7 @@ class SinCos2dPositionalEmbedding(nn.Module):
         self.interpolation_scale, self.base = interpolation_scale, base
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
+        _check_width("posemb.nn.SinCos2dPositionalEmbedding", x, self.embed_dim, "(batch, height*width, {})")
         pos_h = ops.sincos_2d_positions(height, self.base_size, self.interpolation_scale, device=x.device)
         pos_w = ops.sincos_2d_positions(width, self.base_size, self.interpolation_scale, device=x.device)
         return ops.sincos_2d_add(x, pos_h, pos_w, base=self.base)
@@ -708,6 +768,8 @@ class SinCos3dPositionalEmbedding(nn.Module):
         self.base = base
 
     def forward(self, x: Tensor, frames: int, height: int, width: int) -> Tensor:
+        _check_width("posemb.nn.SinCos3dPositionalEmbedding", x, self.embed_dim,
+                     "(batch, frames*height*width, {})")
         pos_t = ops.sincos_2d_positions(frames, None, self.temporal_interpolation_scale, device=x.device)
         pos_h = ops.sincos_2d_positions(height, None, self.spatial_interpolation_scale, device=x.device)
         pos_w = ops.sincos_2d_positions(width, None, self.spatial_interpolation_scale, device=x.device)

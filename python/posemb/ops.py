@@ -1,7 +1,8 @@
 """Functional API: documented wrappers around ``torch.ops.posemb``."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import operator
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -21,6 +22,17 @@ def make_positions(input_ids: Tensor, padding_idx: int) -> Tensor:
     the last dimension. Returns int64 positions shaped like ``input_ids``.
     """
     return torch.ops.posemb.make_positions(input_ids, padding_idx)
+
+
+def section_sizes(caller: str, mrope_section) -> Optional[List[int]]:
+    """mrope_section as a list of ints (numpy ints too); a float is an error,
+    never truncated."""
+    if mrope_section is None:
+        return None
+    try:
+        return [operator.index(n) for n in mrope_section]
+    except TypeError:
+        raise ValueError(f"{caller}: mrope_section must be a sequence of ints, got {mrope_section!r}") from None
 
 
 def _position_args(positions, offset, input_ids, padding_idx):
@@ -273,7 +285,7 @@ def rotary(
         heads = _heads_dim(q, seq_dim, cu_seqlens is not None)
         k = q.new_empty([0 if d == heads else n for d, n in enumerate(q.shape)])
     positions, offsets, offset = _position_args(positions, offset, None, None)
-    sections = None if mrope_section is None else [int(n) for n in mrope_section]
+    sections = section_sizes("posemb.rotary", mrope_section)
     args = (q, k, inv_freq, positions, offsets, offset, cu_seqlens, float(attention_scaling), interleaved, seq_dim,
             sections, bool(mrope_interleaved))
     if inplace:
@@ -287,9 +299,9 @@ def rotary(
 def fourier_features(positions: Tensor, frequencies: Tensor) -> Tensor:
     """``[sin(α_i p), cos(α_i p)]`` for integer ``positions`` ``(batch, seq)``
     and float32 ``frequencies`` ``(n,)``: a float32 ``(batch, seq, 2n)``
-    tensor. Angles are exact modulo one turn at every position (README:
-    Numerical contract); differentiable in ``frequencies``, with the gradient
-    ``p cos(α p)`` (and ``-p sin(α p)``) formed from those same exact values
+    tensor. Angles keep the angle contract (README: Numerical contract:
+    within 2.5e-7 at every position below 2^31); differentiable in
+    ``frequencies``, with the gradient ``p cos(α p)`` (and ``-p sin(α p)``) formed from those same exact values
     (the op ``fourier_features_backward``, p and the sum in fp64)."""
     return torch.ops.posemb.fourier_features(positions, frequencies)
 
@@ -339,6 +351,8 @@ def sincos_2d_positions(
     spatial_interpolation_scale)`` for height and width,
     ``sincos_2d_positions(frames, None, temporal_interpolation_scale)`` for
     ``pos_t``."""
+    if isinstance(size, bool) or not isinstance(size, (int, torch.SymInt)) or size < 0:
+        raise ValueError(f"posemb.sincos_2d_positions: size must be an int >= 0, got {size!r}")
     pos = torch.arange(size, device=device, dtype=torch.float32)
     if base_size is not None:
         pos = pos / (size / base_size)

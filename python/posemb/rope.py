@@ -105,6 +105,10 @@ def _longrope(params: Mapping[str, Any], base: float, dim: int, max_positions: O
     if attention is None:
         attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
     long = bool(seq_len) and seq_len > original
+    for name in ("long_factor", "short_factor"):
+        if len(params[name]) != dim // 2:
+            raise ValueError(f"posemb.rope: longrope's {name} must hold rotary_dim / 2 = {dim // 2} factors, "
+                             f"got {len(params[name])}")
     ext = torch.tensor(params["long_factor" if long else "short_factor"], dtype=torch.float32)
     exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
     return 1.0 / (ext * base**exponents), attention
@@ -170,8 +174,24 @@ def frequency_plan(
     return FrequencyPlan(inv_freq, float(attention))
 
 
+# The fields each rope type cannot do without.
+_REQUIRED = {
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "yarn": ("original_max_position_embeddings",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "longrope": ("original_max_position_embeddings", "long_factor", "short_factor"),
+}
+
+
 def _inv_freq(rope_type: str, rope_parameters: Mapping[str, Any], base: float, dim: int,
               max_position_embeddings: Optional[int], seq_len: Optional[int]):
+    missing = [name for name in _REQUIRED.get(rope_type, ()) if rope_parameters.get(name) is None]
+    if missing:
+        raise ValueError(f"posemb.rope: rope_type {rope_type!r} needs {', '.join(missing)} in its rope parameters")
+    if rope_type in ("yarn", "longrope") and rope_parameters.get("factor") is None and max_position_embeddings is None:
+        raise ValueError(f"posemb.rope: rope_type {rope_type!r} without a factor needs max_position_embeddings "
+                         "(the factor is then max_position_embeddings / original_max_position_embeddings)")
     attention = 1.0
     if rope_type == "default":
         inv_freq = _base_inv_freq(base, dim)

@@ -66,6 +66,8 @@ def rotary_embedding(
     if positions.dim() != 1 or positions.dtype.is_floating_point or positions.dtype == torch.bool:
         raise ValueError(f"posemb.serving.rotary_embedding: positions must be an integer (num_tokens,) tensor, "
                          f"got {positions.dtype} of shape {tuple(positions.shape)}")
+    if isinstance(head_size, bool) or not isinstance(head_size, int) or head_size < 1:
+        raise ValueError(f"posemb.serving.rotary_embedding: head_size must be an int >= 1, got {head_size!r}")
     tokens = positions.shape[0]
     q = _heads_view("query", query, tokens, head_size)
     k = _heads_view("key", key, tokens, head_size) if key is not None else None

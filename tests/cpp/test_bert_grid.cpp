@@ -307,8 +307,8 @@ void forward_and_backward(const Case& c) {
   auto g64 = gamma.detach().to(torch::kFloat64).requires_grad_(true);
   auto b64 = beta.detach().to(torch::kFloat64).requires_grad_(true);
   auto y64 = torch::layer_norm(x64, {D}, g64, b64, 1e-12);
-  // The kernels scale kept elements by 1 / (1 - p) with p as the fp32 the params hold.
-  if (c.dropout > 0) y64 = y64 * keep_mask.to(torch::kFloat64) / (1 - double(float(c.dropout)));
+  // The kernels scale kept elements by 1 / (1 - p), worked out in double.
+  if (c.dropout > 0) y64 = y64 * keep_mask.to(torch::kFloat64) / (1 - double(c.dropout));
   y64.backward(grad.to(torch::kFloat64));
   EXPECT_TRUE(torch::allclose(grad_x.view({B, T_, D}).to(torch::kFloat64), x64.grad(), acc_tol, acc_tol))
       << (grad_x.view({B, T_, D}).to(torch::kFloat64) - x64.grad()).abs().max().template item<double>();

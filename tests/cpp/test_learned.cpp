@@ -114,3 +114,23 @@ TEST(FourierModule, StartsAsTheSinusoidAndTrainsItsFrequencies) {
   ASSERT_TRUE(pe->bias.grad().defined());
   EXPECT_THROW(pe->forward(torch::zeros({2, 5, 9})), c10::Error);
 }
+
+// A cast casts the weight and leaves the frequencies float32 and exact, the
+// same tensor (an optimizer made before it still holds them).
+TEST(FourierModule, CastsKeepTheFrequenciesFloat32) {
+  posemb::nn::FourierPositionalEmbedding pe(posemb::nn::FourierPositionalEmbeddingOptions(16).bias(true));
+  torch::NoGradGuard no_grad;
+  pe->frequencies.add_(1e-3);  // not a bf16 value
+  const auto exact = pe->frequencies.clone();
+  const auto* impl = pe->frequencies.unsafeGetTensorImpl();
+  pe->to(torch::kBFloat16);
+  EXPECT_EQ(pe->weight.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(pe->bias.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(pe->frequencies, exact));
+  EXPECT_EQ(pe->frequencies.unsafeGetTensorImpl(), impl);
+  EXPECT_EQ(pe->named_parameters()["frequencies"].scalar_type(), torch::kFloat32);
+  pe->to(torch::kCPU, torch::kFloat64);
+  EXPECT_EQ(pe->weight.scalar_type(), torch::kFloat64);
+  EXPECT_TRUE(torch::equal(pe->frequencies, exact));
+  EXPECT_EQ(pe->forward(torch::zeros({2, 5, 16}, torch::kFloat64)).scalar_type(), torch::kFloat64);
+}

@@ -56,6 +56,19 @@ TEST(Rotary, ErrorsAndPrettyPrint) {
   EXPECT_EQ(s.str(), "posemb::nn::RotaryEmbedding(head_dim=64, rotary_dim=64, interleaved=true)");
 }
 
+// A model cast to bf16 keeps its rotary frequencies float32: the module
+// turns bf16 q and k as it turned fp32 ones.
+TEST(Rotary, CastsKeepInvFreqFloat32) {
+  posemb::nn::RotaryEmbedding rope(16);
+  const auto before = rope->inv_freq.clone();
+  rope->to(torch::kBFloat16);
+  rope->to(torch::kCPU, torch::kHalf);
+  EXPECT_TRUE(torch::equal(rope->inv_freq, before));
+  const auto q = torch::randn({1, 4, 2, 16}).to(torch::kBFloat16);
+  auto [q_out, k_out] = rope->forward(q, q.slice(2, 0, 1).clone(), {}, 3);
+  EXPECT_EQ(q_out.scalar_type(), torch::kBFloat16);
+}
+
 // Multimodal rope from C++: positions (t, h, w), each frequency run on its axis.
 TEST(Rotary, ModuleWithPositionAxes) {
   torch::manual_seed(1);

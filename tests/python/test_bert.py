@@ -274,6 +274,43 @@ def test_second_order_gradients_are_a_clear_error():
     (g,) = torch.autograd.grad(posemb.bert_embeddings(ids, *tables).pow(3).sum(), tables[0], create_graph=True)
     with pytest.raises(RuntimeError, match="posemb.bert_embeddings: second-order gradients"):
         g.sum().backward()
+    for allow_unused in (False, True):
+        with pytest.raises(RuntimeError, match="posemb.bert_embeddings: second-order gradients"):
+            torch.autograd.grad(g.sum(), tables[0], allow_unused=allow_unused)
+
+
+def test_a_meta_dropout_seed_beside_real_ids_is_an_error():
+    """A meta seed would send the call to the fake kernel, which returns
+    uninitialised memory for real tensors."""
+    tables = [torch.randn(20, 8), torch.randn(12, 8), torch.randn(2, 8), torch.ones(8), torch.zeros(8)]
+    ids = torch.randint(0, 20, (2, 5))
+    seed = torch.tensor(5, device="meta")
+    with pytest.raises(RuntimeError, match="posemb.bert_embeddings: dropout_seed must be one int64 on the CPU"):
+        torch.ops.posemb.bert_embeddings(ids, *tables, None, None, 0, 1e-12, 0.5, seed, None, None)
+    out, mean, rstd = torch.ops.posemb.bert_embeddings(ids, *tables, None, None, 0, 1e-12, 0.5, torch.tensor(5),
+                                                       None, None)
+    with pytest.raises(RuntimeError, match="posemb.bert_embeddings_backward: dropout_seed must be one int64"):
+        torch.ops.posemb.bert_embeddings_backward(torch.ones_like(out), ids, *tables[:4], mean, rstd, None, None,
+                                                  0, 0.5, seed, None, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dropout_keeps_elements_scaled_by_one_over_one_minus_p(dtype):
+    """1/(1 - p) is worked out in double and rounded once, as torch's dropout
+    scales (with p rounded to fp32 first it is 1000.0126 at p = 0.999)."""
+    g = torch.Generator().manual_seed(0)
+    tables = [torch.randn(30, 64, generator=g, dtype=dtype), torch.randn(12, 64, generator=g, dtype=dtype),
+              torch.randn(2, 64, generator=g, dtype=dtype), torch.ones(64, dtype=dtype), torch.zeros(64, dtype=dtype)]
+    ids = torch.randint(0, 30, (4, 12), generator=g)
+    plain = posemb.bert_embeddings(ids, *tables)
+    for p in (0.1, 0.999):
+        torch.manual_seed(1)
+        dropped = posemb.bert_embeddings(ids, *tables, dropout_p=p, training=True)
+        kept = dropped != 0
+        assert kept.any()
+        ratio = (dropped[kept] / plain[kept]).to(torch.float64)
+        torch.testing.assert_close(ratio, torch.full_like(ratio, 1 / (1 - p)), rtol=2e-7 if dtype == torch.float32 else 1e-13,
+                                   atol=0)
 
 
 def test_dropout_of_one_gives_zeros_as_nn_dropout():

@@ -146,8 +146,11 @@ def test_compile_without_graph_breaks():
 
 def test_casts_keep_frequencies_fp32_and_state_dict_round_trips():
     m = FourierPositionalEmbedding(12, bias=True)
+    m.frequencies.data.add_(1e-3)  # not a bf16 value: a cast and back would round it
+    frequencies, exact = m.frequencies, m.frequencies.detach().clone()
     m.bfloat16()
     assert m.frequencies.dtype == torch.float32 and isinstance(m.frequencies, torch.nn.Parameter)
+    assert m.frequencies is frequencies and torch.equal(m.frequencies, exact)
     assert m.weight.dtype == torch.bfloat16
     y = m(torch.randn(2, 3, 12).bfloat16())
     assert y.dtype == torch.bfloat16
@@ -194,3 +197,16 @@ def test_opcheck():
     opcheck(torch.ops.posemb.fourier_features.default, (positions, torch.tensor([1.0, 1e-3], requires_grad=True)))
     features = posemb.fourier_features(positions, torch.tensor([1.0, 1e-3]))
     opcheck(torch.ops.posemb.fourier_features_backward.default, (torch.randn(2, 3, 4), positions, features))
+
+
+def test_an_optimizer_made_before_a_cast_still_trains_the_frequencies():
+    """The usual order (build, make the optimizer, cast): the cast moves the
+    frequencies in place, as nn.Module moves its parameters."""
+    m = FourierPositionalEmbedding(16)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    m.double()
+    assert any(p is m.frequencies for group in opt.param_groups for p in group["params"])
+    before = m.frequencies.detach().clone()
+    m(torch.randn(2, 5, 16, dtype=torch.float64), offset=3).pow(2).sum().backward()
+    opt.step()
+    assert m.frequencies.dtype == torch.float32 and not torch.equal(m.frequencies, before)

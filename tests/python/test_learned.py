@@ -194,6 +194,9 @@ def test_out_of_range_position_values_are_an_error_not_a_read(device):
     with pytest.raises(RuntimeError, match=r"got values in \[-2, 3\]"):
         posemb.learned_add(x, w, offset=torch.tensor([-2, 1], device=device))
     posemb.learned_add(x, w, torch.tensor([0, 4, 1], device=device))  # the device still works
+    if device == "cpu":  # offsets whose last position passes int64: named as such, not a wrapped range
+        with pytest.raises(RuntimeError, match=r"posemb.learned_add: offsets \+ seq - 1 must fit in int64"):
+            posemb.learned_add(x, w, offset=torch.tensor([2**63 - 1, 0]))
 
 
 def test_backward_op_called_directly_checks_positions(device):
@@ -207,6 +210,9 @@ def test_backward_op_called_directly_checks_positions(device):
         backward(g, None, torch.tensor([0, 3], device=device), 0, 1, 5, None)
     with pytest.raises(RuntimeError, match=r"posemb.learned_add_backward: positions offset .. offset \+ seq - 1 = 4 .. 6 must be in \[0, num_embeddings=5\)"):
         backward(g, None, None, 4, 1, 5, None)
+    for padding_idx in (5, -3):
+        with pytest.raises(RuntimeError, match=r"posemb.learned_add_backward: padding_idx must be in \[0, num_embeddings=5\)"):
+            backward(g, None, None, 0, 1, 5, padding_idx)
     ok = backward(g, None, torch.tensor([0, 2], device=device), 0, 1, 5, None)  # positions 0-2 and 2-4
     expected = torch.zeros(5, 4).index_add_(0, torch.tensor([0, 1, 2, 2, 3, 4]), g.cpu().reshape(6, 4))
     torch.testing.assert_close(ok.cpu(), expected)
@@ -267,6 +273,11 @@ def test_second_order_gradients_are_a_clear_error():
     torch.testing.assert_close(gw, torch.autograd.grad((x + w[:5]).pow(2).sum(), w)[0])
     with pytest.raises(RuntimeError, match="posemb.learned_add: second-order gradients"):
         gw.sum().backward()
+    # autograd.grad asking for x (a gradient penalty) reaches the error too,
+    # with or without allow_unused: never a None.
+    for allow_unused in (False, True):
+        with pytest.raises(RuntimeError, match="posemb.learned_add: second-order gradients"):
+            torch.autograd.grad(gw.sum(), x, allow_unused=allow_unused)
 
 
 def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):

@@ -305,6 +305,13 @@ def test_offsets_past_int64_are_an_error():
     with pytest.raises(RuntimeError, match="posemb.rotary: offsets \\+ seq - 1 must fit in int64, got an offset of 9223372036854775806 and seq=3"):
         posemb.rotary(q, None, torch.ones(4), offset=torch.tensor([0, 2**63 - 2]))
     posemb.rotary(q, None, torch.ones(4), offset=torch.tensor([0, 2**63 - 3]))  # the last position fits
+    # Packed: each sequence's own length counts (the second holds 4 tokens).
+    packed, cu = torch.randn(6, 2, 8), torch.tensor([0, 2, 6])
+    for inplace in (False, True):
+        with pytest.raises(RuntimeError, match=r"posemb.rotary_?: offsets \+ each sequence's length - 1 must fit in int64"):
+            posemb.rotary(packed, None, torch.ones(4), cu_seqlens=cu, offset=torch.tensor([0, 2**63 - 3]),
+                          inplace=inplace)
+    posemb.rotary(packed, None, torch.ones(4), cu_seqlens=cu, offset=torch.tensor([2**63 - 2, 2**63 - 4]))
 
 
 def test_bad_cu_seqlens_values_are_an_error():
@@ -436,6 +443,54 @@ def test_in_place_q_and_k_that_share_memory_are_an_error():
     hf = torch.randn(2, 12, 5, 8).transpose(1, 2)  # (batch, seq, heads, dim) over a (b, h, s, d) buffer
     with pytest.raises(RuntimeError, match="q and k share memory"):
         posemb.rotary(hf[:, :, 0:6], hf[:, :, 5:9], inv_freq, inplace=True)
+    # Strides that meet across the batch and sequence dimensions: q's (1, 0)
+    # is k's (0, 1).
+    buf = torch.randn(64)
+    q = buf.as_strided((2, 2, 1, 2), (12, 10, 2, 1), 0)
+    k = buf.as_strided((2, 2, 1, 2), (12, 10, 2, 1), 2)
+    assert q[1, 0, 0].data_ptr() == k[0, 1, 0].data_ptr()
+    with pytest.raises(RuntimeError, match="q and k share memory"):
+        posemb.rotary(q, k, torch.ones(1), inplace=True)
+
+
+def test_in_place_q_or_k_overlapping_itself_is_an_error():
+    """Not only expanded views: an as_strided q whose sequence and head
+    strides are equal addresses one element twice."""
+    inv_freq = torch.ones(8)
+    q = torch.randn(2000).as_strided((1, 5, 4, 16), (320, 16, 16, 1))
+    with pytest.raises(RuntimeError, match="posemb.rotary_: q has overlapping memory"):
+        posemb.rotary(q, None, inv_freq, inplace=True)
+    k = torch.randn(2000).as_strided((1, 5, 4, 16), (320, 64, 8, 1))  # heads 8 apart, 16 wide
+    with pytest.raises(RuntimeError, match="posemb.rotary_: k has overlapping memory"):
+        posemb.rotary(torch.randn(1, 5, 4, 16), k, inv_freq, inplace=True)
+    q = torch.randn(1, 5, 16).unsqueeze(2).expand(1, 5, 4, 16)
+    with pytest.raises(RuntimeError, match="posemb.rotary_: q has overlapping memory"):
+        posemb.rotary(q, None, inv_freq, inplace=True)
+
+
+@pytest.mark.parametrize("layout", ["neox-qkv", "vllm-query-slice", "qkv-heads", "q-before-k-per-token"])
+def test_in_place_on_views_that_do_not_meet(layout):
+    """Views that share a storage but no element turn in place exactly as
+    out of place: q and k split from GPT-NeoX's (b, s, heads, 3 * d) qkv on
+    the last dimension (interleaved per head), vLLM's query sliced from a
+    qkv buffer beside a separate key, Llama's qkv split on heads, and
+    (tokens, 3, heads, d) split on the middle dimension."""
+    d, h = 16, 4
+    w = inv_freq(d)
+    if layout == "neox-qkv":
+        qkv = torch.randn(2, 5, h, 3 * d)
+        q, k = qkv[..., :d], qkv[..., d:2 * d]
+    elif layout == "vllm-query-slice":
+        q, k = torch.randn(2, 5, 3 * h, d)[:, :, :h], torch.randn(2, 5, 2, d)
+    elif layout == "qkv-heads":
+        qkv = torch.randn(2, 5, 3 * h, d)
+        q, k = qkv[:, :, :h], qkv[:, :, h:2 * h]
+    else:
+        qkv = torch.randn(2, 5, 3, h, d)
+        q, k = qkv[:, :, 0], qkv[:, :, 1]
+    want_q, want_k = posemb.rotary(q, k, w, offset=3)
+    posemb.rotary(q, k, w, offset=3, inplace=True)
+    assert torch.equal(q, want_q) and torch.equal(k, want_k)
 
 
 @pytest.mark.parametrize("with_k", [True, False], ids=["q-and-k", "q-only"])

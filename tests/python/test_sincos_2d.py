@@ -137,7 +137,7 @@ def _errors():
         ((torch.zeros(1, 12, 8), p3.double(), p4), "pos_h must be a 1-D float32 tensor"),
         ((torch.zeros(1, 12, 8), p3, p4[None]), "pos_w must be a 1-D float32 tensor"),
         ((torch.zeros(1, 11, 8), p3, p4), "x must have H\\*W = 12 tokens"),
-        ((torch.zeros(1, 12, 6), p3, p4), "x's last dim must be a multiple of 4"),
+        ((torch.zeros(1, 12, 6), p3, p4), "the embedding dim must be a multiple of 4"),
         ((torch.zeros(1, 12, 8), p3, p4, 0.0), "base must be a positive finite number"),
         ((torch.zeros(1, 12, 8), p3, p4, math.nan), "base must be a positive finite number"),
     ]
@@ -292,8 +292,8 @@ def _errors_3d():
         ((x, p3, p4), {"pos_t": p2.to("meta")}, "pos_t must be on x's device"),
         ((torch.zeros(1, 23, 16), p3, p4), {"pos_t": p2}, "x must have T\\*H\\*W = 24 tokens \\(pos_t, pos_h and pos_w "
                                                            "have 2, 3 and 4\\), got 23"),
-        ((torch.zeros(1, 24, 8), p3, p4), {"pos_t": p2}, "with pos_t, x's last dim must be a multiple of 16"),
-        ((torch.zeros(1, 24, 20), p3, p4), {"pos_t": p2}, "with pos_t, x's last dim must be a multiple of 16"),
+        ((torch.zeros(1, 24, 8), p3, p4), {"pos_t": p2}, "with pos_t, the embedding dim must be a multiple of 16"),
+        ((torch.zeros(1, 24, 20), p3, p4), {"pos_t": p2}, "with pos_t, the embedding dim must be a multiple of 16"),
         ((torch.zeros(24, 16), p3, p4), {"pos_t": p2}, "x must be \\(batch, T\\*H\\*W, dim\\)"),
         ((x, p3, p4, -1.0), {"pos_t": p2}, "base must be a positive finite number"),
     ]

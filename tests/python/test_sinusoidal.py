@@ -116,6 +116,28 @@ def test_make_positions_matches_fairseq_rule(device):
     assert out.cpu().tolist()[0] == [1, 1, 2, 3, 4]
 
 
+def test_make_positions_compares_padding_idx_as_int64():
+    """A padding_idx outside the ids' dtype matches no id (in uint8, 257
+    would wrap to 1); positions that would pass int64 are an error."""
+    for dtype, pad in ((torch.uint8, 257), (torch.int32, 2**32 + 1)):
+        ids = torch.tensor([[1, 1, 5]], dtype=dtype)
+        assert posemb.make_positions(ids, pad).tolist() == [[pad + 1, pad + 2, pad + 3]]
+        assert posemb.sinusoidal_add(torch.zeros(1, 3, 8), input_ids=ids, padding_idx=pad)[0, 0].abs().sum() > 0
+    with pytest.raises(RuntimeError, match="posemb.make_positions: padding_idx \\+ the sequence length must fit in int64"):
+        posemb.make_positions(torch.tensor([[5, 6]]), 2**63 - 2)
+    assert posemb.make_positions(torch.tensor([[5, 6]]), 2**63 - 3).tolist() == [[2**63 - 2, 2**63 - 1]]
+
+
+def test_in_place_on_x_overlapping_itself_is_an_error():
+    """An as_strided x whose rows overlap, not only an expanded one."""
+    x = torch.randn(100).as_strided((2, 3, 8), (24, 4, 1))
+    with pytest.raises(RuntimeError, match="posemb.sinusoidal_add_: x has overlapping memory"):
+        posemb.sinusoidal_add_(x)
+    rows = torch.randn(2, 3, 16)[..., :8]  # apart: written in place as out of place
+    want = posemb.sinusoidal_add(rows)
+    assert torch.equal(posemb.sinusoidal_add_(rows), want)
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=repr)
 def test_inplace_equals_out_of_place(sample, device):
     s = sample.to(device, torch.float32)
@@ -245,6 +267,7 @@ ERRORS = [
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), freqs="t5"), "freqs must be 'vaswani' or 'fairseq'"),
     (lambda t: posemb.sinusoidal_add(t(2, 3, 3), freqs="fairseq"), "freqs='fairseq' divides by dim/2 - 1 and needs an embedding dim of at least 4"),
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), base=0.0), "base must be a positive finite number"),
+    (lambda t: posemb.sinusoidal_add(t(2, 3, 4), base=0.5), "base must be >= 1"),
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), padding_idx=-1), "padding_idx must be non-negative"),
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), t(3)), "positions must be an integer tensor"),
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), t(4).long()), r"positions must be \(seq,\) or broadcastable"),
@@ -260,6 +283,7 @@ ERRORS = [
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), t(2, 3, 1).long()), r"positions must be \(seq,\) or broadcastable"),
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), offset=t(2, 1).long()), r"offsets must be a scalar or \(batch,\)"),
     (lambda t: posemb.sinusoidal_add(t(2, 3, 4), base=float("nan")), "base must be a positive finite number"),
+    (lambda t: posemb.sinusoidal_add(t(2, 3, 4), base=0.5), "base must be >= 1"),
 ]
 
 

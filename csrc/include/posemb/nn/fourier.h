@@ -46,6 +46,12 @@ class FourierPositionalEmbeddingImpl : public torch::nn::Cloneable<FourierPositi
   void reset_parameters();
   void pretty_print(std::ostream& stream) const override;
 
+  /// Casts cast weight and bias; frequencies stay float32 (moved in place,
+  /// never rounded through the cast), as in posemb.nn.
+  using torch::nn::Module::to;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+
   /// x + E(position): token t at offset + t, or at `positions` ((seq,) or (batch, seq)).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions = {}, int64_t offset = 0);
   /// x + E(offsets[b] + t).

@@ -48,6 +48,12 @@ class RotaryEmbeddingImpl : public torch::nn::Cloneable<RotaryEmbeddingImpl> {
 
   void pretty_print(std::ostream& stream) const override;
 
+  /// Moves move inv_freq; casts leave it float32, as the op needs it (it is
+  /// part of the angle contract, and the module holds nothing else).
+  using torch::nn::Module::to;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+
   /// (q_out, k_out): q and k turned by position * inv_freq. Token t is at
   /// offset + t, or at `positions` ((axes, batch, seq) with mrope_section).
   std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& q, const torch::Tensor& k,
