@@ -23,6 +23,11 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
+# The reason a known block passed as the model itself is left alone: it has
+# no parent to hold its replacement.
+ITSELF = "(the model itself)", "a module cannot replace itself; patch the model that holds it (its parent)"
+
+
 def report(who: str, planned: Dict[str, nn.Module], skipped: Dict[str, str], nothing: str, strict: bool) -> bool:
     """Warns about the ``skipped`` modules (name: reason); when nothing is
     ``planned``, warns ``nothing`` (or raises it, strict) and returns False."""

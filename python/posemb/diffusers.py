@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from ._patching import PatchError, is_posemb, report, set_submodule
+from ._patching import ITSELF, PatchError, is_posemb, report, set_submodule
 from .nn import Timesteps
 
 __all__ = ["CogVideoXPatchEmbed", "PatchEmbed", "PatchError", "patch", "unpatch"]
@@ -194,6 +194,9 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     for name, module in model.named_modules():
         kind = type(module).__name__
         if is_posemb(module) or kind not in _KNOWN or not type(module).__module__.startswith("diffusers."):
+            continue
+        if name == "":
+            skipped[ITSELF[0]] = f"{kind}: {ITSELF[1]}"
             continue
         new, reason = _KNOWN[kind](module)
         if new is None:

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops, rope
-from ._patching import PatchError, report
+from ._patching import ITSELF, PatchError, report
 from ._patching import is_posemb as _is_posemb, set_submodule as _set_submodule
 from .nn import BertEmbeddings, RotaryEmbedding
 
@@ -82,6 +82,22 @@ TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryE
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
 # functions are restored once there are none.
 _LIVE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+class _Live:
+    """A posemb rotary module in a model: alive (in _LIVE) from its build,
+    and again in a copy (deepcopy, or a pickled model loaded in another
+    process), which also wraps its model's apply function again when patch()
+    had wrapped it (``_posemb_apply``: the modeling module and the apply
+    form), so a copy keeps the fused kernel."""
+
+    _posemb_apply = None
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        _LIVE.add(self)
+        if self._posemb_apply is not None:
+            _wrap_apply(*self._posemb_apply)
 
 
 class _Made:
@@ -600,7 +616,7 @@ def _buffer_device(module: nn.Module):
     return None
 
 
-class HFRotaryEmbedding(RotaryEmbedding):
+class HFRotaryEmbedding(_Live, RotaryEmbedding):
     """Stands in for a Hugging Face rotary module (``LlamaRotaryEmbedding``
     and those written like it) and keeps its contract: a
     :class:`posemb.nn.RotaryEmbedding` whose ``forward`` is Hugging Face's.
@@ -695,7 +711,7 @@ class HFMultimodalRotaryEmbedding(HFRotaryEmbedding):
         return super().forward(x, position_ids.expand(3, -1, -1))
 
 
-class HFAxialRotaryEmbedding(RotaryEmbedding):
+class HFAxialRotaryEmbedding(_Live, RotaryEmbedding):
     """Stands in for Pixtral's vision rotary module (2-D axial rope over
     image patches) and keeps its contract: ``forward(x, position_ids)``
     takes ``(patches, 2)`` (row, column) positions and returns ``(cos,
@@ -802,7 +818,7 @@ def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, 
     return cos, sin
 
 
-class HFLayeredRotaryEmbedding(nn.Module):
+class HFLayeredRotaryEmbedding(_Live, nn.Module):
     """Stands in for Gemma 3's and Gemma 4's rotary modules (one frequency
     plan per layer type, e.g. local ``sliding_attention`` and global
     ``full_attention`` with different ``rope_theta`` and scaling; with
@@ -878,7 +894,7 @@ class HFLayeredRotaryEmbedding(nn.Module):
                          for lt, t in self.rope_type.items())
 
 
-class HFGPTJRotaryEmbedding(nn.Module):
+class HFGPTJRotaryEmbedding(_Live, nn.Module):
     """Stands in for GPT-J's rotary module and keeps its contract:
     ``forward(x, position_ids)`` returns ``(sin, cos)``, each ``(batch, seq,
     rotary_dim // 2)`` in ``x.dtype``, with no table: posemb's kernel with
@@ -1102,6 +1118,8 @@ def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool) -> bool:
     if cos.requires_grad or sin.requires_grad or cos.dim() not in (2, 3) or not isinstance(q, Tensor) \
             or not isinstance(k, Tensor) or q.dim() != 4 or k.dim() != 4:
         return False
+    if q.stride(-1) != 1 or k.stride(-1) != 1:  # the kernel reads head_dim contiguous
+        return False
     width = 2 * made.inv_freq.numel()
     if cos.shape[-1] != width or cos.shape != sin.shape or not q.shape[seq_dim] == k.shape[seq_dim] == cos.shape[-2]:
         return False
@@ -1200,9 +1218,20 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     skipped: Dict[str, str] = {}
     wrap_modules: Dict[str, str] = {}
     for name, module in model.named_modules():
-        if _is_posemb(module) or any(name.startswith(done + ".") for done in planned):
+        if _is_posemb(module):
+            # Already patched: its model's apply function is wrapped again if
+            # restore_functions() (or an unpatch elsewhere) put it back.
+            if isinstance(module, _Live) and module._posemb_apply is not None:
+                wrap_modules.setdefault(*module._posemb_apply)
+            continue
+        if any(name.startswith(done + ".") for done in planned):
             continue
         kind = type(module).__name__
+        known = (kind in _ABSOLUTE | _PADDING_AWARE or _is_distilbert(module) or kind.endswith("RotaryEmbedding")
+                 or (kind.endswith("SinusoidalPositionalEmbedding") and type(module).__module__.startswith("transformers.")))
+        if name == "" and known:
+            skipped[ITSELF[0]] = f"{kind}: {ITSELF[1]}"
+            continue
         if kind in _ABSOLUTE | _PADDING_AWARE or _is_distilbert(module):
             new, reason = _absolute_replacement(module, kind)
         elif kind.endswith("SinusoidalPositionalEmbedding") and type(module).__module__.startswith("transformers."):
@@ -1210,6 +1239,7 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
         elif kind.endswith("RotaryEmbedding"):
             new, reason = _rotary_replacement(module)
             if new is not None:
+                new._posemb_apply = (type(module).__module__, reason)
                 wrap_modules[type(module).__module__], reason = reason, None
         else:
             continue
@@ -1221,6 +1251,8 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
                f"Embeddings, M2M-100-, Speech2Text- and XGLM-style sinusoidal position modules and the rotary "
                f"modules written like {', '.join(TESTED_ROTARY)}; already patched blocks are skipped)")
     if not report("posemb.hf.patch", planned, skipped, nothing, strict):
+        for module_name, apply_kind in wrap_modules.items():  # already patched modules only
+            _wrap_apply(module_name, apply_kind)
         return {}
     # Everything is built: now change the model, and the modules' code.
     replaced: Dict[str, nn.Module] = {}
@@ -1228,11 +1260,7 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
         replaced[name] = model.get_submodule(name)
         _set_submodule(model, name, new)
     for module_name, apply_kind in wrap_modules.items():
-        code = sys.modules.get(module_name)
-        fn = getattr(code, _apply_name(apply_kind), None)
-        if fn is not None and not hasattr(fn, "posemb_original"):
-            setattr(code, _apply_name(apply_kind), _rotary_dispatch(fn, apply_kind))
-            _WRAPPED[module_name] = fn
+        _wrap_apply(module_name, apply_kind)
     if any(isinstance(new, _OWN_INIT) for new in planned.values()):
         _rebuild_in_init_weights(model)
     return replaced
@@ -1277,6 +1305,16 @@ def _forget_init_weights(model: nn.Module) -> None:
 
 # Module-level functions patch() replaced, by module, with their originals.
 _WRAPPED: Dict[str, object] = {}
+
+
+def _wrap_apply(module_name: str, apply_kind: str) -> None:
+    """Wraps the modeling module's apply function (``_rotary_dispatch``),
+    unless it is wrapped already."""
+    code = sys.modules.get(module_name)
+    fn = getattr(code, _apply_name(apply_kind), None)
+    if fn is not None and not hasattr(fn, "posemb_original"):
+        setattr(code, _apply_name(apply_kind), _rotary_dispatch(fn, apply_kind))
+        _WRAPPED[module_name] = fn
 
 
 def unpatch(model: nn.Module, replaced: Dict[str, nn.Module]) -> None:

@@ -481,10 +481,13 @@ class BertEmbeddings(nn.Module):
 
     @classmethod
     def _sharing(cls, module: nn.Module, names, padding_aware_positions: bool):
-        """A new module holding `module`'s submodules `names` (the same objects)."""
+        """A new module holding `module`'s submodules `names` (the same
+        objects), in `module`'s order, so named_parameters() and the
+        state_dict keep it (an optimizer's saved state follows that order)."""
         new = cls.__new__(cls)
         nn.Module.__init__(new)
-        for name in names:
+        order = [name for name, _ in module.named_children() if name in names]
+        for name in order + [name for name in names if name not in order]:
             setattr(new, name, getattr(module, name))
         new.pad_token_id = module.word_embeddings.padding_idx
         new.padding_aware_positions = padding_aware_positions

@@ -131,6 +131,14 @@ def test_nothing_matched_warns_or_raises():
         pd.patch(torch.nn.Linear(2, 2), strict=True)
 
 
+def test_a_known_block_passed_as_the_model_is_left_alone():
+    model, _, _ = dit()
+    for block in (model.pos_embed, model.get_submodule("transformer_blocks.0.norm1.emb.time_proj")):
+        with pytest.warns(UserWarning, match="a module cannot replace itself"):
+            assert pd.patch(block) == {}
+        assert "" not in dict(block.named_children())
+
+
 def test_a_pos_embed_that_is_not_the_grid_is_left_alone():
     model, _, _ = dit()
     with torch.no_grad():

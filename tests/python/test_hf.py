@@ -84,6 +84,17 @@ def small_roberta():
     return transformers.RobertaModel(cfg, add_pooling_layer=False)
 
 
+def test_patching_keeps_the_parameter_order():
+    """RoBERTa's block holds position_embeddings last: the patched block
+    keeps that order, so an optimizer state saved unpatched loads patched."""
+    model = small_roberta()
+    before = [name for name, _ in model.named_parameters()]
+    keys = list(model.state_dict())
+    assert posemb.hf.patch(model)
+    assert [name for name, _ in model.named_parameters()] == before
+    assert list(model.state_dict()) == keys
+
+
 def test_random_roberta_with_padding_agrees():
     model = small_roberta().train()  # dropout 0: train mode computes the same as eval
     ids = torch.randint(3, 60, (3, 12))

@@ -224,6 +224,14 @@ def test_the_wrapper_fuses_only_what_posemb_made(monkeypatch):
     changed_cos, changed_sin = model.model.rotary_emb(x, positions)
     changed_cos.mul_(0.5)
     falls_back(changed_cos, changed_sin)                           # written in place since
+    # q and k whose head_dim is not contiguous (as Zaya's are): the eager code.
+    q_strided, k_strided = (t.transpose(-1, -2).contiguous().transpose(-1, -2) for t in (q, k))
+    want = original(q, k, cos, sin)
+    before = eager.calls
+    got = apply(q_strided, k_strided, cos, sin)
+    assert eager.calls == before + 2
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     # Positions for another sequence length than q's: the eager code decides (and fails).
     short_cos, short_sin = model.model.rotary_emb(x, positions[:, :3])
     with pytest.raises(RuntimeError):
@@ -442,6 +450,54 @@ def test_a_patched_model_still_works_with_the_original_functions_restored(monkey
     eager = Counter(monkeypatch, modeling_llama, "rotate_half")
     torch.testing.assert_close(model(ids).logits, ref, rtol=1e-4, atol=1e-4)
     assert eager.calls == 2 * model.config.num_hidden_layers
+
+
+def test_copies_of_a_patched_model_keep_the_fused_kernel(monkeypatch, tmp_path):
+    """A deep copy, and a pickled model loaded after the functions were
+    restored (as in another process), wrap the model's apply function again;
+    so does a second patch() after restore_functions()."""
+    import copy
+
+    from transformers.models.llama import modeling_llama
+
+    model = build("llama", "default")
+    ids = torch.randint(0, 80, (2, 10), generator=torch.Generator().manual_seed(2))
+    replaced = posemb.hf.patch(model)
+    ref = model(ids).logits
+    fused = 1 + model.config.num_hidden_layers  # the (cos, sin) table, then each layer
+
+    def calls(m):
+        kernel = Counter(monkeypatch, posemb.ops, "rotary")
+        torch.testing.assert_close(m(ids).logits, ref, rtol=1e-5, atol=1e-5)
+        monkeypatch.undo()
+        return kernel.calls
+
+    twin = copy.deepcopy(model)
+    posemb.hf.unpatch(model, replaced)  # the copy still needs the wrapper
+    assert calls(twin) == fused
+    torch.save(twin, tmp_path / "model.pt")
+    posemb.hf.restore_functions()
+    assert calls(twin) == 1
+    assert posemb.hf.patch(twin) == {} and calls(twin) == fused
+    posemb.hf.restore_functions()
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert hasattr(modeling_llama.apply_rotary_pos_emb, "posemb_original") and calls(loaded) == fused
+
+
+def test_a_known_block_passed_as_the_model_is_left_alone():
+    """It has no parent to hold its replacement: patch() says so and changes
+    nothing (no child named '' inside it)."""
+    import transformers
+
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=20)
+    block = transformers.BertModel(cfg).embeddings
+    llama = build("llama", "default")
+    for module in (block, llama.model.rotary_emb):
+        children = [n for n, _ in module.named_children()]
+        with pytest.warns(UserWarning, match="a module cannot replace itself; patch the model that holds it"):
+            assert posemb.hf.patch(module) == {}
+        assert [n for n, _ in module.named_children()] == children
 
 
 # ------------------------------------------------- what the contract costs
