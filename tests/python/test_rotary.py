@@ -468,6 +468,47 @@ def test_in_place_q_or_k_overlapping_itself_is_an_error():
         posemb.rotary(q, None, inv_freq, inplace=True)
 
 
+def test_in_place_overlap_checks_agree_with_counting_elements():
+    """Random as_strided q and k over one small buffer: rotary_ refuses them
+    exactly when an element is addressed twice (by q, by k, or by both), as
+    counting the addressed offsets says, and otherwise equals the
+    out-of-place op."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    inv = torch.tensor([0.5, 0.25])  # head_dim 4, contiguous as the kernel needs
+    refused = accepted = 0
+    for _ in range(400):
+        def view(batch, seq):
+            sizes = [batch, seq, rng.randint(1, 3), 4]
+            strides = [rng.choice([0, 2, 4, 5, 6, 8, 12, 16, 24]) for _ in range(3)] + [1]
+            extent = sum((n - 1) * st for n, st in zip(sizes, strides)) + 1
+            return sizes, strides, rng.randint(0, 160 - extent)
+
+        batch, seq = rng.randint(1, 3), rng.randint(1, 3)
+        (qs, qst, qo), (ks, kst, ko) = view(batch, seq), view(batch, seq)
+
+        def offsets(sizes, strides, start):
+            return [start + sum(i * st for i, st in zip(index, strides))
+                    for index in itertools.product(*(range(n) for n in sizes))]
+
+        oq, ok = offsets(qs, qst, qo), offsets(ks, kst, ko)
+        shared = len(set(oq)) < len(oq) or len(set(ok)) < len(ok) or bool(set(oq) & set(ok))
+        buf = torch.randn(160)
+        q, k = buf.as_strided(qs, qst, qo), buf.as_strided(ks, kst, ko)
+        if shared:
+            with pytest.raises(RuntimeError, match="posemb.rotary_: (q|k) has overlapping memory|q and k share memory"):
+                posemb.rotary(q, k, inv, offset=2, inplace=True)
+            refused += 1
+        else:
+            want_q, want_k = posemb.rotary(q, k, inv, offset=2)
+            posemb.rotary(q, k, inv, offset=2, inplace=True)
+            assert torch.equal(q, want_q) and torch.equal(k, want_k)
+            accepted += 1
+    assert refused > 50 and accepted > 50, (refused, accepted)
+
+
 @pytest.mark.parametrize("layout", ["neox-qkv", "vllm-query-slice", "qkv-heads", "q-before-k-per-token"])
 def test_in_place_on_views_that_do_not_meet(layout):
     """Views that share a storage but no element turn in place exactly as
