@@ -83,7 +83,8 @@ TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryE
                  "Qwen2_5_VLRotaryEmbedding", "Qwen3VLTextRotaryEmbedding", "Llama4TextRotaryEmbedding",
                  "PixtralVisionRotaryEmbedding", "GptOssRotaryEmbedding", "Olmo3RotaryEmbedding",
                  "CohereRotaryEmbedding", "Cohere2RotaryEmbedding", "Cohere2MoeRotaryEmbedding", "GlmRotaryEmbedding",
-                 "Glm4RotaryEmbedding", "HeliumRotaryEmbedding")
+                 "Glm4RotaryEmbedding", "HeliumRotaryEmbedding", "HunYuanDenseV1RotaryEmbedding",
+                 "HunYuanMoEV1RotaryEmbedding")
 
 
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
@@ -156,6 +157,17 @@ _INIT_FORM = """def __init__(self, config):
     inv_freq, self.attention_scaling = rope_init_fn(self.config)
     self.inv_freq = nn.Buffer(inv_freq, persistent=False)
     self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)"""
+
+# HunYuan's: Llama's, but 'dynamic' with an alpha is its own 'ntk_alpha'.
+_NTK_ALPHA_INIT_FORM = _INIT_FORM.replace("""
+    rope_init_fn: _ = self.compute_default_rope_parameters
+    if self.rope_type != 'default':""", """
+    if self.rope_type == 'dynamic' and self.config.rope_parameters.get('alpha'):
+        self.rope_type = 'ntk_alpha'
+    rope_init_fn: _ = self.compute_default_rope_parameters
+    if self.rope_type == 'ntk_alpha':
+        rope_init_fn = self.compute_ntk_alpha_rope_parameters
+    elif self.rope_type != 'default':""")
 
 _FORWARD_HEAD = """@dynamic_rope_update
 def forward(self, x, position_ids):
@@ -619,6 +631,11 @@ def _rotary_replacement(module: nn.Module):
         device = _buffer_device(module)
         return (new.to(device) if device is not None else new), ("gptj", None)
     init, forward = _form(cls.__init__), _form(cls.forward)
+    if init == _NTK_ALPHA_INIT_FORM:  # Llama's for every other rope type
+        if module.rope_type == "ntk_alpha":
+            return None, ("its rope type 'ntk_alpha' ('dynamic' with a fixed alpha: rope_theta stretched by "
+                          "alpha ** (dim / (dim - 2))) is not one of posemb's plans")
+        init = _INIT_FORM
     per_layer_config = init == _GEMMA4_INIT_FORM
     layered = init in (_LAYERED_INIT_FORM, _GEMMA4_INIT_FORM) and forward in _LAYERED_FORWARD_FORMS
     mrope_interleaved = _mrope_layout(cls, init, forward)

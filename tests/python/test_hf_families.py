@@ -107,6 +107,12 @@ FAMILIES = {
     "glm": ("GlmConfig", "GlmForCausalLM", "glm", dict(**GQA, head_dim=HEAD, partial_rotary_factor=0.5), 0),
     "glm4": ("Glm4Config", "Glm4ForCausalLM", "glm4", dict(**GQA, head_dim=HEAD, partial_rotary_factor=0.5), 0),
     "helium": ("HeliumConfig", "HeliumForCausalLM", "helium", dict(**GQA, head_dim=HEAD), 0),
+    # Llama's code but for 'ntk_alpha' (left alone, below); q and k normed after rope.
+    "hunyuan_v1_dense": ("HunYuanDenseV1Config", "HunYuanDenseV1ForCausalLM", "hunyuan_v1_dense",
+                         dict(**GQA, head_dim=HEAD,
+                              rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}), 0),
+    "hunyuan_v1_moe": ("HunYuanMoEV1Config", "HunYuanMoEV1ForCausalLM", "hunyuan_v1_moe",
+                       dict(**GQA, head_dim=HEAD, num_experts=2, moe_topk=1), 0),
 }
 DECODERS = list(FAMILIES)
 
@@ -307,6 +313,15 @@ def test_cos_and_sin_laid_out_otherwise_than_apply_takes_are_left_alone(monkeypa
     with pytest.warns(UserWarning) as record:
         assert posemb.hf.patch(build("cohere")) == {}
     assert any("takes cos and sin laid out otherwise" in str(w.message) for w in record)
+
+
+def test_hunyuans_ntk_alpha_is_left_alone():
+    model = build("hunyuan_v1_dense", rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 1.0,
+                                                       "alpha": 1000.0})
+    assert rotary_of(model).rope_type == "ntk_alpha"
+    with pytest.warns(UserWarning) as record:
+        assert posemb.hf.patch(model) == {}
+    assert any("its rope type 'ntk_alpha'" in str(w.message) for w in record)
 
 
 def test_unpatch_restores_the_families_functions():
