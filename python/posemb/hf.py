@@ -19,24 +19,29 @@ imported here):
   Speech2Text's or XGLM's (``_SINUSOIDAL_FORWARDS``) ->
   :class:`HFSinusoidalPositionalEmbedding` (no table).
 
-- Rotary modules written like Llama's -> :class:`HFRotaryEmbedding`,
-  Gemma 3's and Gemma 4's per-layer-type modules ->
+- Rotary modules written like Llama's (or Cohere's, interleaved, or
+  GPT-OSS's, half-width cos and sin) -> :class:`HFRotaryEmbedding`,
+  Gemma 3's, Gemma 4's and Olmo 3's per-layer-type modules ->
   :class:`HFLayeredRotaryEmbedding`, and
   GPT-J's -> :class:`HFGPTJRotaryEmbedding`. A
   ``*RotaryEmbedding`` module is replaced only when its ``__init__`` and
   ``forward``, and its modeling module's ``apply_rotary_pos_emb`` and
   ``rotate_half``, are (after removing docstrings and annotations) one of
-  the forms posemb reproduces (``_ROTARY_FORMS``, ``_APPLY_FORMS``), and
+  the forms posemb reproduces (``_ROTARY_FORMS``, ``_APPLY_FORMS``,
+  ``_ROTATE_HALF_FORMS``), the cos and sin layout the module makes is the
+  one its apply function takes (``_LAYOUTS``: Llama's halves, Cohere's
+  pairs, GLM's and Helium's re-paired halves, GPT-OSS's half width), and
   the family's own frequency code gives posemb's frequencies bitwise for
   this config. Anything else is left alone, with a warning naming it. The
   replacement keeps Hugging Face's contract: ``rotary_emb(x,
   position_ids)`` returns real ``(cos, sin)`` tensors, ``(batch, seq,
-  rotary_dim)`` (in ``x.dtype``, or fp32 where the family's module returns
-  fp32) with ``attention_scaling`` applied, computed by posemb's kernel
+  rotary_dim)`` (``rotary_dim / 2`` for GPT-OSS; in ``x.dtype``, or fp32
+  where the family's module returns fp32) with ``attention_scaling`` applied, computed by posemb's kernel
   from posemb's fp32 frequencies. The model's ``apply_rotary_pos_emb`` is
   wrapped: given the cos and sin posemb made, it runs posemb's fused rotary
-  on q and k with the positions they were made for (partial rotary passes
-  the other channels through); given anything else, the model's own code.
+  on q and k with the positions they were made for (interleaved where the
+  family pairs channels (2i, 2i+1); partial rotary passes the other
+  channels through); given anything else, the model's own code.
 
 :data:`TESTED_ROTARY` lists the families the tests run end to end; others
 that pass the check compute what those do, line for line.
@@ -76,7 +81,10 @@ TESTED_ROTARY = ("LlamaRotaryEmbedding", "MistralRotaryEmbedding", "Qwen2RotaryE
                  "Olmo2RotaryEmbedding", "Phi3RotaryEmbedding", "GPTNeoXRotaryEmbedding", "Gemma3RotaryEmbedding",
                  "Gemma4TextRotaryEmbedding", "GPTJRotaryEmbedding", "Qwen2VLRotaryEmbedding",
                  "Qwen2_5_VLRotaryEmbedding", "Qwen3VLTextRotaryEmbedding", "Llama4TextRotaryEmbedding",
-                 "PixtralVisionRotaryEmbedding")
+                 "PixtralVisionRotaryEmbedding", "GptOssRotaryEmbedding", "Olmo3RotaryEmbedding",
+                 "CohereRotaryEmbedding", "Cohere2RotaryEmbedding", "Cohere2MoeRotaryEmbedding", "GlmRotaryEmbedding",
+                 "Glm4RotaryEmbedding", "HeliumRotaryEmbedding", "HunYuanDenseV1RotaryEmbedding",
+                 "HunYuanMoEV1RotaryEmbedding")
 
 
 # posemb rotary modules alive in any model: the wrapped apply_rotary_pos_emb
@@ -107,13 +115,13 @@ class _Made:
     fused kernel on q and k instead of the eager cos/sin math. The versions
     (eager only) catch a cos or sin written in place after it was made."""
 
-    __slots__ = ("positions", "inv_freq", "attention_scaling", "mrope_section", "mrope_interleaved",
+    __slots__ = ("positions", "inv_freq", "attention_scaling", "mrope_section", "mrope_interleaved", "layout",
                  "cos_version", "sin_version")
 
     def __init__(self, positions: Tensor, inv_freq: Tensor, attention_scaling: float,
-                 mrope_section=None, mrope_interleaved: bool = False) -> None:
+                 mrope_section=None, mrope_interleaved: bool = False, layout: str = "halves") -> None:
         self.positions, self.inv_freq, self.attention_scaling = positions, inv_freq, attention_scaling
-        self.mrope_section, self.mrope_interleaved = mrope_section, mrope_interleaved
+        self.mrope_section, self.mrope_interleaved, self.layout = mrope_section, mrope_interleaved, layout
         self.cos_version = self.sin_version = None
 
 
@@ -133,7 +141,9 @@ def _version(t: Tensor):
 # The code of a family's rotary module and of its apply_rotary_pos_emb, as
 # ast.unparse writes it once docstrings and annotations are removed
 # (transformers 5.x; Llama's and the families copied from it, Olmo's fp32
-# cos/sin, Phi-3's and GPT-NeoX's partial rotary, Gemma 3's per layer type).
+# cos/sin, Phi-3's and GPT-NeoX's partial rotary, Gemma 3's per layer type,
+# Cohere's interleaved pairs, GLM's and Helium's re-paired cos/sin, GPT-OSS's
+# half-width cos/sin).
 
 _INIT_FORM = """def __init__(self, config):
     super().__init__()
@@ -148,17 +158,36 @@ _INIT_FORM = """def __init__(self, config):
     self.inv_freq = nn.Buffer(inv_freq, persistent=False)
     self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)"""
 
+# HunYuan's: Llama's, but 'dynamic' with an alpha is its own 'ntk_alpha'.
+_NTK_ALPHA_INIT_FORM = _INIT_FORM.replace("""
+    rope_init_fn: _ = self.compute_default_rope_parameters
+    if self.rope_type != 'default':""", """
+    if self.rope_type == 'dynamic' and self.config.rope_parameters.get('alpha'):
+        self.rope_type = 'ntk_alpha'
+    rope_init_fn: _ = self.compute_default_rope_parameters
+    if self.rope_type == 'ntk_alpha':
+        rope_init_fn = self.compute_ntk_alpha_rope_parameters
+    elif self.rope_type != 'default':""")
+
 _FORWARD_HEAD = """@dynamic_rope_update
 def forward(self, x, position_ids):
     freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
-    emb = torch.cat((freqs, freqs), dim=-1)
+    emb = {}
     cos = emb.cos() * self.attention_scaling
     sin = emb.sin() * self.attention_scaling
 """
-# forward form -> does the module return fp32 cos/sin (rather than x.dtype)?
+_CAT = _FORWARD_HEAD.format("torch.cat((freqs, freqs), dim=-1)")
+# forward form -> HFRotaryEmbedding's arguments: does the module return fp32
+# cos/sin (rather than x.dtype), and how it lays the frequencies out:
+# "halves" (cat(freqs, freqs): Llama's), "pairs" (each repeated in place:
+# Cohere's), "once" (half the width: GPT-OSS's).
 _ROTARY_FORMS = {
-    _FORWARD_HEAD + "    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))": False,
-    _FORWARD_HEAD + "    return (cos, sin)": True,
+    _CAT + "    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))": dict(fp32_cos_sin=False),
+    _CAT + "    return (cos, sin)": dict(fp32_cos_sin=True),
+    _FORWARD_HEAD.format("torch.repeat_interleave(freqs, 2, dim=-1)")
+    + "    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))": dict(fp32_cos_sin=False, layout="pairs"),
+    _FORWARD_HEAD.format("freqs") + "    return (cos.to(x.dtype), sin.to(x.dtype))": dict(fp32_cos_sin=False,
+                                                                                       layout="once"),
 }
 
 _LAYERED_INIT_FORM = """def __init__(self, config, device=None):
@@ -207,7 +236,7 @@ _GEMMA4_INIT_FORM = """def __init__(self, config, device=None):
         setattr(self, f'{layer_type}_original_inv_freq', nn.Buffer(curr_inv_freq.clone(), persistent=False))
         setattr(self, f'{layer_type}_attention_scaling', curr_attention_scaling)"""
 
-_LAYERED_FORWARD_FORM = """@dynamic_rope_update
+_LAYERED_FORWARD_HEAD = """@dynamic_rope_update
 def forward(self, x, position_ids, layer_type):
     inv_freq = getattr(self, f'{layer_type}_inv_freq')
     attention_scaling = getattr(self, f'{layer_type}_attention_scaling')
@@ -215,7 +244,12 @@ def forward(self, x, position_ids, layer_type):
     emb = torch.cat((freqs, freqs), dim=-1)
     cos = emb.cos() * attention_scaling
     sin = emb.sin() * attention_scaling
-    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))"""
+"""
+# forward form -> fp32 cos/sin? (Olmo 3's, as Olmo's)
+_LAYERED_FORWARD_FORMS = {
+    _LAYERED_FORWARD_HEAD + "    return (cos.to(dtype=x.dtype), sin.to(dtype=x.dtype))": False,
+    _LAYERED_FORWARD_HEAD + "    return (cos, sin)": True,
+}
 
 _APPLY_HEAD = """def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
 """
@@ -225,36 +259,78 @@ _UNSQUEEZE = """    cos = cos.unsqueeze(unsqueeze_dim)
 _EMBED = """    q_embed = q * cos + rotate_half(q) * sin
     k_embed = k * cos + rotate_half(k) * sin
 """
-# apply_rotary_pos_emb form -> how its result is made: "llama" (the promoted
-# dtype), "cast" (back to q's and k's dtypes: Olmo), "partial" (the first
-# cos.shape[-1] channels turned, the others passed through: Phi-3, GPT-NeoX).
+# GLM's and Helium's: Llama's cos and sin, their first half repeated per pair.
+_REPAIR = """    cos = cos[..., :cos.shape[-1] // 2].repeat_interleave(2, dim=-1)
+    sin = sin[..., :sin.shape[-1] // 2].repeat_interleave(2, dim=-1)
+"""
+# apply_rotary_pos_emb form -> (kind, layout). kind: how its result is made:
+# "llama" (the promoted dtype), "cast" (back to q's and k's dtypes: Olmo),
+# "fp32" (computed from q.float() and k.float(), both back to q's dtype:
+# Cohere), "partial" (the first cos.shape[-1] channels turned, the others
+# passed through: Phi-3, GPT-NeoX, GLM). layout (_LAYOUTS): None where
+# rotate_half decides it, "repaired" (GLM, Helium) or "once" (GPT-OSS).
 _APPLY_FORMS = {
-    _APPLY_HEAD + _UNSQUEEZE + _EMBED + "    return (q_embed, k_embed)": "llama",
+    _APPLY_HEAD + _UNSQUEEZE + _EMBED + "    return (q_embed, k_embed)": ("llama", None),
     _APPLY_HEAD + "    q_type, k_type = (q.dtype, k.dtype)\n" + _UNSQUEEZE + _EMBED
-    + "    return (q_embed.to(q_type), k_embed.to(k_type))": "cast",
+    + "    return (q_embed.to(q_type), k_embed.to(k_type))": ("cast", None),
+    _APPLY_HEAD + "    dtype = q.dtype\n    q = q.float()\n    k = k.float()\n" + _UNSQUEEZE + _EMBED
+    + "    return (q_embed.to(dtype=dtype), k_embed.to(dtype=dtype))": ("fp32", None),
+    _APPLY_HEAD + _UNSQUEEZE + _REPAIR + _EMBED + "    return (q_embed, k_embed)": ("llama", "repaired"),
     _APPLY_HEAD + _UNSQUEEZE + """    rotary_dim = cos.shape[-1]
     q_rot, q_pass = (q[..., :rotary_dim], q[..., rotary_dim:])
     k_rot, k_pass = (k[..., :rotary_dim], k[..., rotary_dim:])
     q_embed = torch.cat([q_rot * cos + rotate_half(q_rot) * sin, q_pass], dim=-1)
     k_embed = torch.cat([k_rot * cos + rotate_half(k_rot) * sin, k_pass], dim=-1)
-    return (q_embed, k_embed)""": "partial",
-    _APPLY_HEAD + _UNSQUEEZE + """    rotary_dim = cos.shape[-1]
+    return (q_embed, k_embed)""": ("partial", None),
+}
+_PARTIAL_TAIL = """    rotary_dim = cos.shape[-1]
     q_rot, q_pass = (q[..., :rotary_dim], q[..., rotary_dim:])
     k_rot, k_pass = (k[..., :rotary_dim], k[..., rotary_dim:])
     q_embed = q_rot * cos + rotate_half(q_rot) * sin
     k_embed = k_rot * cos + rotate_half(k_rot) * sin
     q_embed = torch.cat([q_embed, q_pass], dim=-1)
     k_embed = torch.cat([k_embed, k_pass], dim=-1)
-    return (q_embed, k_embed)""": "partial",
+    return (q_embed, k_embed)"""
+_APPLY_FORMS.update({
+    _APPLY_HEAD + _UNSQUEEZE + _PARTIAL_TAIL: ("partial", None),
+    _APPLY_HEAD + _UNSQUEEZE + _REPAIR + _PARTIAL_TAIL: ("partial", "repaired"),
+    # GPT-OSS's: half-width cos and sin on each half (_apply_rotary_emb, _HALVES_FORM).
+    _APPLY_HEAD + _UNSQUEEZE + """    q_embed = _apply_rotary_emb(q, cos, sin)
+    k_embed = _apply_rotary_emb(k, cos, sin)
+    return (q_embed, k_embed)""": ("llama", "once"),
     # Gemma 4's: one tensor at a time (q, then k unless the layer reuses another's).
     """def apply_rotary_pos_emb(x, cos, sin, unsqueeze_dim=1):
-""" + _UNSQUEEZE + "    return x * cos + rotate_half(x) * sin": "single",
-}
+""" + _UNSQUEEZE + "    return x * cos + rotate_half(x) * sin": ("single", None),
+})
 
 _ROTATE_HALF_FORM = """def rotate_half(x):
     x1 = x[..., :x.shape[-1] // 2]
     x2 = x[..., x.shape[-1] // 2:]
     return torch.cat((-x2, x1), dim=-1)"""
+# rotate_half form -> does it turn pairs (2i, 2i+1) (Cohere's, GLM's) rather than halves (Llama's)?
+_ROTATE_HALF_FORMS = {
+    _ROTATE_HALF_FORM: False,
+    """def rotate_half(x):
+    x1 = x[..., ::2]
+    x2 = x[..., 1::2]
+    rot_x = torch.stack([-x2, x1], dim=-1).flatten(-2)
+    return rot_x""": True,
+    """def rotate_half(x):
+    x1 = x[..., 0::2]
+    x2 = x[..., 1::2]
+    return torch.stack((-x2, x1), dim=-1).flatten(-2)""": True,
+}
+_HALVES_FORM = """def _apply_rotary_emb(x, cos, sin):
+    first_half, second_half = torch.chunk(x, 2, dim=-1)
+    first_ = first_half * cos - second_half * sin
+    second_ = second_half * cos + first_half * sin
+    return torch.cat((first_, second_), dim=-1)"""
+# How an apply function pairs the channels it turns: layout -> (the layout of
+# the cos and sin it takes (_ROTARY_FORMS), posemb's interleaved). "halves":
+# Llama's; "pairs": Cohere's; "repaired": GLM's and Helium's (Llama's cos and
+# sin, pairs turned); "once": GPT-OSS's.
+_LAYOUTS = {"halves": ("halves", False), "pairs": ("pairs", True), "repaired": ("halves", True),
+            "once": ("once", False)}
 
 # GPT-J: a (sin || cos) table of its rotary_dim, (sin, cos) of half that
 # width, interleaved pairs, and apply_rotary_pos_emb(tensor, sin, cos) for one
@@ -418,18 +494,26 @@ def _form(fn, decorators: bool = True):
 
 
 def _apply_form(code):
-    """The form of a modeling module's ``apply_rotary_pos_emb`` (the original
-    where patch() wrapped it), or a reason it has none posemb reproduces."""
+    """``(kind, layout)`` of a modeling module's ``apply_rotary_pos_emb`` (the
+    original where patch() wrapped it; ``_APPLY_FORMS``, ``_LAYOUTS``), or
+    ``(None, reason)`` where it has none posemb reproduces."""
     fn = getattr(code, "apply_rotary_pos_emb", None)
     fn = getattr(fn, "posemb_original", fn)
     if fn is None:
         return None, "its module has no apply_rotary_pos_emb"
-    kind = _APPLY_FORMS.get(_form(fn, decorators=False))
+    kind, layout = _APPLY_FORMS.get(_form(fn, decorators=False), (None, None))
     if kind is None:
         return None, "its module's apply_rotary_pos_emb is not a form posemb reproduces"
-    if _form(getattr(code, "rotate_half", None), decorators=False) != _ROTATE_HALF_FORM:
-        return None, "its module's rotate_half is not Llama's"
-    return kind, None
+    if layout == "once":
+        if _form(getattr(code, "_apply_rotary_emb", None), decorators=False) != _HALVES_FORM:
+            return None, "its module's _apply_rotary_emb is not GPT-OSS's"
+        return (kind, layout), None
+    pairs = _ROTATE_HALF_FORMS.get(_form(getattr(code, "rotate_half", None), decorators=False))
+    if pairs is None:
+        return None, "its module's rotate_half is not Llama's, Cohere's or GLM's"
+    if layout == "repaired" and not pairs:  # cos repeated per pair, halves turned: no rotation
+        return None, "its module's rotate_half turns halves of cos and sin repeated per pair"
+    return (kind, layout or ("pairs" if pairs else "halves")), None
 
 
 # Llama 4's rotary: Llama's __init__, angles as complex numbers (freqs_cis)
@@ -536,8 +620,8 @@ def _same_plan(cls, config, plan, **kwargs) -> bool:
 
 
 def _rotary_replacement(module: nn.Module):
-    """``(replacement, apply kind)`` for a rotary module posemb reproduces,
-    or ``(None, reason)``."""
+    """``(replacement, (apply kind, layout))`` for a rotary module posemb
+    reproduces, or ``(None, reason)``."""
     cls = type(module)
     if not cls.__module__.startswith("transformers."):
         return None, "not a transformers module"
@@ -545,10 +629,15 @@ def _rotary_replacement(module: nn.Module):
     if _is_gptj_form(cls, code):
         new = HFGPTJRotaryEmbedding(module.pos_embd_dim, module.max_positions)
         device = _buffer_device(module)
-        return (new.to(device) if device is not None else new), "gptj"
+        return (new.to(device) if device is not None else new), ("gptj", None)
     init, forward = _form(cls.__init__), _form(cls.forward)
+    if init == _NTK_ALPHA_INIT_FORM:  # Llama's for every other rope type
+        if module.rope_type == "ntk_alpha":
+            return None, ("its rope type 'ntk_alpha' ('dynamic' with a fixed alpha: rope_theta stretched by "
+                          "alpha ** (dim / (dim - 2))) is not one of posemb's plans")
+        init = _INIT_FORM
     per_layer_config = init == _GEMMA4_INIT_FORM
-    layered = init in (_LAYERED_INIT_FORM, _GEMMA4_INIT_FORM) and forward == _LAYERED_FORWARD_FORM
+    layered = init in (_LAYERED_INIT_FORM, _GEMMA4_INIT_FORM) and forward in _LAYERED_FORWARD_FORMS
     mrope_interleaved = _mrope_layout(cls, init, forward)
     if mrope_interleaved is not None:
         section = list(getattr(module, "mrope_section", None) or [])
@@ -565,12 +654,12 @@ def _rotary_replacement(module: nn.Module):
         if not _same_plan(cls, module.config, rope.frequency_plan_from_config(module.config)):
             return None, "its frequencies for this config are not posemb's"
         device = _buffer_device(module)
-        return (new.to(device) if device is not None else new), "complex"
+        return (new.to(device) if device is not None else new), ("complex", None)
     elif init == _AXIAL_INIT_FORM and forward == _AXIAL_FORWARD_FORM \
             and _form(getattr(cls, "recomposition_frequencies", None)) == _AXIAL_RECOMPOSITION_FORM:
-        kind, reason = _apply_form(code)
-        if kind is None:
-            return None, reason
+        apply, reason = _apply_form(code)
+        if apply is None or apply[1] != "halves":
+            return None, reason or _LAYOUT_REASON
         try:
             new = HFAxialRotaryEmbedding(module.config)
         except (ValueError, KeyError, TypeError) as error:
@@ -580,25 +669,30 @@ def _rotary_replacement(module: nn.Module):
         if not (torch.equal(inv_freq.to(torch.float32), new.inv_freq.cpu()) and float(scaling) == 1.0):
             return None, "its frequencies for this config are not posemb's"
         device = _buffer_device(module)
-        return (new.to(device) if device is not None else new), kind
+        return (new.to(device) if device is not None else new), apply
     elif not layered and (init != _INIT_FORM or forward not in _ROTARY_FORMS):
         if "Vision" in cls.__name__:
             return None, ("a vision tower's rotary table, indexed by patch rows and columns in the vision model's "
                           "own forward; posemb.rotary with mrope_section computes such axial rotary directly")
-        return None, "its code is not a form posemb reproduces (Llama's, Olmo's, Gemma 3's, Gemma 4's)"
-    kind, reason = _apply_form(code)
-    if kind is None:
+        return None, ("its code is not a form posemb reproduces (Llama's, Olmo's, Cohere's, GPT-OSS's, Gemma 3's, "
+                      "Gemma 4's)")
+    apply, reason = _apply_form(code)
+    if apply is None:
         return None, reason
+    rotary = _ROTARY_FORMS.get(forward, {})  # {} for the layered and multimodal ones: Llama's layout
+    if _LAYOUTS[apply[1]][0] != rotary.get("layout", "halves"):
+        return None, _LAYOUT_REASON
     config = module.config
     try:
         if layered:
-            new = HFLayeredRotaryEmbedding(config, per_layer_config=per_layer_config)
+            new = HFLayeredRotaryEmbedding(config, per_layer_config=per_layer_config,
+                                           fp32_cos_sin=_LAYERED_FORWARD_FORMS[forward])
             same = all(_same_plan(cls, new._config_of(lt), new._plan(lt), layer_type=lt) for lt in new.rope_type)
         elif mrope_interleaved is not None:
             new = HFMultimodalRotaryEmbedding(config, mrope_section=section, mrope_interleaved=mrope_interleaved)
             same = _same_plan(cls, config, rope.frequency_plan_from_config(config))
         else:
-            new = HFRotaryEmbedding(config, fp32_cos_sin=_ROTARY_FORMS[forward])
+            new = HFRotaryEmbedding(config, **rotary)
             same = _same_plan(cls, config, rope.frequency_plan_from_config(config))
     except (ValueError, KeyError, TypeError) as error:
         return None, f"posemb cannot express its rope parameters ({error})"
@@ -607,7 +701,10 @@ def _rotary_replacement(module: nn.Module):
     device = _buffer_device(module)
     if device is not None:
         new.to(device)
-    return new, kind
+    return new, apply
+
+
+_LAYOUT_REASON = "its module's apply_rotary_pos_emb takes cos and sin laid out otherwise than its rotary module's"
 
 
 def _buffer_device(module: nn.Module):
@@ -624,7 +721,9 @@ class HFRotaryEmbedding(_Live, RotaryEmbedding):
     ``forward(x, position_ids)`` returns ``(cos, sin)``, each ``(batch, seq,
     rotary_dim)`` in ``x.dtype`` (``x`` gives only the dtype and device), with
     ``attention_scaling`` applied, as Hugging Face's module does, for every
-    rope type. They are computed by posemb's kernel with exact angles from
+    rope type, laid out as the family's module lays them (``layout``:
+    ``"halves"``, Llama's; ``"pairs"``, each frequency twice in place,
+    Cohere's; ``"once"``, ``rotary_dim / 2`` wide, GPT-OSS's). They are computed by posemb's kernel with exact angles from
     posemb's fp32 frequencies: :func:`posemb.rotary` of a row whose first half
     is ones and second half zeros is ``(cos, sin) * attention_scaling`` of
     each frequency. ``dynamic`` and ``longrope`` take their frequencies from
@@ -646,7 +745,7 @@ class HFRotaryEmbedding(_Live, RotaryEmbedding):
     ``_init_weights``) rebuild them as it rebuilds its own modules'.
     """
 
-    def __init__(self, config, device=None, *, fp32_cos_sin: bool = False) -> None:
+    def __init__(self, config, device=None, *, fp32_cos_sin: bool = False, layout: str = "halves") -> None:
         # q and k are (batch, heads, seq, head_dim) in these models.
         super().__init__(rope.head_dim_of(config), rope_parameters=rope.rope_parameters_of(config),
                          max_position_embeddings=getattr(config, "max_position_embeddings", None), seq_dim=2)
@@ -654,6 +753,8 @@ class HFRotaryEmbedding(_Live, RotaryEmbedding):
         self.config = config
         # Olmo's module returns fp32 cos and sin whatever x's dtype; Llama's, x.dtype.
         self.fp32_cos_sin = fp32_cos_sin
+        # How cos and sin lay the frequencies out (_ROTARY_FORMS): "halves", "pairs" or "once".
+        self.layout = layout
         self.rope_type = self.rope_parameters.get("rope_type", self.rope_parameters.get("type", "default"))
         self.max_seq_len_cached = self.original_max_seq_len = self.max_position_embeddings
         self.register_buffer("original_inv_freq", self.inv_freq.clone(), persistent=False)
@@ -663,9 +764,10 @@ class HFRotaryEmbedding(_Live, RotaryEmbedding):
             self.to(device)
 
     @classmethod
-    def from_hf(cls, original: nn.Module, *, fp32_cos_sin: bool = False) -> "HFRotaryEmbedding":
+    def from_hf(cls, original: nn.Module, *, fp32_cos_sin: bool = False, layout: str = "halves") \
+            -> "HFRotaryEmbedding":
         """The replacement of a Hugging Face rotary module, on its device."""
-        return cls(original.config, device=original.inv_freq.device, fp32_cos_sin=fp32_cos_sin)
+        return cls(original.config, device=original.inv_freq.device, fp32_cos_sin=fp32_cos_sin, layout=layout)
 
     def reset_parameters(self) -> None:
         """Rebuilds both buffers in fp32 from the rope parameters, where they live."""
@@ -684,7 +786,8 @@ class HFRotaryEmbedding(_Live, RotaryEmbedding):
         if self.rope_type in rope.LENGTH_DEPENDENT:  # once per forward, on the device: every layer uses it
             inv_freq = self._inv_freq_for(self._seq_len(x, position_ids, 0, None))
         return _cos_sin(x, position_ids, inv_freq, self.attention_scaling,
-                        torch.float32 if self.fp32_cos_sin else x.dtype, self.mrope_section, self.mrope_interleaved)
+                        torch.float32 if self.fp32_cos_sin else x.dtype, self.mrope_section, self.mrope_interleaved,
+                        self.layout)
 
 
 class HFMultimodalRotaryEmbedding(HFRotaryEmbedding):
@@ -790,10 +893,11 @@ def _complex_dispatch(original):
 
 
 def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, dtype: torch.dtype,
-             mrope_section=None, mrope_interleaved: bool = False):
+             mrope_section=None, mrope_interleaved: bool = False, layout: str = "halves"):
     """Hugging Face's ``(cos, sin)``, ``(*position_ids.shape, rotary_dim)`` in
-    ``dtype`` (``position_ids.shape[1:]`` for positions with axes), made by
-    posemb's kernel and marked as posemb's."""
+    ``dtype`` (``position_ids.shape[1:]`` for positions with axes; ``rotary_dim
+    / 2`` wide for ``layout="once"``), made by posemb's kernel and marked as
+    posemb's."""
     device = x.device
     inv_freq, positions = inv_freq.to(device), position_ids.to(device)
     half = inv_freq.numel()
@@ -810,8 +914,13 @@ def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, 
                        mrope_interleaved=mrope_interleaved)
     table = table.to(dtype).reshape(*shape, 2 * half)
     c, s = table[..., :half], table[..., half:]
-    cos, sin = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
-    made = _Made(positions, inv_freq, scaling, mrope_section, mrope_interleaved)
+    if layout == "halves":
+        cos, sin = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
+    elif layout == "pairs":
+        cos, sin = c.repeat_interleave(2, dim=-1), s.repeat_interleave(2, dim=-1)
+    else:
+        cos, sin = c, s
+    made = _Made(positions, inv_freq, scaling, mrope_section, mrope_interleaved, layout)
     made.cos_version, made.sin_version = _version(cos), _version(sin)
     setattr(cos, _MADE, made)
     setattr(sin, _MADE, made)
@@ -819,21 +928,23 @@ def _cos_sin(x: Tensor, position_ids: Tensor, inv_freq: Tensor, scaling: float, 
 
 
 class HFLayeredRotaryEmbedding(_Live, nn.Module):
-    """Stands in for Gemma 3's and Gemma 4's rotary modules (one frequency
+    """Stands in for Gemma 3's, Gemma 4's and Olmo 3's rotary modules (one frequency
     plan per layer type, e.g. local ``sliding_attention`` and global
     ``full_attention`` with different ``rope_theta`` and scaling; with
     ``per_layer_config``, Gemma 4's, each layer type's head_dim from
     ``config.per_layer_config``) and keeps their contract:
     ``forward(x, position_ids, layer_type)`` returns that layer type's
-    ``(cos, sin)`` as :class:`HFRotaryEmbedding` does. Buffers have Hugging
+    ``(cos, sin)`` as :class:`HFRotaryEmbedding` does (fp32 with
+    ``fp32_cos_sin``: Olmo 3's). Buffers have Hugging
     Face's names (``{layer_type}_inv_freq``, ``{layer_type}_original_inv_freq``),
     non-persistent, fp32 and rebuilt after every move or cast."""
 
-    def __init__(self, config, device=None, *, per_layer_config: bool = False) -> None:
+    def __init__(self, config, device=None, *, per_layer_config: bool = False, fp32_cos_sin: bool = False) -> None:
         super().__init__()
         _LIVE.add(self)
         self.config = config
         self.per_layer_config = per_layer_config
+        self.fp32_cos_sin = fp32_cos_sin  # Olmo 3's, as Olmo's
         self.max_position_embeddings = getattr(config, "max_position_embeddings", None)
         self.max_seq_len_cached = self.original_max_seq_len = self.max_position_embeddings
         self.layer_types = sorted(set(config.layer_types))
@@ -887,7 +998,8 @@ class HFLayeredRotaryEmbedding(_Live, nn.Module):
             inv_freq = rope.inv_freq_for_length(self.rope_parameters[layer_type], self.head_dims[layer_type],
                                                 self.max_position_embeddings, last.to(torch.int64) + 1, inv_freq,
                                                 getattr(self, f"{layer_type}_long_inv_freq", None))
-        return _cos_sin(x, position_ids, inv_freq, getattr(self, f"{layer_type}_attention_scaling"), x.dtype)
+        return _cos_sin(x, position_ids, inv_freq, getattr(self, f"{layer_type}_attention_scaling"),
+                        torch.float32 if self.fp32_cos_sin else x.dtype)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{lt}: rope_type={t!r}, rotary_dim={2 * getattr(self, lt + '_inv_freq').numel()}"
@@ -928,13 +1040,7 @@ class HFGPTJRotaryEmbedding(_Live, nn.Module):
         return self
 
     def forward(self, x: Tensor, position_ids: Tensor):
-        cos, sin = _cos_sin(x, position_ids, self.inv_freq, 1.0, x.dtype)
-        half = self.inv_freq.numel()
-        made = getattr(cos, _MADE)
-        sin, cos = sin[..., :half], cos[..., :half]
-        made.cos_version, made.sin_version = _version(cos), _version(sin)
-        setattr(cos, _MADE, made)
-        setattr(sin, _MADE, made)
+        cos, sin = _cos_sin(x, position_ids, self.inv_freq, 1.0, x.dtype, layout="once")
         return sin, cos
 
     def extra_repr(self) -> str:
@@ -1109,9 +1215,11 @@ def _fused_seq_dim(extra, args, kwargs, cos_rank: int = 3):
     return {1: 2, -3: 2, 2: 1, -2: 1}.get(unsqueeze_dim)
 
 
-def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool) -> bool:
+def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool, takes: str = "halves") -> bool:
     """posemb's kernel computes what the eager code would with these cos and
-    sin (up to their rounding to x.dtype)."""
+    sin (up to their rounding to x.dtype), laid out as ``takes``."""
+    if made.layout != takes:
+        return False
     if not torch.compiler.is_compiling():
         if made.cos_version is not None and (cos._version != made.cos_version or sin._version != made.sin_version):
             return False  # written in place since posemb made them
@@ -1121,7 +1229,7 @@ def _fusable(made: _Made, q, k, cos, sin, seq_dim: int, partial: bool) -> bool:
     if q.stride(-1) != 1 or k.stride(-1) != 1:  # the kernel reads head_dim contiguous
         return False
     width = 2 * made.inv_freq.numel()
-    if cos.shape[-1] != width or cos.shape != sin.shape or not q.shape[seq_dim] == k.shape[seq_dim] == cos.shape[-2]:
+    if cos.shape[-1] != (width // 2 if takes == "once" else width) or cos.shape != sin.shape or not q.shape[seq_dim] == k.shape[seq_dim] == cos.shape[-2]:
         return False
     if partial:  # the first `width` channels turned, the rest passed through
         return q.shape[-1] >= width and k.shape[-1] >= width
@@ -1149,13 +1257,15 @@ def _single_dispatch(original):
     return apply_rotary_pos_emb
 
 
-def _rotary_dispatch(original, kind: str = "llama"):
+def _rotary_dispatch(original, kind: str = "llama", layout: Optional[str] = "halves"):
     """apply_rotary_pos_emb that runs posemb's fused rotary for cos and sin
     that posemb made, and the model's own code otherwise (models left
     unpatched are unaffected). ``kind`` is the form of the original
     (``_APPLY_FORMS``): ``llama``, ``cast`` (results in q's and k's dtypes),
-    ``partial`` (channels past cos's width passed through), ``single`` (one
-    tensor: Gemma 4), ``complex`` (Llama 4's freqs_cis) or ``gptj``."""
+    ``fp32`` (computed in fp32, results in q's dtype), ``partial`` (channels
+    past cos's width passed through), ``single`` (one tensor: Gemma 4),
+    ``complex`` (Llama 4's freqs_cis) or ``gptj``; ``layout`` how it pairs
+    channels (``_LAYOUTS``)."""
     if kind == "gptj":
         return _gptj_dispatch(original)
     if kind == "complex":
@@ -1163,21 +1273,24 @@ def _rotary_dispatch(original, kind: str = "llama"):
     if kind == "single":
         return _single_dispatch(original)
     extra = _extra_parameters(original)
-    partial, cast = kind == "partial", kind == "cast"
+    partial, takes, interleaved = kind == "partial", *_LAYOUTS[layout]
 
     def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
         made = getattr(cos, _MADE, None)
         if made is not None and getattr(sin, _MADE, None) is made:
             seq_dim = _fused_seq_dim(extra, args, kwargs, cos.dim() if isinstance(cos, Tensor) else 3)
-            if seq_dim is not None and _fusable(made, q, k, cos, sin, seq_dim, partial):
-                # The eager code's result dtype (q * cos promotes).
-                dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), cos.dtype)
+            if seq_dim is not None and _fusable(made, q, k, cos, sin, seq_dim, partial, takes):
+                # The eager code's result dtype (q * cos promotes; Cohere's multiplies q.float(), k.float()).
+                inputs = (torch.float32, torch.float32) if kind == "fp32" else (q.dtype, k.dtype)
+                dtype = torch.promote_types(torch.promote_types(*inputs), cos.dtype)
                 q_out, k_out = ops.rotary(q.to(dtype), k.to(dtype), made.inv_freq, made.positions,
-                                          attention_scaling=made.attention_scaling, seq_dim=seq_dim,
-                                          mrope_section=made.mrope_section,
+                                          attention_scaling=made.attention_scaling, interleaved=interleaved,
+                                          seq_dim=seq_dim, mrope_section=made.mrope_section,
                                           mrope_interleaved=made.mrope_interleaved)
-                if cast:
+                if kind == "cast":
                     q_out, k_out = q_out.to(q.dtype), k_out.to(k.dtype)
+                elif kind == "fp32":
+                    q_out, k_out = q_out.to(q.dtype), k_out.to(q.dtype)
                 return q_out, k_out
         return original(q, k, cos, sin, *args, **kwargs)
 
@@ -1216,7 +1329,7 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     """
     planned: Dict[str, nn.Module] = {}
     skipped: Dict[str, str] = {}
-    wrap_modules: Dict[str, str] = {}
+    wrap_modules: Dict[str, tuple] = {}
     for name, module in model.named_modules():
         if _is_posemb(module):
             # Already patched: its model's apply function is wrapped again if
@@ -1251,16 +1364,16 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
                f"Embeddings, M2M-100-, Speech2Text- and XGLM-style sinusoidal position modules and the rotary "
                f"modules written like {', '.join(TESTED_ROTARY)}; already patched blocks are skipped)")
     if not report("posemb.hf.patch", planned, skipped, nothing, strict):
-        for module_name, apply_kind in wrap_modules.items():  # already patched modules only
-            _wrap_apply(module_name, apply_kind)
+        for module_name, apply in wrap_modules.items():  # already patched modules only
+            _wrap_apply(module_name, apply)
         return {}
     # Everything is built: now change the model, and the modules' code.
     replaced: Dict[str, nn.Module] = {}
     for name, new in planned.items():
         replaced[name] = model.get_submodule(name)
         _set_submodule(model, name, new)
-    for module_name, apply_kind in wrap_modules.items():
-        _wrap_apply(module_name, apply_kind)
+    for module_name, apply in wrap_modules.items():
+        _wrap_apply(module_name, apply)
     if any(isinstance(new, _OWN_INIT) for new in planned.values()):
         _rebuild_in_init_weights(model)
     return replaced
@@ -1307,13 +1420,13 @@ def _forget_init_weights(model: nn.Module) -> None:
 _WRAPPED: Dict[str, object] = {}
 
 
-def _wrap_apply(module_name: str, apply_kind: str) -> None:
-    """Wraps the modeling module's apply function (``_rotary_dispatch``),
-    unless it is wrapped already."""
+def _wrap_apply(module_name: str, apply) -> None:
+    """Wraps the modeling module's apply function (``_rotary_dispatch`` of
+    its ``(kind, layout)``), unless it is wrapped already."""
     code = sys.modules.get(module_name)
-    fn = getattr(code, _apply_name(apply_kind), None)
+    fn = getattr(code, _apply_name(apply[0]), None)
     if fn is not None and not hasattr(fn, "posemb_original"):
-        setattr(code, _apply_name(apply_kind), _rotary_dispatch(fn, apply_kind))
+        setattr(code, _apply_name(apply[0]), _rotary_dispatch(fn, *apply))
         _WRAPPED[module_name] = fn
 
 

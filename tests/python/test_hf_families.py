@@ -81,6 +81,38 @@ FAMILIES = {
     # Interleaved pairs on the first 8 channels of each head; (sin, cos) and
     # apply_rotary_pos_emb(tensor, sin, cos), one tensor at a time.
     "gptj": ("GPTJConfig", "GPTJForCausalLM", "gptj", None, 0),
+    # Half-width cos and sin turning each half (_apply_rotary_emb); yarn
+    # untruncated as GPT-OSS ships it; attention sinks, sliding layers, MoE.
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM", "gpt_oss",
+                dict(**GQA, head_dim=HEAD, num_local_experts=2, num_experts_per_tok=1, sliding_window=8,
+                     layer_types=["sliding_attention", "full_attention"],
+                     rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "beta_fast": 32.0,
+                                      "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 128}),
+                0),
+    # Per layer type, fp32 cos and sin (as Olmo's).
+    "olmo3": ("Olmo3Config", "Olmo3ForCausalLM", "olmo3",
+              dict(**GQA, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                   rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                    "full_attention": {"rope_type": "linear", "rope_theta": 50000.0, "factor": 2.0}}),
+              0),
+    # Interleaved pairs: cos and sin repeated in place, computed in fp32.
+    "cohere": ("CohereConfig", "CohereForCausalLM", "cohere", dict(**GQA, logit_scale=0.5), 0),
+    # The same on the sliding layers only (the full ones have no rope).
+    "cohere2": ("Cohere2Config", "Cohere2ForCausalLM", "cohere2",
+                dict(**GQA, sliding_window=8, layer_types=["sliding_attention", "full_attention"]), 0),
+    "cohere2_moe": ("Cohere2MoeConfig", "Cohere2MoeForCausalLM", "cohere2_moe",
+                    dict(**GQA, sliding_window=8, layer_types=["sliding_attention", "full_attention"]), 0),
+    # Llama's cos and sin re-paired by apply_rotary_pos_emb: interleaved, on
+    # half of each head (GLM), or all of it (Helium).
+    "glm": ("GlmConfig", "GlmForCausalLM", "glm", dict(**GQA, head_dim=HEAD, partial_rotary_factor=0.5), 0),
+    "glm4": ("Glm4Config", "Glm4ForCausalLM", "glm4", dict(**GQA, head_dim=HEAD, partial_rotary_factor=0.5), 0),
+    "helium": ("HeliumConfig", "HeliumForCausalLM", "helium", dict(**GQA, head_dim=HEAD), 0),
+    # Llama's code but for 'ntk_alpha' (left alone, below); q and k normed after rope.
+    "hunyuan_v1_dense": ("HunYuanDenseV1Config", "HunYuanDenseV1ForCausalLM", "hunyuan_v1_dense",
+                         dict(**GQA, head_dim=HEAD,
+                              rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}), 0),
+    "hunyuan_v1_moe": ("HunYuanMoEV1Config", "HunYuanMoEV1ForCausalLM", "hunyuan_v1_moe",
+                       dict(**GQA, head_dim=HEAD, num_experts=2, moe_topk=1), 0),
 }
 DECODERS = list(FAMILIES)
 
@@ -119,15 +151,24 @@ def rope_tables(model):
     return len(types) if "rope_theta" not in types else 1
 
 
+def rope_layers(model):
+    """The layers that turn q and k: all, but Cohere 2's sliding ones only
+    (or Cohere 2 MoE's with force_rope)."""
+    if model.config.model_type not in ("cohere2", "cohere2_moe"):
+        return model.config.num_hidden_layers
+    return sum(layer.self_attn.sliding_window is not None or getattr(layer.self_attn, "force_rope", False)
+               for layer in model.model.layers)
+
+
 def rotary_calls(model):
     """posemb.rotary calls in one forward: the tables, then q and k of each
-    layer (together, or one at a time for GPT-J and Gemma 4)."""
+    layer with rope (together, or one at a time for GPT-J and Gemma 4)."""
     per_layer = 2 if model.config.model_type in ("gptj", "gemma4_text") else 1
-    return rope_tables(model) + per_layer * model.config.num_hidden_layers
+    return rope_tables(model) + per_layer * rope_layers(model)
 
 
 def eager_helper(family):
-    return "rotate_every_two" if family == "gptj" else "rotate_half"
+    return {"gptj": "rotate_every_two", "gpt_oss": "_apply_rotary_emb"}.get(family, "rotate_half")
 
 
 def rotary_of(model):
@@ -246,6 +287,41 @@ def test_gemma3_meta_build_then_to_empty_gives_the_unpatched_logits():
         assert torch.equal(getattr(rotary, f"{layer_type}_original_inv_freq"), want)
     ids = torch.randint(3, VOCAB, (2, 12), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(lazy.eval()(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_cohere_computes_in_fp32_and_returns_qs_dtype():
+    """Cohere's apply multiplies q.float() and k.float() and casts both back to q's dtype."""
+    model = build("cohere")
+    posemb.hf.patch(model)
+    model.to(torch.bfloat16)
+    cos, sin = rotary_of(model)(torch.randn(1, dtype=torch.bfloat16), torch.arange(5)[None])
+    assert cos.dtype == sin.dtype == torch.bfloat16
+    q, k = torch.randn(1, 4, 5, 16, dtype=torch.bfloat16), torch.randn(1, 2, 5, 16, dtype=torch.bfloat16)
+    apply = modeling("cohere").apply_rotary_pos_emb
+    assert apply.posemb_kind == "fp32"
+    for a, b in zip(apply(q, k, cos, sin), apply.posemb_original(q, k, cos, sin)):
+        assert a.dtype == b.dtype == torch.bfloat16
+        torch.testing.assert_close(a, b, rtol=0.01, atol=0.02)
+
+
+def test_cos_and_sin_laid_out_otherwise_than_apply_takes_are_left_alone(monkeypatch):
+    """Cohere's module repeats each frequency in place; with Llama's
+    rotate_half its apply would turn other pairs: not posemb's rotary."""
+    from transformers.models.llama import modeling_llama
+
+    monkeypatch.setattr(modeling("cohere"), "rotate_half", modeling_llama.rotate_half)
+    with pytest.warns(UserWarning) as record:
+        assert posemb.hf.patch(build("cohere")) == {}
+    assert any("takes cos and sin laid out otherwise" in str(w.message) for w in record)
+
+
+def test_hunyuans_ntk_alpha_is_left_alone():
+    model = build("hunyuan_v1_dense", rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 1.0,
+                                                       "alpha": 1000.0})
+    assert rotary_of(model).rope_type == "ntk_alpha"
+    with pytest.warns(UserWarning) as record:
+        assert posemb.hf.patch(model) == {}
+    assert any("its rope type 'ntk_alpha'" in str(w.message) for w in record)
 
 
 def test_unpatch_restores_the_families_functions():
@@ -492,7 +568,7 @@ def test_marian_is_left_alone_with_a_warning():
     assert any("MarianSinusoidalPositionalEmbedding" in str(w.message) for w in record)
 
 
-@pytest.mark.parametrize("family", ["olmo", "gemma3", "gemma4", "gpt_neox", "gptj"])
+@pytest.mark.parametrize("family", ["olmo", "gemma3", "gemma4", "gpt_neox", "gptj", "gpt_oss", "cohere", "glm"])
 def test_fullgraph_compile_keeps_the_fused_kernel(family):
     model = build(family)
     ids = torch.randint(3, VOCAB, (2, 12), generator=torch.Generator().manual_seed(2))
