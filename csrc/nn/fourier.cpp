@@ -2,7 +2,9 @@
 
 #include <torch/nn/init.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <ostream>
 
 #include "posemb/fourier.h"
@@ -66,6 +68,7 @@ torch::Tensor FourierPositionalEmbeddingImpl::add(const torch::Tensor& x, torch:
   TORCH_CHECK((x.dim() == 2 || x.dim() == 3) && x.size(-1) == options.embedding_dim(), name,
               ": x must be (batch, seq, ", options.embedding_dim(), "), (seq, batch, ", options.embedding_dim(),
               ") or (seq, ", options.embedding_dim(), "), got shape ", x.sizes());
+  TORCH_CHECK(x.is_floating_point(), name, ": x must be a floating-point tensor, got ", x.scalar_type());
   const bool seq_first = options.seq_dim() == 0 && x.dim() == 3;
   const auto batch_first = seq_first ? x.transpose(0, 1) : (x.dim() == 3 ? x : x.unsqueeze(0));
   const int64_t batch = batch_first.size(0), seq = batch_first.size(1);
@@ -87,15 +90,32 @@ torch::Tensor FourierPositionalEmbeddingImpl::add(const torch::Tensor& x, torch:
   return seq_first ? y.transpose(0, 1) : y;
 }
 
+// What the ops check of an offset, as posemb.nn's module does.
 torch::Tensor FourierPositionalEmbeddingImpl::forward(const torch::Tensor& x, const torch::Tensor& positions,
                                                        int64_t offset) {
-  if (positions.defined()) return add(x, positions);
+  const char* name = "posemb::nn::FourierPositionalEmbedding";
+  if (positions.defined()) {
+    TORCH_CHECK(offset == 0, name, ": pass positions or offset, not both");
+    return add(x, positions);
+  }
   const int64_t seq = x.size(x.dim() == 3 && options.seq_dim() == 0 ? 0 : -2);
+  TORCH_CHECK(offset <= std::numeric_limits<int64_t>::max() - std::max<int64_t>(seq - 1, 0), name,
+              ": offset + seq - 1 must fit in int64, got offset=", offset, " and seq=", seq);
   return add(x, (torch::arange(seq, torch::dtype(torch::kLong).device(x.device())) + offset).unsqueeze(0));
 }
 
 torch::Tensor FourierPositionalEmbeddingImpl::forward_offsets(const torch::Tensor& x, const torch::Tensor& offsets) {
+  const char* name = "posemb::nn::FourierPositionalEmbedding";
   const int64_t seq = x.size(x.dim() == 3 && options.seq_dim() == 0 ? 0 : -2);
+  TORCH_CHECK(c10::isIntegralType(offsets.scalar_type(), /*includeBool=*/false) && offsets.dim() <= 1, name,
+              ": offsets must be an integer tensor (batch,), got ", offsets.scalar_type(), " of shape ",
+              offsets.sizes());
+  // Host values only (a device read would sync).
+  if (offsets.device().is_cpu() && offsets.numel() > 0 && seq > 0) {
+    const int64_t largest = offsets.max().item<int64_t>();
+    TORCH_CHECK(largest <= std::numeric_limits<int64_t>::max() - (seq - 1), name,
+                ": offset + seq - 1 must fit in int64, got an offset of ", largest, " and seq=", seq);
+  }
   const auto steps = torch::arange(seq, torch::dtype(torch::kLong).device(x.device()));
   return add(x, offsets.to(x.device(), torch::kLong).reshape({-1, 1}) + steps);
 }

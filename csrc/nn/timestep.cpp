@@ -74,6 +74,8 @@ torch::Tensor SinCos2dPositionalEmbeddingImpl::positions(int64_t size, const tor
 torch::Tensor SinCos2dPositionalEmbeddingImpl::forward(const torch::Tensor& x, int64_t height, int64_t width) {
   TORCH_CHECK(height >= 0 && width >= 0, "posemb::nn::SinCos2dPositionalEmbedding: height and width must be ",
               ">= 0, got ", height, " and ", width);
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == options.embed_dim(), "posemb::nn::SinCos2dPositionalEmbedding: x must ",
+              "be (batch, height*width, ", options.embed_dim(), "), got shape ", x.sizes());
   return posemb::sincos_2d_add(x, positions(height, x.device()), positions(width, x.device()), options.base());
 }
 
@@ -102,6 +104,8 @@ torch::Tensor SinCos3dPositionalEmbeddingImpl::forward(const torch::Tensor& x, i
                                                        int64_t width) {
   TORCH_CHECK(frames >= 0 && height >= 0 && width >= 0, "posemb::nn::SinCos3dPositionalEmbedding: frames, height ",
               "and width must be >= 0, got ", frames, ", ", height, " and ", width);
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == options.embed_dim(), "posemb::nn::SinCos3dPositionalEmbedding: x must ",
+              "be (batch, frames*height*width, ", options.embed_dim(), "), got shape ", x.sizes());
   const double spatial = options.spatial_interpolation_scale();
   return posemb::sincos_2d_add(x, scaled_axis(height, spatial, x.device()), scaled_axis(width, spatial, x.device()),
                                options.base(),

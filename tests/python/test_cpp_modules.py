@@ -3,6 +3,8 @@ torch::python::bind_module, each held against its Python twin in posemb.nn
 in one process, on the same inputs and weights, forward and backward."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -283,6 +285,19 @@ def test_fourier_against_python(mode):
         same(grads_of(cpp)[name], grad)  # frequencies, weight and bias
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m(torch.zeros(2, 4, 12), torch.arange(4), offset=3), "pass positions or offset, not both"),
+    (lambda m: m(torch.zeros(2, 4, 12), offset=2**63 - 2), r"offset \+ seq - 1 must fit in int64"),
+    (lambda m: m(torch.zeros(2, 4, 12), offset=torch.tensor([0, 2**63 - 2])), r"offset \+ seq - 1 must fit in int64"),
+    (lambda m: m(torch.zeros(2, 4, 12), offset=torch.tensor([0.0, 1.0])), "must be an int(eger tensor| or an integer)"),
+    (lambda m: m(torch.zeros(2, 4, 12, dtype=torch.long)), "x must be a floating-point tensor"),
+], ids=["positions-and-offset", "offset-past-int64", "offsets-past-int64", "float-offsets", "integer-x"])
+def test_fourier_twins_refuse_the_same_inputs(call, message):
+    for m in (posemb.cpp.FourierPositionalEmbedding(12, 5), posemb.nn.FourierPositionalEmbedding(12, 5)):
+        with pytest.raises((RuntimeError, ValueError), match=message):
+            call(m)
+
+
 @pytest.mark.parametrize("kw", [dict(flip_sin_to_cos=True, downscale_freq_shift=0),
                                 dict(flip_sin_to_cos=False, downscale_freq_shift=1, scale=3.0, max_period=500.0)])
 def test_timesteps_against_python(kw):
@@ -294,16 +309,26 @@ def test_timesteps_against_python(kw):
         posemb.cpp.Timesteps(0, True, 0)
 
 
-@pytest.mark.parametrize("kw", [{}, dict(base_size=16.0, interpolation_scale=2.0)])
-def test_sincos_2d_against_python(kw):
-    cpp, py = posemb.cpp.SinCos2dPositionalEmbedding(32, **kw), posemb.nn.SinCos2dPositionalEmbedding(32, **kw)
-    xs = [leaf((2, 6 * 5, 32), torch.float32) for _ in range(2)]
-    ys = [m(x, 6, 5) for m, x in zip((cpp, py), xs)]
+def grid_twins_agree(cpp, py, sizes, dim=32):
+    """The C++ and Python grid modules on (2, prod(sizes), dim): the same
+    output and input gradient, bitwise; both refuse an x of another width."""
+    tokens = math.prod(sizes)
+    xs = [leaf((2, tokens, dim), torch.float32) for _ in range(2)]
+    ys = [m(x, *sizes) for m, x in zip((cpp, py), xs)]
     same(*ys)
-    g = leaf((2, 30, 32), torch.float32, seed=1).detach()
+    g = leaf((2, tokens, dim), torch.float32, seed=1).detach()
     for y in ys:
         y.backward(g)
     same(xs[0].grad, xs[1].grad)
+    for m in (cpp, py):
+        with pytest.raises((RuntimeError, ValueError), match=f"x must be \\(batch, .*, {dim}\\), got shape"):
+            m(torch.zeros(2, tokens, 2 * dim), *sizes)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(base_size=16.0, interpolation_scale=2.0)])
+def test_sincos_2d_against_python(kw):
+    cpp, py = posemb.cpp.SinCos2dPositionalEmbedding(32, **kw), posemb.nn.SinCos2dPositionalEmbedding(32, **kw)
+    grid_twins_agree(cpp, py, (6, 5))
     with pytest.raises(RuntimeError, match="embed_dim must be a positive multiple of 4"):
         posemb.cpp.SinCos2dPositionalEmbedding(30)
 
@@ -313,12 +338,6 @@ def test_sincos_2d_against_python(kw):
 def test_sincos_3d_against_python(kw):
     cpp, py = posemb.cpp.SinCos3dPositionalEmbedding(32, **kw), posemb.nn.SinCos3dPositionalEmbedding(32, **kw)
     assert cpp.__module__ == "posemb.cpp" and repr(cpp).startswith("posemb::nn::SinCos3dPositionalEmbedding(32")
-    xs = [leaf((2, 3 * 6 * 5, 32), torch.float32) for _ in range(2)]
-    ys = [m(x, 3, 6, 5) for m, x in zip((cpp, py), xs)]
-    same(*ys)
-    g = leaf((2, 90, 32), torch.float32, seed=1).detach()
-    for y in ys:
-        y.backward(g)
-    same(xs[0].grad, xs[1].grad)
+    grid_twins_agree(cpp, py, (3, 6, 5))
     with pytest.raises(RuntimeError, match="embed_dim must be a positive multiple of 16"):
         posemb.cpp.SinCos3dPositionalEmbedding(40)
