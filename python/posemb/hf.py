@@ -1315,6 +1315,21 @@ def _is_distilbert(module: nn.Module) -> bool:
     return type(module).__name__ == "Embeddings" and type(module).__module__.endswith("modeling_distilbert")
 
 
+def _builder(module: nn.Module):
+    """How patch() builds posemb's stand-in for `module`: a call giving
+    ``(replacement, apply form)`` for a rotary module, ``(replacement, None)``
+    for the others, or ``(None, reason)``; None when posemb does not know
+    this kind of block."""
+    kind = type(module).__name__
+    if kind in _ABSOLUTE | _PADDING_AWARE or _is_distilbert(module):
+        return lambda: _absolute_replacement(module, kind)
+    if kind.endswith("SinusoidalPositionalEmbedding") and type(module).__module__.startswith("transformers."):
+        return lambda: _sinusoidal_replacement(module)
+    if kind.endswith("RotaryEmbedding"):
+        return lambda: _rotary_replacement(module)
+    return None
+
+
 def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
     """Replaces the model's embedding blocks with posemb's, in place.
 
@@ -1339,27 +1354,21 @@ def patch(model: nn.Module, *, strict: bool = False) -> Dict[str, nn.Module]:
             continue
         if any(name.startswith(done + ".") for done in planned):
             continue
+        build = _builder(module)
+        if build is None:
+            continue
         kind = type(module).__name__
-        known = (kind in _ABSOLUTE | _PADDING_AWARE or _is_distilbert(module) or kind.endswith("RotaryEmbedding")
-                 or (kind.endswith("SinusoidalPositionalEmbedding") and type(module).__module__.startswith("transformers.")))
-        if name == "" and known:
+        if name == "":
             skipped[ITSELF[0]] = f"{kind}: {ITSELF[1]}"
             continue
-        if kind in _ABSOLUTE | _PADDING_AWARE or _is_distilbert(module):
-            new, reason = _absolute_replacement(module, kind)
-        elif kind.endswith("SinusoidalPositionalEmbedding") and type(module).__module__.startswith("transformers."):
-            new, reason = _sinusoidal_replacement(module)
-        elif kind.endswith("RotaryEmbedding"):
-            new, reason = _rotary_replacement(module)
-            if new is not None:
-                new._posemb_apply = (type(module).__module__, reason)
-                wrap_modules[type(module).__module__], reason = reason, None
-        else:
-            continue
+        new, reason = build()
         if new is None:
             skipped[name] = f"{kind}: {reason}"
-        else:
-            planned[name] = new
+            continue
+        if isinstance(new, _Live):  # a rotary stand-in: `reason` is its model's apply form, wrapped too
+            new._posemb_apply = (type(module).__module__, reason)
+            wrap_modules[type(module).__module__] = reason
+        planned[name] = new
     nothing = (f"{type(model).__name__} (posemb knows {sorted(_ABSOLUTE | _PADDING_AWARE)}, DistilBERT's "
                f"Embeddings, M2M-100-, Speech2Text- and XGLM-style sinusoidal position modules and the rotary "
                f"modules written like {', '.join(TESTED_ROTARY)}; already patched blocks are skipped)")

@@ -250,20 +250,27 @@ def test_greedy_generation_with_a_kv_cache_is_unchanged(family, monkeypatch):
     assert kernel.calls == 2 * 8 * rotary_calls(model)
 
 
-def test_olmo_cast_to_bfloat16_keeps_olmos_dtypes(monkeypatch):
-    """Olmo's module returns fp32 cos/sin and its apply casts back to q's dtype."""
-    model = build("olmo")
-    reference = build("olmo").to(torch.bfloat16)
+def patched_in_bfloat16(family, cos_dtype):
+    """The family patched, then cast to bf16: its rotary module gives cos and
+    sin in cos_dtype, and the wrapped apply gives bf16 q and k close to the
+    family's own code. Returns the model and the wrapped apply."""
+    model = build(family)
     posemb.hf.patch(model)
     model.to(torch.bfloat16)
     cos, sin = rotary_of(model)(torch.randn(1, dtype=torch.bfloat16), torch.arange(5)[None])
-    assert cos.dtype == sin.dtype == torch.float32
+    assert cos.dtype == sin.dtype == cos_dtype
     q, k = torch.randn(1, 4, 5, 16, dtype=torch.bfloat16), torch.randn(1, 2, 5, 16, dtype=torch.bfloat16)
-    apply = modeling("olmo").apply_rotary_pos_emb
-    got, want = apply(q, k, cos, sin), apply.posemb_original(q, k, cos, sin)
-    for a, b in zip(got, want):
+    apply = modeling(family).apply_rotary_pos_emb
+    for a, b in zip(apply(q, k, cos, sin), apply.posemb_original(q, k, cos, sin)):
         assert a.dtype == b.dtype == torch.bfloat16
         torch.testing.assert_close(a, b, rtol=0.01, atol=0.02)
+    return model, apply
+
+
+def test_olmo_cast_to_bfloat16_keeps_olmos_dtypes(monkeypatch):
+    """Olmo's module returns fp32 cos/sin and its apply casts back to q's dtype."""
+    reference = build("olmo").to(torch.bfloat16)
+    model, _ = patched_in_bfloat16("olmo", torch.float32)
     ids = torch.randint(3, VOCAB, (2, 12), generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(model(ids).logits.float(), reference(ids).logits.float(), rtol=0.05, atol=0.1)
 
@@ -291,17 +298,8 @@ def test_gemma3_meta_build_then_to_empty_gives_the_unpatched_logits():
 
 def test_cohere_computes_in_fp32_and_returns_qs_dtype():
     """Cohere's apply multiplies q.float() and k.float() and casts both back to q's dtype."""
-    model = build("cohere")
-    posemb.hf.patch(model)
-    model.to(torch.bfloat16)
-    cos, sin = rotary_of(model)(torch.randn(1, dtype=torch.bfloat16), torch.arange(5)[None])
-    assert cos.dtype == sin.dtype == torch.bfloat16
-    q, k = torch.randn(1, 4, 5, 16, dtype=torch.bfloat16), torch.randn(1, 2, 5, 16, dtype=torch.bfloat16)
-    apply = modeling("cohere").apply_rotary_pos_emb
+    _, apply = patched_in_bfloat16("cohere", torch.bfloat16)
     assert apply.posemb_kind == "fp32"
-    for a, b in zip(apply(q, k, cos, sin), apply.posemb_original(q, k, cos, sin)):
-        assert a.dtype == b.dtype == torch.bfloat16
-        torch.testing.assert_close(a, b, rtol=0.01, atol=0.02)
 
 
 def test_cos_and_sin_laid_out_otherwise_than_apply_takes_are_left_alone(monkeypatch):
