@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "kernels/random.cuh"
@@ -33,7 +34,9 @@ inline __m256i angle4(__m256i p_lo, __m256i p_hi, const uint64_t* F) {
   return _mm256_add_epi64(_mm256_mul_epu32(f, p_lo), _mm256_slli_epi64(cross, 32));
 }
 
-// turns::split of 8 angles, as 8 int32 quadrants and residuals in order.
+// turns::split of 8 angles, as 8 int32 quadrants and residuals in "pair
+// order", lanes 0 1 4 5 2 3 6 7: what one shuffle per output gives (no
+// cross-lane permute), and the order the interleaved (sin, cos) store wants.
 // With v = u >> 30, the residual is v's low 32 bits (the quarter turns taken
 // off u lie above them), and the nearest quarter is u's top two bits, v's
 // high half, plus one when the residual is negative (u's bit 61 set).
@@ -41,15 +44,15 @@ template <bool kWide>
 inline void split8(__m256i p_lo, __m256i p_hi, const uint64_t* F, __m256i* quadrant, __m256i* residual) {
   const __m256 v0 = _mm256_castsi256_ps(_mm256_srli_epi64(angle4<kWide>(p_lo, p_hi, F), 30));
   const __m256 v1 = _mm256_castsi256_ps(_mm256_srli_epi64(angle4<kWide>(p_lo, p_hi, F + 4), 30));
-  // The shuffle takes the low (high) halves of v0's and v1's lanes, two at a
-  // time per 128-bit lane; the permute puts the pairs back in lane order.
-  constexpr int kInOrder = _MM_SHUFFLE(3, 1, 2, 0);
-  const __m256i lo = _mm256_permute4x64_epi64(
-      _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0))), kInOrder);
-  const __m256i hi = _mm256_permute4x64_epi64(
-      _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1))), kInOrder);
+  const __m256i lo = _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)));
+  const __m256i hi = _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)));
   *residual = lo;
   *quadrant = _mm256_sub_epi32(hi, _mm256_srai_epi32(lo, 31));  // only its low two bits are used
+}
+
+// Pair order back to lane order (its 64-bit quarters 0 2 1 3).
+inline __m256 from_pair_order(__m256 v) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
 inline __m256 load_as_float(const float* p) { return _mm256_loadu_ps(p); }
@@ -477,11 +480,11 @@ void from_float(const float* src, c10::Half* dst, int64_t n) { from_float_impl(s
 
 namespace {
 
-// sin and cos of 8 angles given as quadrants q and fp32-path residuals (turns::split):
-// the same operations in the same order as turns::sincos, 8 wide, so the
-// results are bitwise those of the scalar path and the CUDA kernels.
+// sin and cos of 8 angles given as quadrants q and fp32-path residuals
+// (turns::split), lane by lane: the same operations in the same order as
+// turns::sincos, 8 wide, so the results are bitwise those of the scalar path
+// and the CUDA kernels.
 inline void sincos8(__m256i q, __m256i residual, __m256* s, __m256* c) {
-  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
   const __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(residual), _mm256_set1_ps(turns::kResidualToRadians));
   const __m256 z = _mm256_mul_ps(r, r);
   __m256 ps = _mm256_fmadd_ps(z, _mm256_set1_ps(turns::kSin7), _mm256_set1_ps(turns::kSin5));
@@ -491,14 +494,18 @@ inline void sincos8(__m256i q, __m256i residual, __m256* s, __m256* c) {
   pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(turns::kCos4));
   pc = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(-0.5f));
   const __m256 cr = _mm256_fmadd_ps(z, pc, _mm256_set1_ps(1.0f));
-  // sin/cos of r + q·π/2: odd q swaps them; q&2 negates sin, (q+1)&2 negates cos.
-  const __m256 swap = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(q, one), one));
-  const __m256 sign_s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(q, two), 30));
-  const __m256 sign_c = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(q, one), two), 30));
-  *s = _mm256_xor_ps(_mm256_blendv_ps(sr, cr, swap), sign_s);
-  *c = _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), sign_c);
+  // sin/cos of r + q·π/2: odd q swaps them (blendv reads only the sign bit,
+  // where the shift puts q's bit 0); q's bit 1 negates sin, and cos is
+  // negated by bit 1 of q + 1, which is bit 1 xor bit 0 of q.
+  const __m256i odd = _mm256_slli_epi32(q, 31);
+  const __m256i sign_s = _mm256_and_si256(_mm256_slli_epi32(q, 30), _mm256_set1_epi32(INT32_MIN));
+  const __m256i sign_c = _mm256_xor_si256(sign_s, odd);
+  const __m256 swap = _mm256_castsi256_ps(odd);
+  *s = _mm256_xor_ps(_mm256_blendv_ps(sr, cr, swap), _mm256_castsi256_ps(sign_s));
+  *c = _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), _mm256_castsi256_ps(sign_c));
 }
 
+// The sines at s, the cosines at c, of 8 angles in lane order.
 inline void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
   __m256 vs, vc;
   sincos8(q, residual, &vs, &vc);
@@ -506,14 +513,13 @@ inline void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
   _mm256_storeu_ps(c, vc);
 }
 
-// s0 c0 s1 c1 .. s7 c7 at out: the unpacks pair lanes 0,1,4,5 and 2,3,6,7,
-// the 128-bit permutes put the pairs in order.
-inline void store_interleaved8(__m256i q, __m256i residual, float* out) {
+// s0 c0 s1 c1 .. s7 c7 at out, of 8 angles in pair order: the unpacks pair
+// lanes 0 1 and 2 3 of each half, which pair order makes 0 1 2 3 and 4 5 6 7.
+inline void store_interleaved8_pair_order(__m256i q, __m256i residual, float* out) {
   __m256 vs, vc;
   sincos8(q, residual, &vs, &vc);
-  const __m256 lo = _mm256_unpacklo_ps(vs, vc), hi = _mm256_unpackhi_ps(vs, vc);
-  _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
-  _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  _mm256_storeu_ps(out, _mm256_unpacklo_ps(vs, vc));
+  _mm256_storeu_ps(out + 8, _mm256_unpackhi_ps(vs, vc));
 }
 
 // kInterleaved: s0 c0 s1 c1 .. into s (c unused); else the sines in s, the cosines in c.
@@ -527,9 +533,12 @@ void position_sincos_row_impl(int64_t position, const uint64_t* F, int64_t n, fl
     __m256i q, residual;
     split8<kWide>(p_lo, p_hi, F + i, &q, &residual);
     if constexpr (kInterleaved) {
-      store_interleaved8(q, residual, s + 2 * i);
+      store_interleaved8_pair_order(q, residual, s + 2 * i);
     } else {
-      store_sincos8(q, residual, s + i, c + i);
+      __m256 vs, vc;
+      sincos8(q, residual, &vs, &vc);
+      _mm256_storeu_ps(s + i, from_pair_order(vs));
+      _mm256_storeu_ps(c + i, from_pair_order(vc));
     }
   }
   for (; i < n; ++i) {
