@@ -153,42 +153,6 @@ inline void swap_lane_order(__m256 a, __m256 b, __m256* lo, __m256* hi) {
   *hi = _mm256_permute2f128_ps(a, b, 0x31);
 }
 
-// Each enc vector is loaded once and serves every row: the rows' streams
-// advance together, which the hardware prefetchers follow as well as one
-// stream, where sweeping the rows one after another restarts them.
-template <typename T>
-void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* enc, float scale, int64_t n) {
-  const __m256 s = _mm256_set1_ps(scale);
-  int64_t d = 0;
-  if constexpr (std::is_same_v<T, c10::BFloat16>) {
-    // In lane order, the encoding put in that order once per 16 channels for all the rows.
-    for (; d + 16 <= n; d += 16) {
-      __m256 e_lo, e_hi;
-      swap_lane_order(_mm256_loadu_ps(enc + d), _mm256_loadu_ps(enc + d + 8), &e_lo, &e_hi);
-      for (int64_t r = 0; r < rows; ++r) {
-        __m256 lo, hi;
-        load16_lane_order(x[r] + d, &lo, &hi);
-        store16_lane_order(y[r] + d, _mm256_fmadd_ps(lo, s, e_lo), _mm256_fmadd_ps(hi, s, e_hi));
-      }
-    }
-  }
-  for (; d + 16 <= n; d += 16) {
-    const __m256 e0 = _mm256_loadu_ps(enc + d), e1 = _mm256_loadu_ps(enc + d + 8);
-    for (int64_t r = 0; r < rows; ++r) {
-      __m256 a, b;
-      load16_as_float(x[r] + d, &a, &b);
-      store16_from_float(y[r] + d, _mm256_fmadd_ps(a, s, e0), _mm256_fmadd_ps(b, s, e1));
-    }
-  }
-  for (; d + 8 <= n; d += 8) {
-    const __m256 e = _mm256_loadu_ps(enc + d);
-    for (int64_t r = 0; r < rows; ++r) store_from_float(y[r] + d, _mm256_fmadd_ps(load_as_float(x[r] + d), s, e));
-  }
-  for (; d < n; ++d) {
-    for (int64_t r = 0; r < rows; ++r) y[r][d] = static_cast<T>(mul_add(static_cast<float>(x[r][d]), scale, enc[d]));
-  }
-}
-
 // 16 at a time: in 16-bit types one 32-byte load and store per operand
 // (the 8-wide bf16 store needs a pack and a permute per 8 lanes).
 template <typename T>
@@ -513,13 +477,20 @@ inline void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
   _mm256_storeu_ps(c, vc);
 }
 
-// s0 c0 s1 c1 .. s7 c7 at out, of 8 angles in pair order: the unpacks pair
-// lanes 0 1 and 2 3 of each half, which pair order makes 0 1 2 3 and 4 5 6 7.
-inline void store_interleaved8_pair_order(__m256i q, __m256i residual, float* out) {
+// sin and cos of 8 angles in pair order, stored in place order:
+// interleaved, s0 c0 s1 c1 .. s7 c7 at s (the unpacks pair lanes 0 1 and
+// 2 3 of each half, which pair order makes 0 1 2 3 and 4 5 6 7); else the
+// sines at s and the cosines at c.
+inline void store_pair_order(__m256i q, __m256i residual, bool interleaved, float* s, float* c) {
   __m256 vs, vc;
   sincos8(q, residual, &vs, &vc);
-  _mm256_storeu_ps(out, _mm256_unpacklo_ps(vs, vc));
-  _mm256_storeu_ps(out + 8, _mm256_unpackhi_ps(vs, vc));
+  if (interleaved) {
+    _mm256_storeu_ps(s, _mm256_unpacklo_ps(vs, vc));
+    _mm256_storeu_ps(s + 8, _mm256_unpackhi_ps(vs, vc));
+  } else {
+    _mm256_storeu_ps(s, from_pair_order(vs));
+    _mm256_storeu_ps(c, from_pair_order(vc));
+  }
 }
 
 // kInterleaved: s0 c0 s1 c1 .. into s (c unused); else the sines in s, the cosines in c.
@@ -533,12 +504,9 @@ void position_sincos_row_impl(int64_t position, const uint64_t* F, int64_t n, fl
     __m256i q, residual;
     split8<kWide>(p_lo, p_hi, F + i, &q, &residual);
     if constexpr (kInterleaved) {
-      store_interleaved8_pair_order(q, residual, s + 2 * i);
+      store_pair_order(q, residual, true, s + 2 * i, nullptr);
     } else {
-      __m256 vs, vc;
-      sincos8(q, residual, &vs, &vc);
-      _mm256_storeu_ps(s + i, from_pair_order(vs));
-      _mm256_storeu_ps(c + i, from_pair_order(vc));
+      store_pair_order(q, residual, false, s + i, c + i);
     }
   }
   for (; i < n; ++i) {
@@ -548,6 +516,93 @@ void position_sincos_row_impl(int64_t position, const uint64_t* F, int64_t n, fl
       turns::position_sincos(position, F[i], &s[i], &c[i]);
     }
   }
+}
+
+// A row's encoding computed 8 frequencies at a time, a step at a time
+// (step() does nothing once 8 are not left, or without a row), and finished
+// by the row functions.
+class EncodingSteps {
+ public:
+  explicit EncodingSteps(const Encoding* e)
+      : e_(e),
+        wide_(e != nullptr && (static_cast<uint64_t>(e->position) >> 32) != 0),
+        p_lo_(_mm256_set1_epi64x(e ? static_cast<int64_t>(static_cast<uint64_t>(e->position) & 0xffffffffu) : 0)),
+        p_hi_(_mm256_set1_epi64x(e ? static_cast<int64_t>(static_cast<uint64_t>(e->position) >> 32) : 0)) {}
+
+  void step() {
+    if (e_ == nullptr || done_ + 8 > e_->half) return;
+    __m256i q, residual;
+    if (wide_) {
+      split8<true>(p_lo_, p_hi_, e_->F + done_, &q, &residual);
+    } else {
+      split8<false>(p_lo_, p_hi_, e_->F + done_, &q, &residual);
+    }
+    if (e_->interleaved) {
+      store_pair_order(q, residual, true, e_->enc + 2 * done_, nullptr);
+    } else {
+      store_pair_order(q, residual, false, e_->enc + done_, e_->enc + e_->half + done_);
+    }
+    done_ += 8;
+  }
+
+  void finish() {
+    if (e_ == nullptr || done_ == e_->half) return;
+    const uint64_t* F = e_->F + done_;
+    if (e_->interleaved) {
+      position_sincos_row_interleaved(e_->position, F, e_->half - done_, e_->enc + 2 * done_);
+    } else {
+      position_sincos_row(e_->position, F, e_->half - done_, e_->enc + done_, e_->enc + e_->half + done_);
+    }
+  }
+
+ private:
+  const Encoding* e_;
+  bool wide_;
+  __m256i p_lo_, p_hi_;
+  int64_t done_ = 0;
+};
+
+// Each enc vector is loaded once and serves every row: the rows' streams
+// advance together, which the hardware prefetchers follow as well as one
+// stream, where sweeping the rows one after another restarts them.
+// With next, each 16-channel step also computes 8 of its frequencies
+// (EncodingSteps): ALU work that overlaps the step's memory traffic.
+template <typename T>
+void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* enc, float scale, int64_t n,
+                     const Encoding* next) {
+  const __m256 s = _mm256_set1_ps(scale);
+  EncodingSteps steps(next);
+  int64_t d = 0;
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    // In lane order, the encoding put in that order once per 16 channels for all the rows.
+    for (; d + 16 <= n; d += 16) {
+      __m256 e_lo, e_hi;
+      swap_lane_order(_mm256_loadu_ps(enc + d), _mm256_loadu_ps(enc + d + 8), &e_lo, &e_hi);
+      steps.step();
+      for (int64_t r = 0; r < rows; ++r) {
+        __m256 lo, hi;
+        load16_lane_order(x[r] + d, &lo, &hi);
+        store16_lane_order(y[r] + d, _mm256_fmadd_ps(lo, s, e_lo), _mm256_fmadd_ps(hi, s, e_hi));
+      }
+    }
+  }
+  for (; d + 16 <= n; d += 16) {
+    const __m256 e0 = _mm256_loadu_ps(enc + d), e1 = _mm256_loadu_ps(enc + d + 8);
+    steps.step();
+    for (int64_t r = 0; r < rows; ++r) {
+      __m256 a, b;
+      load16_as_float(x[r] + d, &a, &b);
+      store16_from_float(y[r] + d, _mm256_fmadd_ps(a, s, e0), _mm256_fmadd_ps(b, s, e1));
+    }
+  }
+  for (; d + 8 <= n; d += 8) {
+    const __m256 e = _mm256_loadu_ps(enc + d);
+    for (int64_t r = 0; r < rows; ++r) store_from_float(y[r] + d, _mm256_fmadd_ps(load_as_float(x[r] + d), s, e));
+  }
+  for (; d < n; ++d) {
+    for (int64_t r = 0; r < rows; ++r) y[r][d] = static_cast<T>(mul_add(static_cast<float>(x[r][d]), scale, enc[d]));
+  }
+  steps.finish();
 }
 
 }  // namespace
@@ -580,16 +635,17 @@ void position_sincos_row_interleaved(int64_t position, const uint64_t* F, int64_
   position_sincos_row_impl<false, true>(position, F, n, out, nullptr);
 }
 
-void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n) {
-  fused_rows_impl(x, y, rows, enc, scale, n);
+void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n,
+                const Encoding* next) {
+  fused_rows_impl(x, y, rows, enc, scale, n, next);
 }
 void fused_rows(const c10::BFloat16* const* x, c10::BFloat16* const* y, int64_t rows, const float* enc, float scale,
-                int64_t n) {
-  fused_rows_impl(x, y, rows, enc, scale, n);
+                int64_t n, const Encoding* next) {
+  fused_rows_impl(x, y, rows, enc, scale, n, next);
 }
 void fused_rows(const c10::Half* const* x, c10::Half* const* y, int64_t rows, const float* enc, float scale,
-                int64_t n) {
-  fused_rows_impl(x, y, rows, enc, scale, n);
+                int64_t n, const Encoding* next) {
+  fused_rows_impl(x, y, rows, enc, scale, n, next);
 }
 
 }  // namespace posemb::detail::avx2

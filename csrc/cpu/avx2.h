@@ -26,13 +26,29 @@ void position_sincos_row_interleaved(int64_t position, const uint64_t* F, int64_
 /// bitwise equal to turns::sincos.
 void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c);
 
+/// The encoding of one position, sin and cos of position times frequency i
+/// for i < half (given as turns), to be written to enc: pairs (sin, cos) when
+/// interleaved, else all sines, then all cosines.
+struct Encoding {
+  int64_t position;
+  const uint64_t* F;
+  int64_t half;
+  bool interleaved;
+  float* enc;
+};
+
 /// y[r][d] = x[r][d] * scale + enc[d] for r < rows, d < n, rounded once to
 /// the storage type: the rows that share one encoding, swept together.
-void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n);
+/// With `next`, the next row's encoding is computed in the same sweep, 8
+/// frequencies per 16 channels, so its sin/cos work runs while the rows'
+/// loads and stores are in flight instead of between them (bitwise what
+/// position_sincos_row(_interleaved) computes). next->enc must not be enc.
+void fused_rows(const float* const* x, float* const* y, int64_t rows, const float* enc, float scale, int64_t n,
+                const Encoding* next = nullptr);
 void fused_rows(const c10::BFloat16* const* x, c10::BFloat16* const* y, int64_t rows, const float* enc, float scale,
-                int64_t n);
+                int64_t n, const Encoding* next = nullptr);
 void fused_rows(const c10::Half* const* x, c10::Half* const* y, int64_t rows, const float* enc, float scale,
-                int64_t n);
+                int64_t n, const Encoding* next = nullptr);
 
 /// The rotary turn of one head row: with a = in[0, half), z = in[half, 2 half),
 /// out = (a c - z s, z c + a s), each product rounded to fp32 before the sum
