@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/float_turns.cuh"
 #include "kernels/random.cuh"
 #include "kernels/turns.cuh"
 
@@ -40,14 +41,18 @@ inline __m256i angle4(__m256i p_lo, __m256i p_hi, const uint64_t* F) {
 // With v = u >> 30, the residual is v's low 32 bits (the quarter turns taken
 // off u lie above them), and the nearest quarter is u's top two bits, v's
 // high half, plus one when the residual is negative (u's bit 61 set).
-template <bool kWide>
-inline void split8(__m256i p_lo, __m256i p_hi, const uint64_t* F, __m256i* quadrant, __m256i* residual) {
-  const __m256 v0 = _mm256_castsi256_ps(_mm256_srli_epi64(angle4<kWide>(p_lo, p_hi, F), 30));
-  const __m256 v1 = _mm256_castsi256_ps(_mm256_srli_epi64(angle4<kWide>(p_lo, p_hi, F + 4), 30));
+inline void split8(__m256i u0, __m256i u1, __m256i* quadrant, __m256i* residual) {
+  const __m256 v0 = _mm256_castsi256_ps(_mm256_srli_epi64(u0, 30));
+  const __m256 v1 = _mm256_castsi256_ps(_mm256_srli_epi64(u1, 30));
   const __m256i lo = _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)));
   const __m256i hi = _mm256_castps_si256(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)));
   *residual = lo;
   *quadrant = _mm256_sub_epi32(hi, _mm256_srai_epi32(lo, 31));  // only its low two bits are used
+}
+// The same for the angles of position p (as 32-bit halves) at F[0..8).
+template <bool kWide>
+inline void split8(__m256i p_lo, __m256i p_hi, const uint64_t* F, __m256i* quadrant, __m256i* residual) {
+  split8(angle4<kWide>(p_lo, p_hi, F), angle4<kWide>(p_lo, p_hi, F + 4), quadrant, residual);
 }
 
 // Pair order back to lane order (its 64-bit quarters 0 2 1 3).
@@ -610,17 +615,21 @@ void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* 
 void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    // The split is integer work on 64-bit angles, lane by lane; the polynomial runs 8 wide.
-    alignas(32) int32_t q[8], residual[8];
-    for (int k = 0; k < 8; ++k) {
-      int quadrant;
-      turns::split(u[i + k], &quadrant, &residual[k]);
-      q[k] = quadrant;
-    }
-    store_sincos8(_mm256_load_si256(reinterpret_cast<const __m256i*>(q)),
-                  _mm256_load_si256(reinterpret_cast<const __m256i*>(residual)), s + i, c + i);
+    __m256i q, residual;
+    split8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)),
+           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i + 4)), &q, &residual);
+    store_pair_order(q, residual, false, s + i, c + i);
   }
   for (; i < n; ++i) turns::sincos(u[i], &s[i], &c[i]);
+}
+
+// Built here with FMA enabled, std::fma in float_angle is one instruction
+// (in the generic build it is a libm call); -ffp-contract=off keeps the rest.
+void float_angles(float t, const FloatFreq* freqs, int64_t n, uint64_t* u) {
+  for (int64_t i = 0; i < n; ++i) u[i] = turns::float_angle(t, freqs[i]);
+}
+void float_angles(double t, const FloatFreq* freqs, int64_t n, uint64_t* u) {
+  for (int64_t i = 0; i < n; ++i) u[i] = turns::float_angle(t, freqs[i]);
 }
 
 void position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {

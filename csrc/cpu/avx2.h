@@ -9,6 +9,10 @@
 
 #include <cstdint>
 
+namespace posemb {
+struct FloatFreq;  // kernels/float_turns.cuh
+}
+
 namespace posemb::detail::avx2 {
 
 /// True when this build has the AVX2 kernels, the CPU runs them, and ATen's
@@ -25,6 +29,9 @@ void position_sincos_row_interleaved(int64_t position, const uint64_t* F, int64_
 /// positions' angles come from kernels/float_turns.cuh) for i < n: 8 wide,
 /// bitwise equal to turns::sincos.
 void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c);
+/// u[i] = turns::float_angle(t, freqs[i]) for i < n (t finite).
+void float_angles(float t, const FloatFreq* freqs, int64_t n, uint64_t* u);
+void float_angles(double t, const FloatFreq* freqs, int64_t n, uint64_t* u);
 
 /// The encoding of one position, sin and cos of position times frequency i
 /// for i < half (given as turns), to be written to enc: pairs (sin, cos) when

@@ -2,11 +2,13 @@
 // from the accumulation type, 8 wide on CPUs with AVX2.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
 #include "cpu/scalar_ops.h"
+#include "kernels/float_turns.cuh"
 #if defined(POSEMB_CPU_AVX2)
 #include "cpu/avx2.h"
 #endif
@@ -46,6 +48,31 @@ void store_row(const acc_t<T>* src, T* dst, int64_t n) {
 #endif
     for (int64_t d = 0; d < n; ++d) dst[d] = ScalarOps<T>::from_acc(src[d]);
   }
+}
+
+/// s[i], c[i] = sin, cos of the float position t times frequency i, i < n,
+/// 8 wide, bitwise turns::float_position_sincos. An integral t (a diffusion
+/// step, a grid cell) takes the integer path's vector loop, since its
+/// float_angle is t * F exactly; another gets each angle from float_angle.
+/// F[i] = freqs[i].F, contiguous; u: n angles of scratch. Returns false,
+/// computing nothing, where the vector loop cannot run (no AVX2, t not
+/// finite): the caller then runs the per-element body.
+template <typename P>
+bool float_position_sincos_row(P t, const FloatFreq* freqs, const uint64_t* F, int64_t n, float* s, float* c,
+                               uint64_t* u) {
+#if defined(POSEMB_CPU_AVX2)
+  if (!cpu_avx2() || !std::isfinite(t)) return false;
+  if (t == std::trunc(t) && std::fabs(t) < P(4611686018427387904.0)) {
+    avx2::position_sincos_row(static_cast<int64_t>(t), F, n, s, c);
+  } else {
+    avx2::float_angles(t, freqs, n, u);
+    avx2::sincos_turns_row(u, n, s, c);
+  }
+  return true;
+#else
+  (void)t, (void)freqs, (void)F, (void)n, (void)s, (void)c, (void)u;
+  return false;
+#endif
 }
 
 /// sum(f(d)) for d < n in kParts interleaved partial sums: the compiler can

@@ -1,8 +1,7 @@
 // CPU kernel of timestep_embedding, one row (timestep) per iteration. On
-// AVX2 CPUs an integer timestep (diffusion steps 0..999 as floats) runs the
-// integer path's vector loop (its angle n * F is exactly float_angle's);
-// another gets each frequency's angle from kernels/float_turns.cuh, then
-// the row's sin/cos 8 wide. Both are bitwise what kernels/timestep.cuh's
+// AVX2 CPUs a row's sin/cos run 8 wide (cpu/rows.h:
+// float_position_sincos_row; an integer timestep, diffusion steps 0..999 as
+// floats, takes the integer angle path), bitwise what kernels/timestep.cuh's
 // per-element items compute, which other CPUs, fp64 outputs and non-finite
 // timesteps run.
 #include <ATen/Dispatch.h>
@@ -30,16 +29,8 @@ void run_typed(const TimestepParams& p) {
     std::vector<float> s(half), c(half);
     for (int64_t row = begin; row < end; ++row) {
       const P t = static_cast<const P*>(p.timesteps)[row];
-#if defined(POSEMB_CPU_AVX2)
       if constexpr (std::is_same_v<acc_t<T>, float>) {
-        if (cpu_avx2() && std::isfinite(t)) {
-          if (t == std::trunc(t) && std::fabs(t) < P(4611686018427387904.0)) {
-            // An integer step (the usual case): float_angle is n * F, the integer path's product.
-            avx2::position_sincos_row(static_cast<int64_t>(t), F.data(), half, s.data(), c.data());
-          } else {
-            for (int64_t i = 0; i < half; ++i) u[i] = turns::float_angle(t, p.freqs[i]);
-            avx2::sincos_turns_row(u.data(), half, s.data(), c.data());
-          }
+        if (float_position_sincos_row(t, p.freqs, F.data(), half, s.data(), c.data(), u.data())) {
           T* out = static_cast<T*>(p.out) + row * p.dim;
           store_row(p.flip_sin_to_cos ? c.data() : s.data(), out, half);
           store_row(p.flip_sin_to_cos ? s.data() : c.data(), out + half, half);
@@ -47,7 +38,6 @@ void run_typed(const TimestepParams& p) {
           continue;
         }
       }
-#endif
       for (int64_t i = 0; i < cols; ++i) timestep_item<T, P>(p, row * cols + i);
     }
   });

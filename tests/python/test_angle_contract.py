@@ -184,6 +184,17 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "o = [y for d in (torch.float32, torch.bfloat16, torch.float16) "
             "for y in posemb.rotary(v.to(d), v[:, :, :1].to(d) * 2, inv, offset=5, attention_scaling=1.3)]; "
             "o.append(posemb.rotary(v.clone(), None, inv, offset=7, inplace=True)); "
+            # The 2-D and 3-D grids' fused adds in every storage type: segments
+            # of 16-, 8- and 1-wide steps (dim 88: 44 channels per 2-D axis,
+            # and dim 96 in 3-D: 36 per spatial axis, 24 for frames), a NaN,
+            # integral and fractional positions.
+            "gx = ((torch.arange(2 * 24 * 88) * 7919 % 2001 - 1000) / 97.0).view(2, 24, 88); "
+            "gx[1, 3, 50] = float('nan'); "
+            "o += [posemb.sincos_2d_add(gx.to(d), torch.tensor([0., 1., 2.]), posemb.sincos_2d_positions(8, 3.0)) "
+            "for d in (torch.float32, torch.bfloat16, torch.float16)]; "
+            "g3 = ((torch.arange(24 * 96) * 7919 % 2001 - 1000) / 97.0).view(1, 24, 96); "
+            "o.append(posemb.sincos_2d_add(g3.bfloat16(), torch.tensor([0., 1.5]), torch.tensor([0., 2., 4.]), "
+            "pos_t=torch.tensor([0., 1., 2., 3.]))); "
             "torch.save((t, w, r, m, *e, g, *b, *o), sys.argv[1])")
     results = []
     for capability in (None, "default"):
