@@ -474,14 +474,6 @@ inline void sincos8(__m256i q, __m256i residual, __m256* s, __m256* c) {
   *c = _mm256_xor_ps(_mm256_blendv_ps(cr, sr, swap), _mm256_castsi256_ps(sign_c));
 }
 
-// The sines at s, the cosines at c, of 8 angles in lane order.
-inline void store_sincos8(__m256i q, __m256i residual, float* s, float* c) {
-  __m256 vs, vc;
-  sincos8(q, residual, &vs, &vc);
-  _mm256_storeu_ps(s, vs);
-  _mm256_storeu_ps(c, vc);
-}
-
 // sin and cos of 8 angles in pair order, stored in place order:
 // interleaved, s0 c0 s1 c1 .. s7 c7 at s (the unpacks pair lanes 0 1 and
 // 2 3 of each half, which pair order makes 0 1 2 3 and 4 5 6 7); else the
@@ -623,7 +615,7 @@ void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c) {
   for (; i < n; ++i) turns::sincos(u[i], &s[i], &c[i]);
 }
 
-// Built here with FMA enabled, std::fma in float_angle is one instruction
+// Built here with FMA enabled, the fmaf in float_angle is one instruction
 // (in the generic build it is a libm call); -ffp-contract=off keeps the rest.
 void float_angles(float t, const FloatFreq* freqs, int64_t n, uint64_t* u) {
   for (int64_t i = 0; i < n; ++i) u[i] = turns::float_angle(t, freqs[i]);

@@ -3,7 +3,8 @@
 // Rows (tokens) are split across threads. Each row's encoding is computed
 // once, from the same exact angles as the CUDA kernel (kernels/turns.cuh),
 // and reused for every batch entry sharing the position.
-// On CPUs with AVX2 the sincos and the fused multiply-add run 8 wide
+// On CPUs with AVX2 the sincos runs 8 wide and the fused multiply-add 16
+// wide, the next row's encoding computed during the current row's sweep
 // (cpu/avx2.cpp); elsewhere, and for fp64, a portable loop does.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
