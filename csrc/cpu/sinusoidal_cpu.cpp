@@ -1,8 +1,9 @@
 // CPU kernel of sinusoidal_add / sinusoidal_add_.
 //
-// Rows (tokens) are split across threads. Each row's encoding is computed
-// once, from the same exact angles as the CUDA kernel (kernels/turns.cuh),
-// and reused for every batch entry sharing the position.
+// Rows (tokens), and a shared row's batch entries in groups, are split
+// across threads. A row's encoding is computed once per thread that takes
+// it, from the same exact angles as the CUDA kernel (kernels/turns.cuh), and
+// reused for every batch entry sharing the position.
 // On CPUs with AVX2 the sincos runs 8 wide and the fused multiply-add 16
 // wide, the next row's encoding computed during the current row's sweep
 // (cpu/avx2.cpp); elsewhere, and for fp64, a portable loop does.
@@ -104,10 +105,25 @@ bool fused_rows(const SinusoidalParams& p, const T* const* x, T* const* y, int64
 template <typename T>
 void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   using A = acc_t<T>;
+  // A shared row's encoding serves every batch entry. The entries are swept
+  // together, in groups of kGroup, so the encoding is read from L1 once per
+  // group and each entry's rows stay one sequential stream (sweeping the
+  // entries one after another, or reading encodings of many rows back from
+  // L2, measured 1.4-1.8x slower on a Zen 4 core: bench/results). The next
+  // row's encoding is computed during the sweep of the row's first group
+  // where the vector loop can, hiding its sin/cos work under that sweep's
+  // memory traffic (computed between the sweeps, it left the memory idle:
+  // in place at (8, 2048, 1024) fp32 ran at 0.75 of an in-place mul_).
+  constexpr int64_t kGroup = 8;
   const bool shared = positions_shared(p.pos, p.batch);
   const int64_t rows = shared ? p.seq : p.batch * p.seq;
-  const int64_t per_row = p.dim * (shared ? p.batch : 1);
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row));
+  const int64_t per_row = shared ? p.batch : 1;  // batch entries a row's encoding serves
+  // Threads take (row, group) items, not whole rows: at decode a shared row
+  // is all the work (one row of 64 entries ran serially, and opening the
+  // parallel region for it made 2 threads slower than 1).
+  const int64_t groups = (per_row + kGroup - 1) / kGroup;
+  const int64_t items = rows * groups;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.dim * std::min(kGroup, per_row)));
   const A scale = static_cast<A>(p.scale);
   const bool vectorised = cpu_avx2();
   // Shared: row is t, for every batch entry; otherwise row = b * seq + t.
@@ -116,37 +132,29 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   };
   auto is_padding = [&](int64_t position) { return p.has_padding_idx && position == p.padding_idx; };
 
-  // A shared row's encoding serves every batch entry. The entries are swept
-  // together, in groups of kGroup, so the encoding is read from L1 once per
-  // group and each entry's rows stay one sequential stream (sweeping the
-  // entries one after another, or reading encodings of many rows back from
-  // L2, measured 1.4-1.8x slower on a Zen 4 core: bench/results). The next
-  // row's encoding is computed during the first group's sweep where the
-  // vector loop can, hiding its sin/cos work under that sweep's memory
-  // traffic (computed between the sweeps, it left the memory idle: in place
-  // at (8, 2048, 1024) fp32 ran at 0.75 of an in-place mul_).
-  constexpr int64_t kGroup = 8;
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
     // Zero-filled: an odd dim's last channel stays 0 in both buffers.
     std::vector<A> enc(p.dim), next(p.dim), s(p.dim / 2), c(p.dim / 2);
     const T* x[kGroup];
     T* y[kGroup];
-    encode_row(p, position_of(begin), enc.data(), s.data(), c.data(), vectorised);
-    for (int64_t row = begin; row < end; ++row) {
+    encode_row(p, position_of(begin / groups), enc.data(), s.data(), c.data(), vectorised);
+    for (int64_t item = begin; item < end;) {
+      const int64_t row = item / groups;
       const int64_t t = shared ? row : row % p.seq;
       const int64_t first = shared ? 0 : row / p.seq;
-      const int64_t count = shared ? p.batch : 1;
-      const bool has_next = row + 1 < end;
+      const int64_t row_end = std::min(end, (row + 1) * groups);  // this row's items in the chunk
+      const bool has_next = row_end < end;
       const int64_t next_position = has_next ? position_of(row + 1) : 0;
       bool next_done = false;
-      for (int64_t group = 0; group < count; group += kGroup) {
-        const int64_t n = std::min(kGroup, count - group);
+      for (const int64_t row_begin = item; item < row_end; ++item) {
+        const int64_t group = (item - row * groups) * kGroup;
+        const int64_t n = std::min(kGroup, per_row - group);
         for (int64_t k = 0; k < n; ++k) {
           x[k] = static_cast<const T*>(p.x) + p.x_rows.row(first + group + k, t);
           y[k] = static_cast<T*>(p.y) + p.y_rows.row(first + group + k, t);
         }
-        A* next_enc = group == 0 && has_next && !is_padding(next_position) ? next.data() : nullptr;
+        A* next_enc = item == row_begin && has_next && !is_padding(next_position) ? next.data() : nullptr;
         next_done |= fused_rows(p, x, y, n, enc.data(), scale, vectorised, next_position, next_enc);
       }
       if (!has_next) break;

@@ -171,10 +171,11 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "for d in (torch.float32, torch.float64, torch.float16)); "
             # The next row's encoding computed inside the fused sweep: more
             # batch entries than one sweep group, padding rows (two in a row)
-            # between computed ones, a position past 2^32, per-sequence offsets.
-            "pos = torch.tensor([[0, 1, 2, 1, 1, 5, 2**32 + 3]]); "
-            "b += tuple(posemb.sinusoidal_add(f[:, :, :200].repeat(4, 1, 1), pos, padding_idx=1, layout=l) "
-            "for l in ('interleaved', 'half')); "
+            # between computed ones, positions past 2^32 and negative ones,
+            # per-sequence offsets.
+            "pos = torch.tensor([[0, 1, 2, 1, 1, 5, 2**32 + 3], [-7, -2**40, 3, -1, 2**33, -2**33, 0]]); "
+            "b += tuple(posemb.sinusoidal_add(f[:, :, :200].repeat(4, 1, 1), pos[i:i + 1], padding_idx=1, layout=l) "
+            "for l in ('interleaved', 'half') for i in (0, 1)); "
             "b += (posemb.sinusoidal_add(f, offset=torch.tensor([0, 2**32, 5]), layout='half'), "
             "posemb.sinusoidal_add(f.bfloat16(), offset=torch.tensor([9, 2**31, 4]))); "
             # Rotary of non-trivial q and k: 8-wide and scalar steps (half 12),

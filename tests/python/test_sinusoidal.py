@@ -147,6 +147,42 @@ def test_inplace_equals_out_of_place(sample, device):
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_threads_split_rows_and_batch_groups_exactly(dtype):
+    """The CPU kernel's threads take (row, batch group) items: a chunk may
+    start inside a shared row (2 threads: 15 rows of 3 groups split at item
+    23) or inside a sequence (offsets: 200 rows split at row 100). Every
+    thread count gives the one-thread bits, and the reference's values."""
+    shared = ((torch.arange(20 * 15 * 200) * 7919 % 2001 - 1000) / 97.0).view(20, 15, 200).to(dtype)
+    per_seq = shared[:5].repeat(1, 3, 1)[:, :40]
+    calls = [
+        (shared, {}),
+        (shared, {"positions": torch.arange(15) * 977 - 5000, "layout": "half"}),
+        (per_seq, {"offset": torch.tensor([0, 2**31 - 43, 7, 2**30 + 11, 1])}),
+    ]
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append([posemb.sinusoidal_add(x, **kw) for x, kw in calls])
+            y = [x.clone() for x, _ in calls]
+            for yi, (_, kw) in zip(y, calls):
+                posemb.sinusoidal_add_(yi, **kw)
+            outs.append(y)
+    finally:
+        torch.set_num_threads(threads)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+    for (x, kw), out in zip(calls, outs[0]):
+        ref = reference.sinusoidal_add(x, **kw)
+        if dtype == torch.bfloat16:
+            assert bool(((ulp_distance(out, ref.to(dtype)) <= 1) | ((out.double() - ref).abs() <= 4e-6)).all())
+        else:
+            torch.testing.assert_close(out.double(), ref, rtol=1.3e-6, atol=2e-6)
+
+
 def test_inplace_rejects_overlapping_memory():
     x = torch.randn(1, 4, 8).expand(3, 4, 8)
     with pytest.raises(RuntimeError, match="posemb.sinusoidal_add_: x has overlapping memory"):
