@@ -58,6 +58,12 @@ def cases():
         Case("stride0-positions", r(2, 4, 2, 256), r(2, 4, 2, 256), inv_freq(256, 500000.0), dict(positions=torch.tensor(42).expand(4))),
         Case("head-dim-2", r(2, 3, 2, 2), r(2, 3, 2, 2), inv_freq(2), dict(attention_scaling=1.25)),
         Case("empty-seq", r(2, 0, 2, 8), r(2, 0, 2, 8), inv_freq(8), {}),
+        # The CPU kernel's 32-token tiles: a partial last tile, heads swept
+        # outer in (batch, heads, seq, head_dim), tokens outer otherwise.
+        Case("bhsd-tiles-partial", r(1, 2, 40, 12), r(1, 1, 40, 12), inv_freq(8),
+             dict(seq_dim=2, offset=torch.tensor([2**20]))),
+        Case("bshd-tiles-positions", r(2, 70, 3, 32), r(2, 70, 1, 32), inv_freq(32),
+             dict(positions=torch.arange(140).view(2, 70) * 37 % 101)),
     ]
     return out
 
