@@ -185,6 +185,11 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "o = [y for d in (torch.float32, torch.bfloat16, torch.float16) "
             "for y in posemb.rotary(v.to(d), v[:, :, :1].to(d) * 2, inv, offset=5, attention_scaling=1.3)]; "
             "o.append(posemb.rotary(v.clone(), None, inv, offset=7, inplace=True)); "
+            # 16-, 8- and 1-wide bf16 steps (half 28), a NaN, (batch, heads, seq) storage.
+            "w = ((torch.arange(2 * 3 * 35 * 56) * 7919 % 2001 - 1000) / 97.0).view(2, 3, 35, 56).bfloat16(); "
+            "w[1, 2, 30, 17] = float('nan'); "
+            "o += list(posemb.rotary(w, w[:, :1] * 2, torch.arange(28, dtype=torch.float32).mul(-0.3).exp(), "
+            "offset=3, seq_dim=2)); "
             # The 2-D and 3-D grids' fused adds in every storage type: segments
             # of 16-, 8- and 1-wide steps (dim 88: 44 channels per 2-D axis,
             # and dim 96 in 3-D: 36 per spatial axis, 24 for frames), a NaN,
