@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "cpu/encoding.h"
+
 namespace posemb {
 struct FloatFreq;  // kernels/float_turns.cuh
 }
@@ -32,17 +34,6 @@ void sincos_turns_row(const uint64_t* u, int64_t n, float* s, float* c);
 /// u[i] = turns::float_angle(t, freqs[i]) for i < n (t finite).
 void float_angles(float t, const FloatFreq* freqs, int64_t n, uint64_t* u);
 void float_angles(double t, const FloatFreq* freqs, int64_t n, uint64_t* u);
-
-/// The encoding of one position, sin and cos of position times frequency i
-/// for i < half (given as turns), to be written to enc: pairs (sin, cos) when
-/// interleaved, else all sines, then all cosines.
-struct Encoding {
-  int64_t position;
-  const uint64_t* F;
-  int64_t half;
-  bool interleaved;
-  float* enc;
-};
 
 /// y[r][d] = x[r][d] * scale + enc[d] for r < rows, d < n, rounded once to
 /// the storage type: the rows that share one encoding, swept together.

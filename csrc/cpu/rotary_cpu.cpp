@@ -1,6 +1,6 @@
 // CPU kernel of rotary, rotary_ and rotary_backward, tiles of tokens split
-// across threads. Each token's sin/cos row is computed once (8 wide on AVX2
-// CPUs) and every head's halves are turned with whole-row loops (AVX2, or
+// across threads. Each token's sin/cos row is computed once (8 or 16 wide
+// with AVX2 or AVX-512) and every head's halves are turned with whole-row loops (AVX2, or
 // loops the compiler vectorises); the interleaved pairing runs the shared body of
 // kernels/rotary.cuh, as does the CUDA kernel.
 #include <ATen/Dispatch.h>
@@ -65,17 +65,13 @@ void rotate_tile(const RotaryParams& p, const RotaryTensor& x, int64_t b, int64_
   }
 }
 
-// sin and cos of position times each of n frequencies (8 wide on AVX2 CPUs).
+// sin and cos of position times each of n frequencies (8 or 16 wide where
+// the CPU has AVX2 or AVX-512).
 template <typename A>
 void sincos_run(int64_t position, const uint64_t* F, int64_t n, A* s, A* c) {
-#if defined(POSEMB_CPU_AVX2)
   if constexpr (std::is_same_v<A, float>) {
-    if (cpu_avx2()) {
-      avx2::position_sincos_row(position, F, n, s, c);
-      return;
-    }
+    if (vector_position_sincos_row(position, F, n, s, c)) return;
   }
-#endif
   for (int64_t i = 0; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 

@@ -1,5 +1,5 @@
 // Whole-row helpers for the CPU kernels: rows of any storage type to and
-// from the accumulation type, 8 wide on CPUs with AVX2.
+// from the accumulation type, 8 wide on CPUs with AVX2; rows of sin/cos.
 #pragma once
 
 #include <cmath>
@@ -12,6 +12,9 @@
 #if defined(POSEMB_CPU_AVX2)
 #include "cpu/avx2.h"
 #endif
+#if defined(POSEMB_CPU_AVX512)
+#include "cpu/avx512.h"
+#endif
 
 namespace posemb::detail {
 
@@ -19,6 +22,15 @@ namespace posemb::detail {
 inline bool cpu_avx2() {
 #if defined(POSEMB_CPU_AVX2)
   return avx2::available();
+#else
+  return false;
+#endif
+}
+
+/// True when sinusoidal_add's AVX-512 loops may run (see avx512::available()).
+inline bool cpu_avx512() {
+#if defined(POSEMB_CPU_AVX512)
+  return avx512::available();
 #else
   return false;
 #endif
@@ -50,8 +62,22 @@ void store_row(const acc_t<T>* src, T* dst, int64_t n) {
   }
 }
 
+/// s[i], c[i] = sin, cos of position times frequency i, given as its turns
+/// F[i], i < n, bitwise turns::position_sincos: 16 wide with AVX-512, 8 with
+/// AVX2. Returns false, computing nothing, where neither may run.
+inline bool vector_position_sincos_row(int64_t position, const uint64_t* F, int64_t n, float* s, float* c) {
+#if defined(POSEMB_CPU_AVX512)
+  if (cpu_avx512()) return avx512::position_sincos_row(position, F, n, s, c), true;
+#endif
+#if defined(POSEMB_CPU_AVX2)
+  if (cpu_avx2()) return avx2::position_sincos_row(position, F, n, s, c), true;
+#endif
+  (void)position, (void)F, (void)n, (void)s, (void)c;
+  return false;
+}
+
 /// s[i], c[i] = sin, cos of the float position t times frequency i, i < n,
-/// 8 wide, bitwise turns::float_position_sincos. An integral t (a diffusion
+/// 8 or 16 wide, bitwise turns::float_position_sincos. An integral t (a diffusion
 /// step, a grid cell) takes the integer path's vector loop, since its
 /// float_angle is t * F exactly; another gets each angle from float_angle.
 /// F[i] = freqs[i].F, contiguous; u: n angles of scratch. Returns false,
@@ -63,7 +89,7 @@ bool float_position_sincos_row(P t, const FloatFreq* freqs, const uint64_t* F, i
 #if defined(POSEMB_CPU_AVX2)
   if (!cpu_avx2() || !std::isfinite(t)) return false;
   if (t == std::trunc(t) && std::fabs(t) < P(4611686018427387904.0)) {
-    avx2::position_sincos_row(static_cast<int64_t>(t), F, n, s, c);
+    vector_position_sincos_row(static_cast<int64_t>(t), F, n, s, c);
   } else {
     avx2::float_angles(t, freqs, n, u);
     avx2::sincos_turns_row(u, n, s, c);

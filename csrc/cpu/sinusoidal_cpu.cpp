@@ -6,7 +6,8 @@
 // reused for every batch entry sharing the position.
 // On CPUs with AVX2 the sincos runs 8 wide and the fused multiply-add 16
 // wide, the next row's encoding computed during the current row's sweep
-// (cpu/avx2.cpp); elsewhere, and for fp64, a portable loop does.
+// (cpu/avx2.cpp); with AVX-512, 16 and 32 wide (cpu/avx512.cpp); elsewhere,
+// and for fp64, a portable loop does. All of them compute the same bits.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -21,27 +22,34 @@
 namespace posemb::detail {
 namespace {
 
+// The widest vector loops the CPU and ATen's capability allow (AVX-512 needs
+// AVX512F/BW/DQ/VL; AVX2 needs FMA and F16C too).
+enum class Simd { kNone, kAvx2, kAvx512 };
+
+Simd cpu_simd() { return cpu_avx512() ? Simd::kAvx512 : cpu_avx2() ? Simd::kAvx2 : Simd::kNone; }
+
 // s[i], c[i] = sin, cos of position times frequency i (as turns), i < n.
 template <typename A>
-void sincos_row(int64_t position, const uint64_t* F, int64_t n, A* s, A* c, bool vectorised) {
-#if defined(POSEMB_CPU_AVX2)
+void sincos_row(int64_t position, const uint64_t* F, int64_t n, A* s, A* c, Simd simd) {
   if constexpr (std::is_same_v<A, float>) {
-    if (vectorised) return avx2::position_sincos_row(position, F, n, s, c);
+    if (simd != Simd::kNone && vector_position_sincos_row(position, F, n, s, c)) return;
   }
-#endif
   for (int64_t i = 0; i < n; ++i) turns::position_sincos(position, F[i], &s[i], &c[i]);
 }
 
 // enc[2i], enc[2i + 1] = sin, cos of position times frequency i, i < n.
-// The vector loop stores the pairs; the portable one goes through s and c.
+// The vector loops store the pairs; the portable one goes through s and c.
 template <typename A>
-void interleaved_row(int64_t position, const uint64_t* F, int64_t n, A* enc, A* s, A* c, bool vectorised) {
-#if defined(POSEMB_CPU_AVX2)
+void interleaved_row(int64_t position, const uint64_t* F, int64_t n, A* enc, A* s, A* c, Simd simd) {
   if constexpr (std::is_same_v<A, float>) {
-    if (vectorised) return avx2::position_sincos_row_interleaved(position, F, n, enc);
-  }
+#if defined(POSEMB_CPU_AVX512)
+    if (simd == Simd::kAvx512) return avx512::position_sincos_row_interleaved(position, F, n, enc);
 #endif
-  sincos_row(position, F, n, s, c, vectorised);
+#if defined(POSEMB_CPU_AVX2)
+    if (simd != Simd::kNone) return avx2::position_sincos_row_interleaved(position, F, n, enc);
+#endif
+  }
+  sincos_row(position, F, n, s, c, simd);
   for (int64_t i = 0; i < n; ++i) {
     enc[2 * i] = s[i];
     enc[2 * i + 1] = c[i];
@@ -51,34 +59,40 @@ void interleaved_row(int64_t position, const uint64_t* F, int64_t n, A* enc, A* 
 // enc[0..dim) = the encoding of one position, in the op's layout (halves
 // are written in place).
 template <typename A>
-void encode_row(const SinusoidalParams& p, int64_t pos, A* enc, A* s, A* c, bool vectorised) {
+void encode_row(const SinusoidalParams& p, int64_t pos, A* enc, A* s, A* c, Simd simd) {
   const int64_t half = p.dim / 2;
   if (p.has_padding_idx && pos == p.padding_idx) {
     std::fill(enc, enc + p.dim, A(0));
     return;
   }
   if (p.layout == SinusoidalLayout::Interleaved) {
-    interleaved_row(pos, p.turns, half, enc, s, c, vectorised);
+    interleaved_row(pos, p.turns, half, enc, s, c, simd);
   } else {
-    sincos_row(pos, p.turns, half, enc, enc + half, vectorised);
+    sincos_row(pos, p.turns, half, enc, enc + half, simd);
   }
   if (p.dim % 2) enc[p.dim - 1] = A(0);
 }
 
 // y[r] = x[r] * scale + enc for the `rows` rows that share enc. With next
-// (AVX2, fp32 accumulation, unit inner strides) the next row's encoding is
-// computed in the same sweep; returns whether it was.
+// (a vector loop, fp32 accumulation, unit inner strides) the next row's
+// encoding is computed in the same sweep; returns whether it was.
 template <typename T, typename A>
 bool fused_rows(const SinusoidalParams& p, const T* const* x, T* const* y, int64_t rows, const A* enc, A scale,
-                bool vectorised, int64_t next_position, A* next_enc) {
+                Simd simd, int64_t next_position, A* next_enc) {
   using Ops = ScalarOps<T>;
 #if defined(POSEMB_CPU_AVX2)
   if constexpr (std::is_same_v<A, float>) {
-    if (vectorised && p.x_rows.stride_inner == 1 && p.y_rows.stride_inner == 1) {
-      const avx2::Encoding next{next_position, p.turns, p.dim / 2, p.layout == SinusoidalLayout::Interleaved,
-                                next_enc};
-      avx2::fused_rows(x, y, rows, enc, scale, p.dim, next_enc ? &next : nullptr);
-      return next_enc != nullptr;
+    if (simd != Simd::kNone && p.x_rows.stride_inner == 1 && p.y_rows.stride_inner == 1) {
+      const Encoding row{next_position, p.turns, p.dim / 2, p.layout == SinusoidalLayout::Interleaved, next_enc};
+      const Encoding* next = next_enc ? &row : nullptr;
+#if defined(POSEMB_CPU_AVX512)
+      if (simd == Simd::kAvx512) {
+        avx512::fused_rows(x, y, rows, enc, scale, p.dim, next);
+        return next != nullptr;
+      }
+#endif
+      avx2::fused_rows(x, y, rows, enc, scale, p.dim, next);
+      return next != nullptr;
     }
   }
 #endif
@@ -125,7 +139,7 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   const int64_t items = rows * groups;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.dim * std::min(kGroup, per_row)));
   const A scale = static_cast<A>(p.scale);
-  const bool vectorised = cpu_avx2();
+  const Simd simd = cpu_simd();
   // Shared: row is t, for every batch entry; otherwise row = b * seq + t.
   auto position_of = [&](int64_t row) {
     return shared ? token_position(p.pos, 0, row) : token_position(p.pos, row / p.seq, row % p.seq);
@@ -138,7 +152,7 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
     std::vector<A> enc(p.dim), next(p.dim), s(p.dim / 2), c(p.dim / 2);
     const T* x[kGroup];
     T* y[kGroup];
-    encode_row(p, position_of(begin / groups), enc.data(), s.data(), c.data(), vectorised);
+    encode_row(p, position_of(begin / groups), enc.data(), s.data(), c.data(), simd);
     for (int64_t item = begin; item < end;) {
       const int64_t row = item / groups;
       const int64_t t = shared ? row : row % p.seq;
@@ -155,10 +169,10 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
           y[k] = static_cast<T*>(p.y) + p.y_rows.row(first + group + k, t);
         }
         A* next_enc = item == row_begin && has_next && !is_padding(next_position) ? next.data() : nullptr;
-        next_done |= fused_rows(p, x, y, n, enc.data(), scale, vectorised, next_position, next_enc);
+        next_done |= fused_rows(p, x, y, n, enc.data(), scale, simd, next_position, next_enc);
       }
       if (!has_next) break;
-      if (!next_done) encode_row(p, next_position, next.data(), s.data(), c.data(), vectorised);
+      if (!next_done) encode_row(p, next_position, next.data(), s.data(), c.data(), simd);
       enc.swap(next);
     }
   });

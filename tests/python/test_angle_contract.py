@@ -139,7 +139,8 @@ def test_positions_wrap_nowhere_below_2_31():
 
 
 def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
-    """The AVX2 loops (where this CPU has them) and the portable loops
+    """The AVX-512 and AVX2 loops (where this CPU has them: ATen's own
+    capability, then ATEN_CPU_CAPABILITY=avx2) and the portable loops
     (ATEN_CPU_CAPABILITY=default) compute the same bits: one angle core."""
     import os
     import subprocess
@@ -176,6 +177,10 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "pos = torch.tensor([[0, 1, 2, 1, 1, 5, 2**32 + 3], [-7, -2**40, 3, -1, 2**33, -2**33, 0]]); "
             "b += tuple(posemb.sinusoidal_add(f[:, :, :200].repeat(4, 1, 1), pos[i:i + 1], padding_idx=1, layout=l) "
             "for l in ('interleaved', 'half') for i in (0, 1)); "
+            # Rows whose last frequencies fill 9-15 of 16 lanes (half 29 and 45),
+            # an odd dim: the 16-wide loop's masked tails.
+            "b += tuple(posemb.sinusoidal_add(f[:, :, :k].to(d), offset=3, layout=l) for k in (58, 91) "
+            "for l in ('interleaved', 'half') for d in (torch.float32, torch.bfloat16, torch.float16)); "
             "b += (posemb.sinusoidal_add(f, offset=torch.tensor([0, 2**32, 5]), layout='half'), "
             "posemb.sinusoidal_add(f.bfloat16(), offset=torch.tensor([9, 2**31, 4]))); "
             # Rotary of non-trivial q and k: 8-wide and scalar steps (half 12),
@@ -203,7 +208,7 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "pos_t=torch.tensor([0., 1., 2., 3.]))); "
             "torch.save((t, w, r, m, *e, g, *b, *o), sys.argv[1])")
     results = []
-    for capability in (None, "default"):
+    for capability in (None, "avx2", "default"):
         env = dict(os.environ)
         env.pop("ATEN_CPU_CAPABILITY", None)
         if capability:
@@ -211,5 +216,6 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
         path = str(tmp_path / f"angles-{capability}.pt")
         subprocess.run([sys.executable, "-c", code, path], env=env, check=True)
         results.append(torch.load(path))
-    for vector, portable in zip(*results):  # bitwise, NaNs included
-        assert torch.equal(vector.contiguous().view(torch.uint8), portable.contiguous().view(torch.uint8))
+    for *vector, portable in zip(*results):  # bitwise, NaNs included
+        for v in vector:
+            assert torch.equal(v.contiguous().view(torch.uint8), portable.contiguous().view(torch.uint8))
