@@ -40,6 +40,10 @@ def main() -> None:
         inv = posemb.rope.frequency_plan({"rope_theta": 5e5}, 128).inv_freq
         q, k = torch.randn(1, 512, 32, 128).to(dt), torch.randn(1, 512, 8, 128).to(dt)
         r[f"rotary (1,512,32/8,128) {n}"] = best(lambda: posemb.rotary(q, k, inv), 15)
+        # (batch, heads, seq, head_dim), as Llama's attention rotates, in place.
+        qh, kh = torch.randn(1, 32, 2048, 128).to(dt), torch.randn(1, 8, 2048, 128).to(dt)
+        r[f"rotary_ (1,32/8,2048,128) bhsd {n}"] = best(lambda: posemb.rotary(qh, kh, inv, seq_dim=2, inplace=True), 8)
+        r[f"mul_ of q, k (bhsd) {n}"] = best(lambda: (qh.mul_(1.0), kh.mul_(1.0)), 8)
     x, table = torch.randn(6, 10, 384), torch.randn(512, 384)
     r["sinusoidal_add (6,10,384)"] = best(lambda: posemb.sinusoidal_add(x), 300, 50)
     r["x + table[:T]"] = best(lambda: x + table[:10], 300, 50)
