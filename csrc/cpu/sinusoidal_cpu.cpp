@@ -123,12 +123,18 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   // together, in groups of kGroup, so the encoding is read from L1 once per
   // group and each entry's rows stay one sequential stream (sweeping the
   // entries one after another, or reading encodings of many rows back from
-  // L2, measured 1.4-1.8x slower on a Zen 4 core: bench/results). The next
+  // L2, measured 1.4-1.8x slower on a Zen 4 core: bench/results). Four, not
+  // eight: batch strides are often a multiple of 4 KB (512 x 384 fp32), so
+  // the entries' lines fall in the same cache sets, and eight entries, in
+  // and out, overflowed their ways (in place at (32, 512, 384): 541 us with
+  // eight, 371 with four, 390 with two; no case slower with four; one entry
+  // at a time over tiles of 16 rows' encodings, 480:
+  // bench/results/cpu-2026-12-04-groups.txt). The next
   // row's encoding is computed during the sweep of the row's first group
   // where the vector loop can, hiding its sin/cos work under that sweep's
   // memory traffic (computed between the sweeps, it left the memory idle:
   // in place at (8, 2048, 1024) fp32 ran at 0.75 of an in-place mul_).
-  constexpr int64_t kGroup = 8;
+  constexpr int64_t kGroup = 4;
   const bool shared = positions_shared(p.pos, p.batch);
   const int64_t rows = shared ? p.seq : p.batch * p.seq;
   const int64_t per_row = shared ? p.batch : 1;  // batch entries a row's encoding serves

@@ -150,8 +150,8 @@ def test_inplace_equals_out_of_place(sample, device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
 def test_threads_split_rows_and_batch_groups_exactly(dtype):
     """The CPU kernel's threads take (row, batch group) items: a chunk may
-    start inside a shared row (2 threads: 15 rows of 3 groups split at item
-    23) or inside a sequence (offsets: 200 rows split at row 100). Every
+    start inside a shared row (2 threads: 15 rows of 5 groups split at item
+    38) or inside a sequence (offsets: 200 rows split at row 100). Every
     thread count gives the one-thread bits, and the reference's values."""
     shared = ((torch.arange(20 * 15 * 200) * 7919 % 2001 - 1000) / 97.0).view(20, 15, 200).to(dtype)
     per_seq = shared[:5].repeat(1, 3, 1)[:, :40]
