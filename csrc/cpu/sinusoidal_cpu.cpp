@@ -128,7 +128,7 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   // the entries' lines fall in the same cache sets, and eight entries, in
   // and out, overflowed their ways (in place at (32, 512, 384): 541 us with
   // eight, 371 with four, 390 with two; no case slower with four; one entry
-  // at a time over tiles of 16 rows' encodings, 480:
+  // at a time over tiles of 64 KB of encodings, 480:
   // bench/results/cpu-2026-12-04-groups.txt). The next
   // row's encoding is computed during the sweep of the row's first group
   // where the vector loop can, hiding its sin/cos work under that sweep's
