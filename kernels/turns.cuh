@@ -11,7 +11,7 @@
 // Angles formed as float(p) * w instead are off by half an ulp of the angle:
 // 3e-2 rad near p = 2^20 (README: "Numerical contract").
 //
-// Torch-free, `__host__ __device__`; the CPU kernels (scalar and AVX2) and
+// Torch-free, `__host__ __device__`; the CPU kernels (scalar, AVX2, AVX-512) and
 // the CUDA kernels compute bit-identical fp32 sin/cos from the same F.
 #pragma once
 
@@ -111,8 +111,8 @@ constexpr double kTwoPi = 6.283185307179586476925;
 constexpr float kResidualToRadians = static_cast<float>(kTwoPi / 17179869184.0);
 constexpr double kTurnToRadians = kTwoPi / 18446744073709551616.0;
 
-// The fp32 minimax coefficients on |r| <= π/4, shared with the AVX2 loop
-// (csrc/cpu/avx2.cpp), which must compute the same bits.
+// The fp32 minimax coefficients on |r| <= π/4, shared with the AVX2 and
+// AVX-512 loops (csrc/cpu/avx2.cpp, avx512.cpp), which must compute the same bits.
 // (Scalars: a constexpr array would not exist in device code.)
 constexpr float kSin3 = -1.6666654611e-1f, kSin5 = 8.3321608736e-3f, kSin7 = -1.9515295891e-4f;
 constexpr float kCos4 = 4.166664568298827e-2f, kCos6 = -1.388731625493765e-3f, kCos8 = 2.443315711809948e-5f;

@@ -59,8 +59,9 @@ inline __m512i angle_order() {
 // negative (as avx2::split8).
 template <bool kInterleaved>
 inline void split16(__m512i p, const uint64_t* F, __mmask16 mask, __m512i* quadrant, __m512i* residual) {
+  const __mmask8 m1 = static_cast<__mmask8>(mask >> 8);  // F + 8 is formed only when it is in the row
   const __m512i f0 = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(mask), F);
-  const __m512i f1 = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(mask >> 8), F + 8);
+  const __m512i f1 = m1 ? _mm512_maskz_loadu_epi64(m1, F + 8) : _mm512_setzero_si512();
   const __m512i v0 = _mm512_srli_epi64(_mm512_mullo_epi64(p, f0), 30);
   const __m512i v1 = _mm512_srli_epi64(_mm512_mullo_epi64(p, f1), 30);
   const __m512i order = angle_order<kInterleaved>();

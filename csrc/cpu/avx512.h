@@ -1,5 +1,5 @@
-// AVX-512 versions of sinusoidal_add's hot loops (the sincos of a row and the
-// fused multiply-add), 16 lanes wide, compiled in their own translation unit
+// AVX-512 versions of the rows of sin/cos (sinusoidal_add, rotary, integral
+// timesteps) and of sinusoidal_add's fused multiply-add, 16 lanes wide, compiled in their own translation unit
 // with AVX512F/BW/DQ/VL enabled and chosen at run time (see available()).
 // Every function computes the bits of its cpu/avx2.h namesake and of the
 // portable loops: the same operations, in the same order, on more lanes.

@@ -27,7 +27,7 @@ inline bool cpu_avx2() {
 #endif
 }
 
-/// True when sinusoidal_add's AVX-512 loops may run (see avx512::available()).
+/// True when the AVX-512 loops may run (see avx512::available()).
 inline bool cpu_avx512() {
 #if defined(POSEMB_CPU_AVX512)
   return avx512::available();

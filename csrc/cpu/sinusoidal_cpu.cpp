@@ -127,8 +127,8 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   // eight: batch strides are often a multiple of 4 KB (512 x 384 fp32), so
   // the entries' lines fall in the same cache sets, and eight entries, in
   // and out, overflowed their ways (in place at (32, 512, 384): 541 us with
-  // eight, 371 with four, 390 with two; no case slower with four; one entry
-  // at a time over tiles of 64 KB of encodings, 480:
+  // eight, 371 with four, 390 with two, and no in-place case slower with
+  // four; one entry at a time over tiles of 64 KB of encodings, 480:
   // bench/results/cpu-2026-12-04-groups.txt). The next
   // row's encoding is computed during the sweep of the row's first group
   // where the vector loop can, hiding its sin/cos work under that sweep's

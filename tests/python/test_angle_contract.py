@@ -167,6 +167,11 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "x = ((torch.arange(3 * 7 * 203) * 7919 % 2001 - 1000) / 97.0).view(3, 7, 203).bfloat16(); "
             "x[0, 0, 5] = float('nan'); x[1, 2, 17] = float('inf'); x[2, 3, 201] = float('nan'); "
             "b = (posemb.sinusoidal_add(x, scale=3.5), posemb.sinusoidal_add_(x.clone(), offset=7, layout='half')); "
+            # bf16 0x7FFF, a NaN that rounding without the NaN select would keep
+            # (0x7FC0 is the same either way), in whole vector steps.
+            "nan_7fff = torch.tensor([0x7FFF], dtype=torch.int16).view(torch.bfloat16)[0]; "
+            "xn = x.clone(); xn[1, 4, 40] = nan_7fff; xn[2, 6, 100] = nan_7fff; "
+            "b += (posemb.sinusoidal_add(xn, scale=3.5), posemb.sinusoidal_add_(xn.clone(), offset=7, layout='half')); "
             # x * scale + PE rounded once (one FMA) on every path, an inexact scale.
             "f = x.float(); b += tuple(posemb.sinusoidal_add(f.to(d), scale=384 ** 0.5) "
             "for d in (torch.float32, torch.float64, torch.float16)); "
@@ -186,15 +191,16 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             # Rotary of non-trivial q and k: 8-wide and scalar steps (half 12),
             # channels past rotary_dim, bf16 and fp16, in place.
             "v = ((torch.arange(2 * 9 * 3 * 28) * 7919 % 2001 - 1000) / 97.0).view(2, 9, 3, 28); "
-            "inv = torch.arange(12, dtype=torch.float32).mul(-0.7).exp(); "
+            # Frequencies by division, exact on every capability (exp may differ in the last bit).
+            "inv = 1 / (1 + torch.arange(12.)); "
             "o = [y for d in (torch.float32, torch.bfloat16, torch.float16) "
             "for y in posemb.rotary(v.to(d), v[:, :, :1].to(d) * 2, inv, offset=5, attention_scaling=1.3)]; "
             "o.append(posemb.rotary(v.clone(), None, inv, offset=7, inplace=True)); "
-            # 16-, 8- and 1-wide bf16 steps (half 28), a NaN, (batch, heads, seq) storage.
-            "w = ((torch.arange(2 * 3 * 35 * 56) * 7919 % 2001 - 1000) / 97.0).view(2, 3, 35, 56).bfloat16(); "
-            "w[1, 2, 30, 17] = float('nan'); "
-            "o += list(posemb.rotary(w, w[:, :1] * 2, torch.arange(28, dtype=torch.float32).mul(-0.3).exp(), "
-            "offset=3, seq_dim=2)); "
+            # 16-, 8- and 1-wide bf16 steps (half 28), (batch, heads, seq) storage,
+            # NaNs in 16-wide steps whose payload the NaN select changes.
+            "wr = ((torch.arange(2 * 3 * 35 * 56) * 7919 % 2001 - 1000) / 97.0).view(2, 3, 35, 56).bfloat16(); "
+            "wr[1, 2, 30, 5] = nan_7fff; wr[0, 1, 3, 40] = nan_7fff; "
+            "o += list(posemb.rotary(wr, wr[:, :1] * 2, 1 / (1 + torch.arange(28.)), offset=3, seq_dim=2)); "
             # The 2-D and 3-D grids' fused adds in every storage type: segments
             # of 16-, 8- and 1-wide steps (dim 88: 44 channels per 2-D axis,
             # and dim 96 in 3-D: 36 per spatial axis, 24 for frames), a NaN,
@@ -206,8 +212,8 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             "g3 = ((torch.arange(24 * 96) * 7919 % 2001 - 1000) / 97.0).view(1, 24, 96); "
             "o.append(posemb.sincos_2d_add(g3.bfloat16(), torch.tensor([0., 1.5]), torch.tensor([0., 2., 4.]), "
             "pos_t=torch.tensor([0., 1., 2., 3.]))); "
-            "torch.save((t, w, r, m, *e, g, *b, *o), sys.argv[1])")
-    results = []
+            "torch.save(((t, w, r, m, *e, g, *b, *o), torch.backends.cpu.get_cpu_capability()), sys.argv[1])")
+    results, capabilities = [], []
     for capability in (None, "avx2", "default"):
         env = dict(os.environ)
         env.pop("ATEN_CPU_CAPABILITY", None)
@@ -215,7 +221,12 @@ def test_cpu_vector_and_portable_loops_agree_bitwise(tmp_path):
             env["ATEN_CPU_CAPABILITY"] = capability
         path = str(tmp_path / f"angles-{capability}.pt")
         subprocess.run([sys.executable, "-c", code, path], env=env, check=True)
-        results.append(torch.load(path))
+        outputs, used = torch.load(path)
+        results.append(outputs)
+        capabilities.append(used)
+    # The capability each run had (the first is the CPU's own: AVX512 where
+    # posemb's AVX-512 loops run, else the AVX2 run again).
+    assert capabilities[1] in ("AVX2", "DEFAULT") and capabilities[2] == "DEFAULT", capabilities
     for *vector, portable in zip(*results):  # bitwise, NaNs included
         for v in vector:
             assert torch.equal(v.contiguous().view(torch.uint8), portable.contiguous().view(torch.uint8))

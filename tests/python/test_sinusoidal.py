@@ -331,6 +331,20 @@ def test_errors_name_op_and_argument(call, message, fake):
             call(lambda *shape: torch.randn(*shape))
 
 
+def test_cpu_offsets_are_range_checked_where_they_lie():
+    """CPU offsets are read in place (int32 and int64, strided, 0-d): only
+    the offsets the view holds count, and every one of them does."""
+    x, big = torch.randn(2, 3, 4), 2**63 - 2
+    strided = torch.tensor([5, big, 2**31 - 1, big])[::2]  # holds 5 and 2^31 - 1
+    expected = posemb.sinusoidal_add(x, offset=strided.contiguous())
+    assert torch.equal(posemb.sinusoidal_add(x, offset=strided), expected)
+    assert torch.equal(posemb.sinusoidal_add(x, offset=strided.int()), expected)
+    message = r"posemb.sinusoidal_add: offsets \+ seq - 1 must fit in int64, got an offset of 9223372036854775806 and seq=3"
+    for offsets in (torch.tensor([5, 0, 0, big])[1::2], torch.tensor(big), torch.tensor([big])):
+        with pytest.raises(RuntimeError, match=message):
+            posemb.sinusoidal_add(x, offset=offsets)
+
+
 def test_error_on_device_mix():
     with pytest.raises(RuntimeError, match="posemb.sinusoidal_add: positions must be on x's device"):
         posemb.sinusoidal_add(torch.randn(1, 3, 4), torch.arange(3, device="meta"))
