@@ -29,8 +29,8 @@ bool available() {
 
 namespace {
 
-// Bits [0, n) set, n <= 16.
-inline __mmask16 first_lanes(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+// The first n of 16 lanes (all of them for n >= 16).
+inline __mmask16 first_lanes(int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
 
 // Angle j of a 16-angle step lives in the low 32 bits of its 64-bit lane,
 // and in its high 32 bits for the quarter: the dword index of angle j in
@@ -94,7 +94,7 @@ inline void sincos16(__m512i q, __m512i residual, __m512* s, __m512* c) {
 // interleaved, 2n values at s; else n sines at s and n cosines at c.
 template <bool kInterleaved>
 inline void store_sincos16(__m512i p, const uint64_t* F, int64_t n, float* s, float* c) {
-  const __mmask16 mask = n >= 16 ? static_cast<__mmask16>(0xFFFF) : first_lanes(n);
+  const __mmask16 mask = first_lanes(n);
   __m512i q, residual;
   split16<kInterleaved>(p, F, mask, &q, &residual);
   __m512 vs, vc;
@@ -105,7 +105,7 @@ inline void store_sincos16(__m512i p, const uint64_t* F, int64_t n, float* s, fl
       _mm512_storeu_ps(s, lo);
       _mm512_storeu_ps(s + 16, hi);
     } else {
-      _mm512_mask_storeu_ps(s, n >= 8 ? static_cast<__mmask16>(0xFFFF) : first_lanes(2 * n), lo);
+      _mm512_mask_storeu_ps(s, first_lanes(2 * n), lo);
       if (n > 8) _mm512_mask_storeu_ps(s + 16, first_lanes(2 * (n - 8)), hi);
     }
   } else {
@@ -239,7 +239,7 @@ void fused_rows_impl(const T* const* x, T* const* y, int64_t rows, const float* 
   }
   // The last < 32 channels 16 at a time, masked: the same one rounding.
   for (; d < n; d += 16) {
-    const __mmask16 m = n - d >= 16 ? static_cast<__mmask16>(0xFFFF) : first_lanes(n - d);
+    const __mmask16 m = first_lanes(n - d);
     const __m512 e = _mm512_maskz_loadu_ps(m, enc + d);
     for (int64_t r = 0; r < rows; ++r) store16(y[r] + d, m, _mm512_fmadd_ps(load16(x[r] + d, m), s, e));
   }

@@ -1,8 +1,8 @@
 // CPU kernel of rotary, rotary_ and rotary_backward, tiles of tokens split
 // across threads. Each token's sin/cos row is computed once (8 or 16 wide
-// with AVX2 or AVX-512) and every head's halves are turned with whole-row loops (AVX2, or
-// loops the compiler vectorises); the interleaved pairing runs the shared body of
-// kernels/rotary.cuh, as does the CUDA kernel.
+// with AVX2 or AVX-512) and every head's halves are turned with whole-row
+// loops (AVX2, or loops the compiler vectorises); the interleaved pairing
+// runs the shared body of kernels/rotary.cuh, as does the CUDA kernel.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

@@ -129,11 +129,11 @@ void sinusoidal_add_cpu_typed(const SinusoidalParams& p) {
   // and out, overflowed their ways (in place at (32, 512, 384): 541 us with
   // eight, 371 with four, 390 with two, and no in-place case slower with
   // four; one entry at a time over tiles of 64 KB of encodings, 480:
-  // bench/results/cpu-2026-12-04-groups.txt). The next
-  // row's encoding is computed during the sweep of the row's first group
-  // where the vector loop can, hiding its sin/cos work under that sweep's
-  // memory traffic (computed between the sweeps, it left the memory idle:
-  // in place at (8, 2048, 1024) fp32 ran at 0.75 of an in-place mul_).
+  // bench/results/cpu-2026-12-04-groups.txt). The next row's encoding is
+  // computed during the sweep of the row's first group where the vector
+  // loop can, hiding its sin/cos work under that sweep's memory traffic
+  // (computed between the sweeps, it left the memory idle: in place at
+  // (8, 2048, 1024) fp32 ran at 0.75 of an in-place mul_).
   constexpr int64_t kGroup = 4;
   const bool shared = positions_shared(p.pos, p.batch);
   const int64_t rows = shared ? p.seq : p.batch * p.seq;
